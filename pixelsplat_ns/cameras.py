@@ -1,0 +1,224 @@
+"""The one place where camera conventions change.
+
+Two conventions meet in this project:
+
+* **nerfstudio / gsplat side** — OpenGL camera-to-world matrices (camera looks along -Z,
+  +Y up), pixel intrinsics with pixel centres at +0.5 (the image spans [0, w] x [0, h]),
+  world units as the dataparser left them (usually auto-scaled into [-1, 1]). gsplat
+  takes world-to-camera matrices in OpenCV orientation and the same pixel intrinsics.
+* **pixelSplat side** — OpenCV camera-to-world matrices (camera looks along +Z, +Y
+  down), intrinsics normalised by image width/height (pixel centres at (i + 0.5) / w,
+  same corner convention), and near/far planes from the official bounds rule.
+
+Everything that crosses between the two goes through the functions here, and each
+conversion has a round-trip test (``tests/test_cameras.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import reduce
+from jaxtyping import Float
+from torch import Tensor
+
+# Flips the y and z camera axes: OpenGL <-> OpenCV (an involution).
+_GL_CV_FLIP = (1.0, -1.0, -1.0)
+
+
+def homogenize_pose(pose: Float[Tensor, "*batch 3 4"] | Float[Tensor, "*batch 4 4"]) -> Float[Tensor, "*batch 4 4"]:
+    """Append the [0, 0, 0, 1] row to 3x4 poses (4x4 poses pass through)."""
+    if pose.shape[-2:] == (4, 4):
+        return pose
+    if pose.shape[-2:] != (3, 4):
+        raise ValueError(f"expected poses of shape [..., 3, 4] or [..., 4, 4], got {tuple(pose.shape)}")
+    bottom = torch.zeros((*pose.shape[:-2], 1, 4), dtype=pose.dtype, device=pose.device)
+    bottom[..., 0, 3] = 1
+    return torch.cat((pose, bottom), dim=-2)
+
+
+def opengl_to_opencv_c2w(c2w: Float[Tensor, "*batch 3|4 4"]) -> Float[Tensor, "*batch 4 4"]:
+    """nerfstudio/OpenGL camera-to-world -> OpenCV camera-to-world (4x4)."""
+    c2w = homogenize_pose(c2w).clone()
+    c2w[..., :3, :3] = c2w[..., :3, :3] * c2w.new_tensor(_GL_CV_FLIP)
+    return c2w
+
+
+def opencv_to_opengl_c2w(c2w: Float[Tensor, "*batch 3|4 4"]) -> Float[Tensor, "*batch 4 4"]:
+    """OpenCV camera-to-world -> nerfstudio/OpenGL camera-to-world (4x4)."""
+    return opengl_to_opencv_c2w(c2w)  # the axis flip is its own inverse
+
+
+def opengl_c2w_to_viewmat(c2w: Float[Tensor, "*batch 3|4 4"]) -> Float[Tensor, "*batch 4 4"]:
+    """nerfstudio/OpenGL camera-to-world -> gsplat world-to-camera (OpenCV axes)."""
+    c2w_cv = opengl_to_opencv_c2w(c2w)
+    rotation = c2w_cv[..., :3, :3]
+    translation = c2w_cv[..., :3, 3:]
+    viewmat = torch.zeros_like(c2w_cv)
+    viewmat[..., :3, :3] = rotation.transpose(-1, -2)
+    viewmat[..., :3, 3:] = -rotation.transpose(-1, -2) @ translation
+    viewmat[..., 3, 3] = 1
+    return viewmat
+
+
+def normalize_intrinsics(
+    k_pixels: Float[Tensor, "*batch 3 3"], width: int | Tensor, height: int | Tensor
+) -> Float[Tensor, "*batch 3 3"]:
+    """Pixel intrinsics -> intrinsics normalised by image size (pixelSplat).
+
+    Both sides put pixel centres at +0.5 (corner convention), so this is a pure scaling.
+    """
+    k = k_pixels.clone()
+    k[..., 0, :] = k[..., 0, :] / torch.as_tensor(width, dtype=k.dtype, device=k.device)[..., None]
+    k[..., 1, :] = k[..., 1, :] / torch.as_tensor(height, dtype=k.dtype, device=k.device)[..., None]
+    return k
+
+
+def denormalize_intrinsics(
+    k_normalized: Float[Tensor, "*batch 3 3"], width: int | Tensor, height: int | Tensor
+) -> Float[Tensor, "*batch 3 3"]:
+    """Normalised intrinsics -> pixel intrinsics (inverse of ``normalize_intrinsics``)."""
+    k = k_normalized.clone()
+    k[..., 0, :] = k[..., 0, :] * torch.as_tensor(width, dtype=k.dtype, device=k.device)[..., None]
+    k[..., 1, :] = k[..., 1, :] * torch.as_tensor(height, dtype=k.dtype, device=k.device)[..., None]
+    return k
+
+
+def depth_for_disparity(
+    extrinsics: Float[Tensor, "batch view 4 4"],
+    intrinsics: Float[Tensor, "batch view 3 3"],
+    image_shape: tuple[int, int],
+    disparity: float,
+    min_baseline: float = 1e-6,
+) -> Float[Tensor, " batch"]:
+    """Depth at which the widest context baseline moves a point by ``disparity`` pixels.
+
+    This is the official pipeline's bounds rule: with ``disparity = near_disparity *
+    min(h, w)`` it gives the near plane, with 0.5 the far plane. It only depends on ratios,
+    so it is invariant to the scene's scale (near and far scale with the baseline).
+    """
+    origins = extrinsics[..., :3, 3]
+    baselines = (origins[:, None] - origins[:, :, None]).norm(dim=-1).clip(min=min_baseline)
+    baseline = reduce(baselines, "b v ov -> b", "max")
+    h, w = image_shape
+    pixel_size = 1 / torch.tensor((w, h), dtype=intrinsics.dtype, device=intrinsics.device)
+    # Size of one pixel at depth 1, in world units, for each view and axis.
+    pixel_size = torch.einsum("...ij,j->...i", intrinsics[..., :2, :2].inverse(), pixel_size)
+    mean_pixel_size = reduce(pixel_size, "b v xy -> b", "mean")
+    return baseline / (disparity * mean_pixel_size)
+
+
+def official_near_far(
+    extrinsics: Float[Tensor, "batch view 4 4"],
+    intrinsics: Float[Tensor, "batch view 3 3"],
+    image_shape: tuple[int, int],
+    near_disparity: float = 3.0,
+    far_disparity: float = 0.5,
+) -> tuple[Float[Tensor, "batch view"], Float[Tensor, "batch view"]]:
+    """Near and far planes of the official pixelSplat data pipeline, per context view."""
+    v = extrinsics.shape[1]
+    near = depth_for_disparity(extrinsics, intrinsics, image_shape, near_disparity * min(image_shape))
+    far = depth_for_disparity(extrinsics, intrinsics, image_shape, far_disparity)
+    return near[:, None].expand(-1, v).contiguous(), far[:, None].expand(-1, v).contiguous()
+
+
+@dataclass
+class ContextViews:
+    """Context views ready for the encoder, in pixelSplat's conventions.
+
+    ``scene_scale`` maps the caller's world units to the encoder's: the encoder sees
+    translations multiplied by it (so the context baseline is 1), and its Gaussians must
+    be mapped back with ``gaussians_to_caller_frame``.
+    """
+
+    image: Float[Tensor, "batch view 3 h w"]
+    extrinsics: Float[Tensor, "batch view 4 4"]  # OpenCV camera-to-world, scaled
+    intrinsics: Float[Tensor, "batch view 3 3"]  # normalised
+    near: Float[Tensor, "batch view"]
+    far: Float[Tensor, "batch view"]
+    scene_scale: float
+
+
+def validate_context_cameras(c2w: Float[Tensor, "view 4 4"], names: list[str] | None = None) -> None:
+    """Raise a ValueError that names the problem when the context cameras are unusable."""
+    names = names or [f"view {i}" for i in range(c2w.shape[0])]
+    if c2w.shape[0] < 2:
+        raise ValueError(
+            f"pixelSplat needs at least two context views, got {c2w.shape[0]} ({', '.join(names)}). "
+            "Give a dataset with two or more training images."
+        )
+    for i, name in enumerate(names):
+        if not torch.isfinite(c2w[i]).all():
+            raise ValueError(f"context view {name} has a non-finite camera pose (NaN or inf): check its transform.")
+    origins = c2w[:, :3, 3]
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            baseline = (origins[i] - origins[j]).norm().item()
+            scale = max(origins[i].norm().item(), origins[j].norm().item(), 1.0)
+            if baseline <= 1e-6 * scale:
+                raise ValueError(
+                    f"context views {names[i]} and {names[j]} have identical camera positions (baseline "
+                    f"{baseline:.2e}): pixelSplat triangulates depth from the baseline between the two views, "
+                    "so pick two views taken from different positions."
+                )
+
+
+def prepare_context(
+    images: Float[Tensor, "view h w 3"],
+    c2w_opengl: Float[Tensor, "view 3|4 4"],
+    k_pixels: Float[Tensor, "view 3 3"],
+    image_multiple: int,
+    long_side: int | None = None,
+    near_disparity: float = 3.0,
+    names: list[str] | None = None,
+) -> ContextViews:
+    """nerfstudio context views (images [0,1] HWC, OpenGL c2w, pixel K) -> encoder input.
+
+    Images are resized so their long side is at most ``long_side`` (keeping the pixel
+    grid's corner alignment, so intrinsics scale exactly), then centre-cropped to a
+    multiple of ``image_multiple`` (intrinsics shift by the crop). Translations are scaled
+    so the widest context baseline is 1, and near/far follow the official rule.
+    """
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"context images must be [view, h, w, 3] RGB, got {tuple(images.shape)}")
+    c2w = homogenize_pose(c2w_opengl.to(torch.float32))
+    validate_context_cameras(c2w, names)
+    if not torch.isfinite(images).all():
+        raise ValueError("context images contain NaN or inf values")
+    v, h, w, _ = images.shape
+    k = k_pixels.to(torch.float32).clone()
+    image = images.permute(0, 3, 1, 2).to(torch.float32)
+
+    if long_side is not None and max(h, w) > long_side:
+        factor = long_side / max(h, w)
+        new_h, new_w = max(round(h * factor), image_multiple), max(round(w * factor), image_multiple)
+        image = F.interpolate(image, (new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+        k[:, 0, :] *= new_w / w
+        k[:, 1, :] *= new_h / h
+        h, w = new_h, new_w
+
+    crop_h, crop_w = (h // image_multiple) * image_multiple, (w // image_multiple) * image_multiple
+    if crop_h == 0 or crop_w == 0:
+        raise ValueError(f"context images of {w}x{h} pixels are smaller than the encoder's {image_multiple}-pixel patch")
+    row, col = (h - crop_h) // 2, (w - crop_w) // 2
+    image = image[:, :, row : row + crop_h, col : col + crop_w].clamp(0, 1)
+    k[:, 0, 2] -= col
+    k[:, 1, 2] -= row
+
+    extrinsics = opengl_to_opencv_c2w(c2w)
+    origins = extrinsics[:, :3, 3]
+    baseline = (origins[:, None] - origins[None]).norm(dim=-1).max().item()
+    scene_scale = 1.0 / baseline
+    extrinsics[:, :3, 3] = origins * scene_scale
+    intrinsics = normalize_intrinsics(k, crop_w, crop_h)
+    near, far = official_near_far(extrinsics[None], intrinsics[None], (crop_h, crop_w), near_disparity)
+    return ContextViews(image[None], extrinsics[None], intrinsics[None], near, far, scene_scale)
+
+
+def gaussians_to_caller_frame(
+    means: Float[Tensor, "*batch 3"], covariances: Float[Tensor, "*batch 3 3"], scene_scale: float
+) -> tuple[Float[Tensor, "*batch 3"], Float[Tensor, "*batch 3 3"]]:
+    """Undo ``prepare_context``'s scaling on predicted means and covariances."""
+    return means / scene_scale, covariances / scene_scale**2

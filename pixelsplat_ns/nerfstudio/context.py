@@ -1,0 +1,77 @@
+"""Context views in nerfstudio's conventions, and the rule that picks them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Sequence
+
+from jaxtyping import Float
+from torch import Tensor
+
+
+class ContextSelectionError(ValueError):
+    """The dataset or the requested names cannot give usable context views."""
+
+
+@dataclass
+class ContextImages:
+    """The encoder's input as nerfstudio holds it (converted in ``pixelsplat_ns.cameras``)."""
+
+    images: Float[Tensor, "view h w 3"]  # RGB in [0, 1]
+    c2w: Float[Tensor, "view 3 4"]  # OpenGL camera-to-world, dataparser world frame
+    intrinsics: Float[Tensor, "view 3 3"]  # pixels, pixel centres at +0.5
+    names: list[str]
+
+
+def _matches(name: str, path: str) -> bool:
+    pure = PurePath(path)
+    return name in (pure.name, pure.stem, str(pure)) or str(pure).endswith("/" + name.lstrip("/"))
+
+
+def resolve_context_names(
+    requested: Sequence[str], train_paths: Sequence[str], eval_paths: Sequence[str] = ()
+) -> list[int]:
+    """Indices into ``train_paths`` of the images named in ``requested`` (file names,
+    stems or path suffixes). Eval images are refused: they are what ns-eval scores."""
+    indices = []
+    for name in requested:
+        hits = [i for i, path in enumerate(train_paths) if _matches(name, path)]
+        if len(hits) == 1:
+            if hits[0] in indices:
+                raise ContextSelectionError(f"context view '{name}' is named twice; give two different images")
+            indices.append(hits[0])
+            continue
+        if len(hits) > 1:
+            raise ContextSelectionError(
+                f"context view '{name}' matches {len(hits)} training images "
+                f"({', '.join(PurePath(train_paths[i]).name for i in hits[:4])}); give a longer path"
+            )
+        if any(_matches(name, path) for path in eval_paths):
+            raise ContextSelectionError(
+                f"context view '{name}' is in the dataparser's eval split, which ns-eval and ns-render score; "
+                "choose training images as context"
+            )
+        examples = ", ".join(PurePath(p).name for p in list(train_paths)[:5])
+        raise ContextSelectionError(f"context view '{name}' is not a training image of this dataset (e.g. {examples})")
+    return indices
+
+
+def default_context_pair(train_paths: Sequence[str], gap: int | None = None) -> list[int]:
+    """The automatic choice: in file-name (capture) order, the middle training image and
+    the one ``gap`` training images after it (default: a tenth of the training images,
+    at least 1), so that held-out frames between them are natural targets."""
+    n = len(train_paths)
+    if n < 2:
+        names = ", ".join(PurePath(p).name for p in train_paths) or "none"
+        raise ContextSelectionError(
+            f"pixelSplat needs two context views but the dataset has {n} training image(s) ({names}); "
+            "add images or use a dataset with at least two views"
+        )
+    order = sorted(range(n), key=lambda i: str(train_paths[i]))
+    gap = max(1, round(n / 10)) if gap is None else gap
+    if gap < 1:
+        raise ContextSelectionError(f"context gap must be at least 1, got {gap}")
+    gap = min(gap, n - 1)
+    first = min(max(0, n // 2 - gap // 2), n - 1 - gap)
+    return [order[first], order[first + gap]]

@@ -1,0 +1,66 @@
+"""``ns-train pixelsplat``: the method nerfstudio finds through its entry point."""
+
+from __future__ import annotations
+
+import torch
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from pixelsplat_ns.nerfstudio.datamanager import PixelSplatDataManagerConfig
+from pixelsplat_ns.nerfstudio.model import PixelSplatModelConfig
+from pixelsplat_ns.nerfstudio.pipeline import PixelSplatPipelineConfig
+from pixelsplat_ns.nerfstudio.schedulers import PlainFloatExponentialDecaySchedulerConfig
+
+
+def _adam(lr: float) -> AdamOptimizerConfig:
+    return AdamOptimizerConfig(lr=lr, eps=1e-15)
+
+
+def pixelsplat_trainer_config() -> TrainerConfig:
+    """Feed-forward by default (0 iterations); --max-num-iterations N fine-tunes the
+    predicted Gaussians with splatfacto's L1 + SSIM loss on the training images."""
+    return TrainerConfig(
+        method_name="pixelsplat",
+        steps_per_eval_image=100,
+        steps_per_eval_batch=0,
+        steps_per_save=2000,
+        steps_per_eval_all_images=1000,
+        max_num_iterations=0,
+        mixed_precision=False,
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
+        pipeline=PixelSplatPipelineConfig(
+            datamanager=PixelSplatDataManagerConfig(
+                dataparser=NerfstudioDataParserConfig(), cache_images_type="uint8"
+            ),
+            model=PixelSplatModelConfig(),
+        ),
+        optimizers={
+            "means": {
+                "optimizer": _adam(1.6e-4),
+                "scheduler": PlainFloatExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000),
+            },
+            "features_dc": {"optimizer": _adam(0.0025), "scheduler": None},
+            "features_rest": {"optimizer": _adam(0.0025 / 20), "scheduler": None},
+            "opacities": {"optimizer": _adam(0.05), "scheduler": None},
+            "scales": {"optimizer": _adam(0.005), "scheduler": None},
+            "quats": {"optimizer": _adam(0.001), "scheduler": None},
+            "camera_opt": {
+                "optimizer": _adam(1e-4),
+                "scheduler": PlainFloatExponentialDecaySchedulerConfig(
+                    lr_final=5e-7, max_steps=30000, warmup_steps=1000, lr_pre_warmup=0
+                ),
+            },
+        },
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="viewer",
+    )
+
+
+pixelsplat_method = MethodSpecification(
+    config=pixelsplat_trainer_config(),
+    description="pixelSplat (CVPR 2024): 3D Gaussians from two posed images in one forward pass, "
+    "optionally fine-tuned; renders on CPU or CUDA.",
+)

@@ -1,0 +1,259 @@
+"""PixelSplatModel: splatfacto's model whose Gaussians come from the pixelSplat encoder.
+
+The model is thin on purpose: the encoder (``pixelsplat_ns.encoder``), the conventions
+(``pixelsplat_ns.cameras``), the Gaussian conversions (``pixelsplat_ns.gaussians``) and
+the rasteriser (``pixelsplat_ns.rendering``) hold all the maths. Subclassing
+``SplatfactoModel`` keeps nerfstudio's viewer and ``ns-export gaussian-splat`` working
+unchanged; what splatfacto does that cannot run here (``.cuda()`` calls, point-cloud
+seeding, densification, LPIPS downloads) is replaced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Literal, Optional, Tuple, Type, Union
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.optimizers import Optimizers
+from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from pytorch_msssim import SSIM
+from torch.nn import Parameter
+
+from pixelsplat_ns.cameras import gaussians_to_caller_frame, opengl_c2w_to_viewmat, prepare_context
+from pixelsplat_ns.gaussians import Gaussians, covariance_to_scales_quaternions, official_to_gsplat_sh
+from pixelsplat_ns.metrics import build_lpips
+from pixelsplat_ns.nerfstudio.context import ContextImages
+from pixelsplat_ns.weights import load_encoder
+from pixelsplat_ns.rendering import rasterize
+
+GAUSSIAN_PARAMS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
+
+
+@dataclass
+class PixelSplatModelConfig(SplatfactoModelConfig):
+    """pixelSplat: Gaussians predicted from two context views, rendered with gsplat (CUDA) or
+    the project's CPU rasteriser, optionally fine-tuned with splatfacto's photometric loss."""
+
+    _target: Type = field(default_factory=lambda: PixelSplatModel)
+    encoder: Literal["tiny", "official"] = "tiny"
+    """Encoder architecture when no checkpoint is given (a checkpoint carries its own)."""
+    encoder_checkpoint: Optional[Path] = None
+    """Encoder weights: an official pixelSplat checkpoint (re10k.ckpt, acid.ckpt) or one saved by this project."""
+    encoder_long_side: int = 512
+    """Context images are downscaled so their long side is at most this many pixels before encoding."""
+    near_disparity: float = 3.0
+    """Near plane rule of the official pipeline: disparity (in units of min(h, w) pixels) at the near plane."""
+    deterministic: bool = True
+    """Take each pixel's most likely depth bucket (the official test-time setting); else sample the distribution."""
+    seed: int = 0
+    """Seed for the untrained encoder's weights and for depth sampling."""
+    background_color: Literal["random", "black", "white"] = "black"
+    """Background of renders (the pixelSplat renderer uses black)."""
+    num_downscales: int = 0
+    """Fine-tuning renders at full resolution from the start: the Gaussians are already in place."""
+    sh_degree: int = 3
+    """SH degree stored in splatfacto's parameters (gsplat renders at most 3; the official degree-4 band is unused)."""
+    rasterize_backend: Literal["auto", "gsplat", "torch"] = "auto"
+    """auto: gsplat's CUDA kernels for CUDA tensors, the project's PyTorch rasteriser otherwise."""
+
+
+class PixelSplatModel(SplatfactoModel):
+    """Splatfacto whose Gaussians are predicted by the pixelSplat encoder from context views."""
+
+    config: PixelSplatModelConfig
+
+    # ------------------------------------------------------------------ set-up
+    def populate_modules(self) -> None:
+        # splatfacto's own populate_modules seeds Gaussians from points with .cuda() and
+        # builds LPIPS (which downloads AlexNet); neither may happen here. The Gaussians
+        # start empty and are filled by predict_gaussians() before the first render.
+        k = (self.config.sh_degree + 1) ** 2
+        self.gauss_params = torch.nn.ParameterDict(
+            {
+                "means": Parameter(torch.empty(0, 3)),
+                "scales": Parameter(torch.empty(0, 3)),
+                "quats": Parameter(torch.empty(0, 4)),
+                "features_dc": Parameter(torch.empty(0, 3)),
+                "features_rest": Parameter(torch.empty(0, k - 1, 3)),
+                "opacities": Parameter(torch.empty(0, 1)),
+            }
+        )
+        # Persisted, so a reloaded run (ns-viewer, ns-export, ...) renders its saved Gaussians.
+        self.register_buffer("gaussians_predicted", torch.tensor(False))
+        self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
+        from torchmetrics.image import PeakSignalNoiseRatio
+
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
+        self.lpips = build_lpips()
+        self.step = 0
+        self.crop_box = None
+        self.background_color = (
+            torch.tensor([0.1490, 0.1647, 0.2157])
+            if self.config.background_color == "random"
+            else {"black": torch.zeros(3), "white": torch.ones(3)}[self.config.background_color]
+        )
+        self.info: dict = {}
+        self.context_provider: Optional[Callable[[], ContextImages]] = None
+        self.context_names: List[str] = []
+
+    def set_context_provider(self, provider: Callable[[], ContextImages]) -> None:
+        """Where the context views come from (called lazily: reloaded runs never need them)."""
+        self.context_provider = provider
+
+    # ------------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def predict_gaussians(self) -> Gaussians:
+        """Run the encoder on the context views and write its Gaussians into splatfacto's
+        parameters (means, log-scales, wxyz quaternions, SH DC/rest, logit opacities)."""
+        if self.context_provider is None:
+            raise RuntimeError("PixelSplatModel has no context views: call set_context_provider() first")
+        context = self.context_provider()
+        encoder = load_encoder(self.config.encoder, self.config.encoder_checkpoint, seed=self.config.seed)
+        views = prepare_context(
+            context.images,
+            context.c2w,
+            context.intrinsics,
+            image_multiple=encoder.image_multiple,
+            long_side=self.config.encoder_long_side,
+            near_disparity=self.config.near_disparity,
+            names=context.names,
+        )
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(self.config.seed)
+        try:
+            output = encoder(
+                views.image, views.extrinsics, views.intrinsics, views.near, views.far,
+                deterministic=self.config.deterministic, global_step=0,
+            )
+        finally:
+            torch.random.set_rng_state(generator_state)
+        gaussians = output.gaussians
+        means, covariances = gaussians_to_caller_frame(gaussians.means[0], gaussians.covariances[0], views.scene_scale)
+        self.set_gaussians(means, covariances, gaussians.harmonics[0], gaussians.opacities[0])
+        self.context_names = list(context.names)
+        CONSOLE.print(
+            f"pixelsplat: predicted {means.shape[0]:,} Gaussians from context views {', '.join(context.names)} "
+            f"({views.image.shape[-1]}x{views.image.shape[-2]} px each)"
+        )
+        return gaussians
+
+    def set_gaussians(
+        self,
+        means: torch.Tensor,
+        covariances: torch.Tensor,
+        harmonics: torch.Tensor,
+        opacities: torch.Tensor,
+    ) -> None:
+        """Write pixelSplat Gaussians (world frame, official SH basis) into splatfacto's parameters."""
+        scales, quats = covariance_to_scales_quaternions(covariances)
+        sh = official_to_gsplat_sh(harmonics, max_degree=self.config.sh_degree)
+        k = (self.config.sh_degree + 1) ** 2
+        if sh.shape[-2] < k:  # an encoder with fewer SH bands: the missing bands are zero
+            sh = torch.cat((sh, sh.new_zeros(sh.shape[0], k - sh.shape[-2], 3)), dim=-2)
+        eps = 1e-6
+        values = {
+            "means": means,
+            "scales": scales.log(),
+            "quats": quats,
+            "features_dc": sh[:, 0, :],
+            "features_rest": sh[:, 1:, :],
+            "opacities": torch.logit(opacities.clamp(eps, 1 - eps))[:, None],
+        }
+        for name in GAUSSIAN_PARAMS:
+            self.gauss_params[name] = Parameter(values[name].detach().to(self.device, torch.float32).contiguous())
+        self.gaussians_predicted.fill_(True)
+
+    def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
+        super().load_state_dict(dict, **kwargs)
+        self.step = 0  # splatfacto sets 30000 for its SH schedule, which this model does not use
+
+    # ------------------------------------------------------------------ training hooks
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        # No densification strategy: the Gaussians are pixel-aligned predictions.
+        return [
+            TrainingCallback(
+                [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                self.step_cb,
+                args=[training_callback_attributes.optimizers],
+            )
+        ]
+
+    def step_cb(self, optimizers: Optimizers, step: int) -> None:
+        self.step = step
+        self.optimizers = optimizers.optimizers
+
+    def step_post_backward(self, step: int) -> None:
+        return None
+
+    # ------------------------------------------------------------------ rendering
+    def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
+        """Render one camera: ``rgb`` [H, W, 3], ``depth`` [H, W, 1] (expected depth, eval
+        only unless ``output_depth_during_training``), ``accumulation`` [H, W, 1]."""
+        if not isinstance(camera, Cameras):
+            raise TypeError(f"PixelSplatModel renders nerfstudio Cameras, got {type(camera).__name__}")
+        if not bool(self.gaussians_predicted):
+            self.predict_gaussians()
+        if self.training:
+            if camera.shape[0] != 1:
+                raise ValueError("training renders one camera at a time")
+            c2w = self.camera_optimizer.apply_to_camera(camera)
+        else:
+            c2w = camera.camera_to_worlds
+
+        params = {name: self.gauss_params[name] for name in GAUSSIAN_PARAMS}
+        if self.crop_box is not None and not self.training:
+            inside = self.crop_box.within(params["means"]).squeeze()
+            if inside.sum() == 0:
+                return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
+            params = {name: value[inside] for name, value in params.items()}
+
+        width, height = int(camera.width.item()), int(camera.height.item())
+        viewmat = opengl_c2w_to_viewmat(c2w.to(self.device))
+        ks = camera.get_intrinsics_matrices().to(self.device)
+        render_mode = "RGB+ED" if (self.config.output_depth_during_training or not self.training) else "RGB"
+        colors = torch.cat((params["features_dc"][:, None, :], params["features_rest"]), dim=1)
+        render, alpha, self.info = rasterize(
+            means=params["means"],
+            quats=params["quats"],
+            scales=params["scales"].exp(),
+            opacities=params["opacities"].sigmoid().squeeze(-1),
+            colors=colors,
+            viewmats=viewmat,
+            Ks=ks,
+            width=width,
+            height=height,
+            sh_degree=self.config.sh_degree,
+            render_mode=render_mode,
+            backend=self.config.rasterize_backend,
+        )
+        background = self._get_background_color()
+        rgb = (render[..., :3] + (1 - alpha) * background).clamp(0.0, 1.0)
+        depth = None
+        if render_mode == "RGB+ED":
+            depth = render[..., 3:4]
+            depth = torch.where(alpha > 0, depth, depth.detach().max()).squeeze(0)
+        if not self.training:
+            background = background.expand(height, width, 3)
+        return {"rgb": rgb.squeeze(0), "depth": depth, "accumulation": alpha.squeeze(0), "background": background}
+
+    # ------------------------------------------------------------------ metrics
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, torch.Tensor]]:
+        gt_rgb = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
+        predicted_rgb = outputs["rgb"]
+        combined_rgb = torch.cat([gt_rgb, predicted_rgb], dim=1)
+        gt = gt_rgb.permute(2, 0, 1)[None]
+        predicted = predicted_rgb.permute(2, 0, 1)[None]
+        metrics = {"psnr": float(self.psnr(gt, predicted).item()), "ssim": float(self.ssim(gt, predicted))}
+        if self.lpips is not None:
+            metrics["lpips"] = float(self.lpips(gt, predicted))
+        return metrics, {"img": combined_rgb}
+

@@ -1,0 +1,44 @@
+"""The pipeline that hands the datamanager's context views to the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Type
+
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch.cuda.amp.grad_scaler import GradScaler
+
+from pixelsplat_ns.nerfstudio.datamanager import PixelSplatDataManagerConfig
+from pixelsplat_ns.nerfstudio.model import PixelSplatModelConfig
+
+
+@dataclass
+class PixelSplatPipelineConfig(VanillaPipelineConfig):
+    _target: Type = field(default_factory=lambda: PixelSplatPipeline)
+    datamanager: PixelSplatDataManagerConfig = field(default_factory=PixelSplatDataManagerConfig)
+    model: PixelSplatModelConfig = field(default_factory=PixelSplatModelConfig)
+
+
+class PixelSplatPipeline(VanillaPipeline):
+    """VanillaPipeline + context views. When training, the encoder runs here, before the
+    trainer builds its optimisers, so they see the predicted Gaussians. Reloaded runs
+    (viewer, export, render, eval) restore the saved Gaussians and never run it."""
+
+    def __init__(
+        self,
+        config: PixelSplatPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[GradScaler] = None,
+    ):
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        self.model.set_context_provider(self.datamanager.context_views)
+        if test_mode == "val":
+            try:
+                self.model.predict_gaussians()
+            except (ValueError, FileNotFoundError) as error:  # bad input: one clear message, not a deep traceback
+                CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
+                raise SystemExit(2) from None

@@ -1,0 +1,42 @@
+"""Where encoder weights come from: a checkpoint file, or (said plainly) nowhere yet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
+
+_untrained_warned: set[str] = set()
+
+
+def load_encoder(preset: str, checkpoint: Path | None = None, seed: int = 0, device: str = "cpu") -> PixelSplatEncoder:
+    """The encoder in eval mode: from ``checkpoint`` (official pixelSplat or this
+    project's, detected from the file) or, without one, the ``preset`` architecture with
+    seeded random weights — announced once per process, since its Gaussians will not
+    resemble the scene."""
+    if checkpoint is not None:
+        from pixelsplat_ns.official import load_checkpoint
+
+        checkpoint = Path(checkpoint).expanduser()
+        if not checkpoint.is_file():
+            raise FileNotFoundError(
+                f"encoder checkpoint {checkpoint} does not exist: place an official pixelSplat checkpoint "
+                "(re10k.ckpt / acid.ckpt) or one saved by pixelsplat-ns there, or omit --pipeline.model.encoder-checkpoint"
+            )
+        return load_checkpoint(checkpoint, device=device)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        encoder = PixelSplatEncoder(encoder_config(preset)).to(device).eval()
+    finally:
+        torch.random.set_rng_state(state)
+    if preset not in _untrained_warned:
+        _untrained_warned.add(preset)
+        CONSOLE.print(
+            f"[bold yellow]pixelsplat: the '{preset}' encoder runs with UNTRAINED (random) weights, so its Gaussians "
+            "will not look like the scene. Pass --pipeline.model.encoder-checkpoint PATH with trained weights."
+        )
+    return encoder
