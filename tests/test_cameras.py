@@ -1,0 +1,110 @@
+import math
+
+import pytest
+import torch
+
+from pixelsplat_ns.cameras import (
+    denormalize_intrinsics,
+    gaussians_to_caller_frame,
+    normalize_intrinsics,
+    official_near_far,
+    opencv_to_opengl_c2w,
+    opengl_c2w_to_viewmat,
+    opengl_to_opencv_c2w,
+    prepare_context,
+)
+from tests.conftest import FIXTURES, require
+
+
+def random_pose(generator: torch.Generator) -> torch.Tensor:
+    q = torch.randn(4, generator=generator, dtype=torch.float64)
+    q = q / q.norm()
+    w, x, y, z = q
+    rotation = torch.tensor(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ],
+        dtype=torch.float64,
+    )
+    pose = torch.eye(4, dtype=torch.float64)
+    pose[:3, :3] = rotation
+    pose[:3, 3] = torch.randn(3, generator=generator, dtype=torch.float64)
+    return pose
+
+
+def test_opengl_opencv_round_trip_and_axes():
+    g = torch.Generator().manual_seed(0)
+    c2w_gl = torch.stack([random_pose(g) for _ in range(5)])
+    c2w_cv = opengl_to_opencv_c2w(c2w_gl)
+    torch.testing.assert_close(opencv_to_opengl_c2w(c2w_cv), c2w_gl)
+    # OpenGL looks along -Z, OpenCV along +Z: the viewing directions must agree.
+    torch.testing.assert_close(c2w_cv[:, :3, 2], -c2w_gl[:, :3, 2])
+    torch.testing.assert_close(c2w_cv[:, :3, 1], -c2w_gl[:, :3, 1])
+    torch.testing.assert_close(c2w_cv[:, :3, 3], c2w_gl[:, :3, 3])
+
+
+def test_viewmat_projects_points_in_front_to_positive_depth():
+    g = torch.Generator().manual_seed(1)
+    c2w_gl = random_pose(g)
+    # A point one unit along the OpenGL viewing direction (-Z).
+    point = c2w_gl[:3, 3] - c2w_gl[:3, 2]
+    viewmat = opengl_c2w_to_viewmat(c2w_gl[None])[0]
+    camera_point = viewmat[:3, :3] @ point + viewmat[:3, 3]
+    torch.testing.assert_close(camera_point, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(viewmat @ opengl_to_opencv_c2w(c2w_gl), torch.eye(4, dtype=torch.float64))
+
+
+def test_intrinsics_round_trip():
+    k = torch.tensor([[350.0, 0.1, 160.0], [0.0, 351.0, 90.0], [0.0, 0.0, 1.0]])
+    normalized = normalize_intrinsics(k, 320, 180)
+    assert normalized[0, 2].item() == pytest.approx(0.5)
+    assert normalized[1, 2].item() == pytest.approx(0.5)
+    torch.testing.assert_close(denormalize_intrinsics(normalized, 320, 180), k)
+
+
+def test_official_near_far_matches_fixture():
+    fixture = torch.load(require(FIXTURES / "parity_pair_a64.pt"), weights_only=False)["inputs"]
+    h, w = fixture["image"].shape[-2:]
+    near, far = official_near_far(fixture["extrinsics"], fixture["intrinsics"], (h, w))
+    torch.testing.assert_close(near, fixture["near"], rtol=1e-5, atol=0)
+    torch.testing.assert_close(far, fixture["far"], rtol=1e-5, atol=0)
+
+
+def test_prepare_context_crops_scales_and_keeps_rays():
+    g = torch.Generator().manual_seed(2)
+    c2w = torch.stack([random_pose(g), random_pose(g)]).float()
+    c2w[1, :3, 3] = c2w[0, :3, 3] + torch.tensor([0.3, 0.0, 0.1])
+    k = torch.tensor([[350.0, 0.0, 160.0], [0.0, 350.0, 90.0], [0.0, 0.0, 1.0]]).expand(2, 3, 3)
+    images = torch.rand(2, 180, 320, 3)
+    views = prepare_context(images, c2w[:, :3], k, image_multiple=16)
+    assert views.image.shape == (1, 2, 3, 176, 320)
+    baseline = (views.extrinsics[0, 0, :3, 3] - views.extrinsics[0, 1, :3, 3]).norm()
+    assert baseline.item() == pytest.approx(1.0, rel=1e-5)
+    # The principal point moved with the 2-pixel crop of the rows.
+    assert (views.intrinsics[0, 0, 1, 2] * 176).item() == pytest.approx(88.0, abs=1e-4)
+    assert (views.near < views.far).all()
+    means, covariances = gaussians_to_caller_frame(torch.ones(3), torch.eye(3), views.scene_scale)
+    assert means[0].item() == pytest.approx(1 / views.scene_scale)
+    assert covariances[0, 0].item() == pytest.approx(1 / views.scene_scale**2)
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [("one view", "at least two context views"), ("same camera", "identical camera positions"), ("nan", "non-finite")],
+)
+def test_prepare_context_rejects_bad_cameras(problem, message):
+    g = torch.Generator().manual_seed(3)
+    c2w = torch.stack([random_pose(g), random_pose(g)]).float()[:, :3]
+    k = torch.tensor([[50.0, 0.0, 32.0], [0.0, 50.0, 32.0], [0.0, 0.0, 1.0]]).expand(2, 3, 3)
+    images = torch.rand(2, 64, 64, 3)
+    if problem == "one view":
+        c2w, k, images = c2w[:1], k[:1], images[:1]
+    elif problem == "same camera":
+        c2w = c2w[:1].expand(2, 3, 4).clone()
+    else:
+        c2w = c2w.clone()
+        c2w[1, 0, 3] = math.nan
+    with pytest.raises(ValueError, match=message):
+        prepare_context(images, c2w, k, image_multiple=16, names=["a.png", "b.png"][: images.shape[0]])
