@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
+if TYPE_CHECKING:
+    from pixelsplat_ns.encoder import PixelSplatEncoder
 
 _untrained_warned: set[str] = set()
 
 
-def load_encoder(preset: str, checkpoint: Path | None = None, seed: int = 0, device: str = "cpu") -> PixelSplatEncoder:
+def load_encoder(preset: str, checkpoint: Path | None = None, seed: int = 0, device: str = "cpu") -> "PixelSplatEncoder":
     """The encoder in eval mode: from ``checkpoint`` (official pixelSplat or this
     project's, detected from the file) or, without one, the ``preset`` architecture with
     seeded random weights — announced once per process, since its Gaussians will not
     resemble the scene."""
+    from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
+
     if checkpoint is not None:
         from pixelsplat_ns.official import load_checkpoint
 

@@ -1,0 +1,17 @@
+"""``pixelsplat-ns``: the project's command-line tools."""
+
+from __future__ import annotations
+
+import tyro
+
+from pixelsplat_ns.cli.demo import Demo
+
+COMMANDS = {"demo": Demo}
+
+
+def entrypoint() -> None:
+    tyro.extras.subcommand_cli_from_dict(COMMANDS).main()
+
+
+if __name__ == "__main__":
+    entrypoint()
