@@ -1,0 +1,103 @@
+"""PixelSplatModel in-process: prediction into splatfacto's parameters, rendering, fine-tuning."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+from tests.scenes import cut_scene
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    scene = cut_scene("pavilion-chair-midday", tmp_path_factory.mktemp("scene"), train=[40, 41, 45, 46], eval_=[43])
+    config = pixelsplat_trainer_config()
+    config.pipeline.datamanager.data = scene
+    config.pipeline.datamanager.dataparser.eval_mode = "filename"
+    config.pipeline.datamanager.context_views = ("frame_00040_train", "frame_00045_train")
+    return config.pipeline.setup(device="cpu", test_mode="val")
+
+
+def test_prediction_fills_splatfacto_parameters(pipeline):
+    model = pipeline.model
+    n = 2 * 320 * 176
+    assert model.means.shape == (n, 3)
+    assert model.scales.shape == (n, 3) and model.quats.shape == (n, 4)
+    assert model.features_dc.shape == (n, 3) and model.features_rest.shape == (n, 15, 3)
+    assert model.opacities.shape == (n, 1)
+    for name, value in model.gauss_params.items():
+        assert torch.isfinite(value).all(), name
+    torch.testing.assert_close(model.quats.norm(dim=-1), torch.ones(n), atol=1e-5, rtol=0)
+    assert model.context_names == ["frame_00040_train.png", "frame_00045_train.png"]
+
+
+def test_get_outputs_for_camera_returns_rgb_depth_accumulation(pipeline):
+    model = pipeline.model
+    model.eval()
+    camera = pipeline.datamanager.eval_dataset.cameras[0:1]
+    outputs = model.get_outputs_for_camera(camera)
+    h, w = int(camera.height), int(camera.width)
+    assert outputs["rgb"].shape == (h, w, 3)
+    assert outputs["depth"].shape == (h, w, 1)
+    assert outputs["accumulation"].shape == (h, w, 1)
+    assert (outputs["rgb"] >= 0).all() and (outputs["rgb"] <= 1).all()
+    assert outputs["accumulation"].max() > 0.5  # the context views see what this view sees
+
+
+def test_fine_tuning_gets_gradients_and_lowers_the_loss(pipeline):
+    model = pipeline.model
+    model.train()
+    params = [p for group in model.get_param_groups().values() for p in group]
+    optimizer = torch.optim.Adam(params, lr=5e-3)
+    camera, batch = pipeline.datamanager.next_train(0)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        outputs = model(camera)
+        loss = sum(model.get_loss_dict(outputs, batch).values())
+        loss.backward()
+        losses.append(loss.item())
+        if len(losses) == 1:
+            for name in ("means", "scales", "quats", "features_dc", "opacities"):
+                grad = model.gauss_params[name].grad
+                assert grad is not None and grad.abs().sum() > 0, name
+        optimizer.step()
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_checkpoint_state_reloads_with_torch_default_weights_only(pipeline):
+    config = pixelsplat_trainer_config()
+    optimizers = __import__("nerfstudio.engine.optimizers", fromlist=["Optimizers"]).Optimizers(
+        config.optimizers, pipeline.model.get_param_groups()
+    )
+    for _ in range(3):
+        optimizers.scheduler_step_all(0)
+    state = {
+        "pipeline": pipeline.state_dict(),
+        "optimizers": {k: v.state_dict() for k, v in optimizers.optimizers.items()},
+        "schedulers": {k: v.state_dict() for k, v in optimizers.schedulers.items()},
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    reloaded = torch.load(buffer)  # weights_only=True by default
+    assert "_model.gauss_params.means" in reloaded["pipeline"]
+
+
+def test_lpips_is_skipped_with_one_warning_when_alexnet_weights_are_absent(monkeypatch, tmp_path: Path):
+    import pixelsplat_ns.metrics as metrics
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(metrics, "_warned", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert metrics.build_lpips() is None
+        assert metrics.build_lpips() is None
+    messages = [str(w.message) for w in caught if "LPIPS" in str(w.message)]
+    assert len(messages) == 1
+    assert str(tmp_path / "hub" / "checkpoints") in messages[0]
