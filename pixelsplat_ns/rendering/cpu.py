@@ -1,0 +1,387 @@
+"""Differentiable pure-PyTorch rasteriser with gsplat 1.4.0's semantics (CPU-friendly).
+
+Pipeline (all cameras at once):
+
+1. :func:`~pixelsplat_ns.rendering.projection.project_gaussians` (autograd);
+2. colours from SH (autograd), ``max(SH + 0.5, 0)``, optionally the depth channel;
+3. :func:`~pixelsplat_ns.rendering.tiles.bin_gaussians`: per ``block x block`` tile,
+   depth-sorted Gaussian lists, respecting gsplat's 16x16 tile assignment;
+4. :class:`_Composite`: front-to-back alpha compositing with a hand-written backward.
+
+Compositing processes groups of tiles in rounds of ``chunk`` Gaussians, on tensors of
+shape ``[tiles, pixels_per_tile, chunk]``; memory is bounded by ``max_elements`` per
+round whatever the scene. Per pixel it follows gsplat's kernel exactly:
+
+* ``sigma = 0.5 (a dx^2 + c dy^2) + b dx dy`` with ``d = mean2d - (pixel + 0.5)``;
+* ``alpha = min(0.999, opacity exp(-sigma))``; skipped if ``sigma < 0`` or ``alpha < 1/255``;
+* stop before the Gaussian whose ``T (1 - alpha)`` would be ``<= 1e-4`` (it is *not*
+  composited); ``colour = sum alpha_i T_i c_i + T_final background``, ``alpha = 1 - T_final``.
+
+Transmittances are running products (``cumprod`` seeded with the running ``T``), so they
+are rounded exactly like the kernel's sequential ``T *= 1 - alpha``. The backward pass
+replays the same rounds front to back (using the stored number of consumed list entries
+per pixel, so termination is the same as in the forward) and obtains
+``dL/dalpha_i = T_i g.c_i - (g.C_after_i + T_final g.bg - dL/dA T_final) / (1 - alpha_i)``
+with ``C_after_i = C_fg - sum_{j <= i} alpha_j T_j c_j``, then reduces the per-pixel terms
+to per-Gaussian gradients with small matrix products.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .projection import project_gaussians
+from .sh import eval_sh
+from .tiles import TileBins, bin_gaussians, gsplat_tiles_per_gauss
+
+__all__ = ["rasterize_torch", "composite"]
+
+ALPHA_MIN = 1.0 / 255.0
+ALPHA_MAX = 0.999
+T_MIN = 1e-4
+
+# Tuning knobs (results do not depend on them beyond float rounding of sums).
+DEFAULT_BLOCK = 8
+DEFAULT_CHUNK = 64
+DEFAULT_MAX_ELEMENTS = 1 << 21
+
+
+class _TileGeometry:
+    """Pixel coordinates of each block tile, shared by forward and backward."""
+
+    def __init__(self, bins: TileBins, width: int, height: int, dtype: torch.dtype, device: torch.device):
+        b = bins.block
+        self.pixels = b * b
+        tile = torch.arange(bins.n_tiles, device=device)
+        in_cam = tile % (bins.tiles_x * bins.tiles_y)
+        self.origin_x = (in_cam % bins.tiles_x) * b  # [n_tiles]
+        self.origin_y = torch.div(in_cam, bins.tiles_x, rounding_mode="floor") * b
+        p = torch.arange(self.pixels, device=device)
+        self.u = p % b  # [P]
+        self.v = torch.div(p, b, rounding_mode="floor")
+        self.dtype = dtype
+        # Local pixel features for the backward reductions: 1, u, v, u^2, uv, v^2.
+        u, v = self.u.to(dtype), self.v.to(dtype)
+        self.features = torch.stack((torch.ones_like(u), u, v, u * u, u * v, v * v), dim=-1)  # [P, 6]
+        self.width, self.height = width, height
+
+    def centres(self, tiles: Tensor) -> tuple[Tensor, Tensor]:
+        """Pixel-centre coordinates ``[len(tiles), P]``."""
+        px = (self.origin_x[tiles, None] + self.u[None, :]).to(self.dtype) + 0.5
+        py = (self.origin_y[tiles, None] + self.v[None, :]).to(self.dtype) + 0.5
+        return px, py
+
+    def inside(self, tiles: Tensor) -> Tensor:
+        px = self.origin_x[tiles, None] + self.u[None, :]
+        py = self.origin_y[tiles, None] + self.v[None, :]
+        return (px < self.width) & (py < self.height)
+
+
+def _tile_groups(bins: TileBins, pixels: int, chunk: int, max_elements: int) -> list[Tensor]:
+    """Non-empty tiles, longest list first, in groups of at most ``max_elements / (P chunk)``."""
+    nonempty = torch.nonzero(bins.count > 0).squeeze(1)
+    order = torch.sort(bins.count[nonempty], descending=True, stable=True).indices
+    tiles = nonempty[order]
+    per_group = max(1, max_elements // (pixels * chunk))
+    return list(torch.split(tiles, per_group))
+
+
+def _alphas(
+    packed: Tensor, px: Tensor, py: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Per pixel x Gaussian quantities of one round.
+
+    ``packed`` [T, B, 6+D] holds (mx, my, a, b, c, opacity, colour...) with opacity 0 for
+    padding; ``px``/``py`` [T, P]. Returns ``dx, dy`` [T, P, B], ``vis = exp(-sigma)``,
+    ``alpha_raw = opacity * vis`` and ``alpha`` (clamped, zeroed where gsplat skips).
+    """
+    mx, my, ca, cb, cc, opac = (packed[:, None, :, k] for k in range(6))  # [T, 1, B]
+    dx = mx - px[:, :, None]
+    dy = my - py[:, :, None]
+    sigma = (ca * dx) * dx
+    sigma.addcmul_(cc * dy, dy).mul_(0.5)
+    sigma.addcmul_(cb * dx, dy)
+    keep = sigma >= 0
+    vis = sigma.neg_().exp_()
+    alpha_raw = vis * opac
+    alpha = alpha_raw.clamp_max(ALPHA_MAX)
+    keep &= alpha >= ALPHA_MIN
+    alpha.mul_(keep)
+    return dx, dy, vis, alpha_raw, alpha
+
+
+def _gather_round(packed_all: Tensor, bins: TileBins, tiles: Tensor, first: int, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows ``first .. first + chunk`` of the given tiles' lists, padded with opacity 0."""
+    pos = first + torch.arange(chunk, device=tiles.device)
+    count = bins.count[tiles]
+    in_list = pos[None, :] < count[:, None]  # [T, B]
+    idx = bins.start[tiles, None] + torch.minimum(pos[None, :], (count[:, None] - 1).clamp_min(0))
+    gids = bins.gauss_ids[idx]  # [T, B]
+    packed = packed_all[gids]
+    packed[..., 5] *= in_list
+    return packed, gids, in_list
+
+
+class _Composite(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means2d, conics, colors, opacities, backgrounds, bins, geometry, chunk, max_elements):
+        # means2d [M, 2], conics [M, 3], colors [M, D], opacities [M], backgrounds [n_cams, D] | None
+        D = colors.shape[-1]
+        P = geometry.pixels
+        dtype, device = colors.dtype, colors.device
+        packed_all = torch.cat((means2d, conics, opacities[:, None], colors), dim=-1).contiguous()
+        transmittance = torch.ones(bins.n_tiles, P, dtype=dtype, device=device)
+        accum = torch.zeros(bins.n_tiles, P, D, dtype=dtype, device=device)
+        consumed = torch.zeros(bins.n_tiles, P, dtype=torch.int64, device=device)
+
+        for group in _tile_groups(bins, P, chunk, max_elements):
+            px_g, py_g = geometry.centres(group)
+            T_g = torch.ones(len(group), P, dtype=dtype, device=device)
+            acc_g = torch.zeros(len(group), P, D, dtype=dtype, device=device)
+            used_g = torch.zeros(len(group), P, dtype=torch.int64, device=device)
+            done_g = ~geometry.inside(group)
+            count_g = bins.count[group]
+            active = torch.arange(len(group), device=device)
+            n_rounds = math.ceil(int(count_g.max()) / chunk)
+            for r in range(n_rounds):
+                first = r * chunk
+                if r > 0:
+                    active = active[(count_g[active] > first) & ~done_g[active].all(dim=1)]
+                    if len(active) == 0:
+                        break
+                tiles = group[active]
+                packed, _, _ = _gather_round(packed_all, bins, tiles, first, chunk)
+                done = done_g[active]
+                T_run = T_g[active]
+                _, _, _, _, alpha = _alphas(packed, px_g[active], py_g[active])
+                alpha.mul_(~done[:, :, None])
+                trans = torch.cumprod(torch.cat((T_run[:, :, None], 1.0 - alpha), dim=-1), dim=-1)  # [T, P, B+1]
+                ok = trans[:, :, 1:] > T_MIN  # prefix: composited entries
+                n_ok = ok.sum(-1)
+                weights = alpha.mul_(trans[:, :, :-1]).mul_(ok)
+                acc_g[active] += torch.bmm(weights, packed[..., 6:])
+                T_new = trans.gather(-1, n_ok[..., None]).squeeze(-1)
+                T_g[active] = torch.where(done, T_run, T_new)
+                used_g[active] = torch.where(done, used_g[active], first + n_ok)
+                done_g[active] = done | (n_ok < chunk)
+            transmittance[group] = T_g
+            accum[group] = acc_g
+            consumed[group] = used_g
+
+        ctx.save_for_backward(packed_all, backgrounds, transmittance, accum, consumed)
+        ctx.bins, ctx.geometry, ctx.chunk, ctx.max_elements = bins, geometry, chunk, max_elements
+        ctx.D = D
+        # background
+        n_cams = bins.n_tiles // (bins.tiles_x * bins.tiles_y)
+        color = accum
+        if backgrounds is not None:
+            bg_tiles = backgrounds.repeat_interleave(bins.tiles_x * bins.tiles_y, dim=0)  # [n_tiles, D]
+            color = accum + transmittance[:, :, None] * bg_tiles[:, None, :]
+        alpha_out = 1.0 - transmittance
+        return _tiles_to_image(color, bins, geometry, n_cams), _tiles_to_image(alpha_out[..., None], bins, geometry, n_cams)
+
+    @staticmethod
+    def backward(ctx, v_color_img, v_alpha_img):
+        packed_all, backgrounds, transmittance, accum, consumed = ctx.saved_tensors
+        bins, geometry, chunk = ctx.bins, ctx.geometry, ctx.chunk
+        D, P = ctx.D, geometry.pixels
+        dtype, device = packed_all.dtype, packed_all.device
+        v_color = _image_to_tiles(v_color_img, bins, geometry)  # [n_tiles, P, D]
+        v_alpha = _image_to_tiles(v_alpha_img, bins, geometry)[..., 0]  # [n_tiles, P]
+
+        # G_total = g.C_fg + T_final (g.bg - dL/dA)
+        g_total = (v_color * accum).sum(-1) - transmittance * v_alpha
+        v_bg = None
+        if backgrounds is not None:
+            bg_tiles = backgrounds.repeat_interleave(bins.tiles_x * bins.tiles_y, dim=0)
+            g_total = g_total + transmittance * (v_color * bg_tiles[:, None, :]).sum(-1)
+            per_tile = (v_color * transmittance[:, :, None]).sum(1)  # [n_tiles, D]
+            v_bg = per_tile.reshape(-1, bins.tiles_x * bins.tiles_y, D).sum(1)
+
+        grads = torch.zeros(packed_all.shape[0], 6 + D, dtype=dtype, device=device)
+        features = geometry.features
+        for group in _tile_groups(bins, P, chunk, ctx.max_elements):
+            px_g, py_g = geometry.centres(group)
+            used_g = consumed[group]
+            max_used = used_g.max(dim=1).values
+            T_g = torch.ones(len(group), P, dtype=dtype, device=device)
+            G_g = torch.zeros(len(group), P, dtype=dtype, device=device)
+            vc_g, gt_g = v_color[group], g_total[group]
+            ox = geometry.origin_x[group].to(dtype) + 0.5
+            oy = geometry.origin_y[group].to(dtype) + 0.5
+            active = torch.arange(len(group), device=device)
+            n_rounds = math.ceil(int(max_used.max()) / chunk) if len(group) else 0
+            for r in range(n_rounds):
+                first = r * chunk
+                if r > 0:
+                    active = active[max_used[active] > first]
+                    if len(active) == 0:
+                        break
+                tiles = group[active]
+                packed, gids, _ = _gather_round(packed_all, bins, tiles, first, chunk)
+                dx, dy, vis, alpha_raw, alpha = _alphas(packed, px_g[active], py_g[active])
+                pos = first + torch.arange(chunk, device=device)
+                alpha.mul_(pos[None, None, :] < used_g[active][:, :, None])
+                trans = torch.cumprod(torch.cat((T_g[active][:, :, None], 1.0 - alpha), dim=-1), dim=-1)
+                T_excl = trans[:, :, :-1]
+                weights = alpha * T_excl  # [T, P, B]
+                vc = vc_g[active]  # [T, P, D]
+                gc = torch.bmm(vc, packed[..., 6:].transpose(1, 2))  # g . c_i  [T, P, B]
+                upto = torch.cumsum(weights * gc, dim=-1).add_(G_g[active][:, :, None])
+                # dL/dalpha
+                v_a = (gt_g[active][:, :, None] - upto).div_(1.0 - alpha).neg_().addcmul_(T_excl, gc)
+                unclamped = (alpha > 0) & (alpha_raw <= ALPHA_MAX)
+                v_sigma = v_a.mul_(alpha_raw).mul_(unclamped).neg_()  # [T, P, B]
+                sums = torch.matmul(v_sigma.transpose(1, 2), features)  # [T, B, 6]: 1, u, v, uu, uv, vv
+                v_col = torch.bmm(weights.transpose(1, 2), vc)  # [T, B, D]
+                T_g[active] = trans[:, :, -1]
+                G_g[active] = upto[:, :, -1]
+
+                s1, su, sv, suu, suv, svv = sums.unbind(-1)
+                mx, my, ca, cb, cc, opac = packed[..., :6].unbind(-1)  # [T, B]
+                ddx = mx - ox[active, None]  # dx = ddx - u
+                ddy = my - oy[active, None]
+                sx = ddx * s1 - su  # sum v_sigma dx
+                sy = ddy * s1 - sv
+                sxx = ddx * ddx * s1 - 2 * ddx * su + suu
+                syy = ddy * ddy * s1 - 2 * ddy * sv + svv
+                sxy = ddx * ddy * s1 - ddx * sv - ddy * su + suv
+                safe_opac = torch.where(opac > 0, opac, torch.ones_like(opac))
+                g = torch.stack(
+                    (
+                        ca * sx + cb * sy,
+                        cb * sx + cc * sy,
+                        0.5 * sxx,
+                        sxy,
+                        0.5 * syy,
+                        -s1 / safe_opac,
+                    ),
+                    dim=-1,
+                )
+                grads.index_add_(0, gids.reshape(-1), torch.cat((g, v_col), dim=-1).reshape(-1, 6 + D))
+        v_means2d, v_conics, v_opac, v_colors = grads.split((2, 3, 1, D), dim=-1)
+        return v_means2d, v_conics, v_colors, v_opac[:, 0], v_bg, None, None, None, None
+
+
+def _tiles_to_image(x: Tensor, bins: TileBins, geometry: _TileGeometry, n_cams: int) -> Tensor:
+    """[n_tiles, P, D] tile-major -> [C, H, W, D]."""
+    b = bins.block
+    img = x.reshape(n_cams, bins.tiles_y, bins.tiles_x, b, b, x.shape[-1])
+    img = img.permute(0, 1, 3, 2, 4, 5).reshape(n_cams, bins.tiles_y * b, bins.tiles_x * b, x.shape[-1])
+    return img[:, : geometry.height, : geometry.width].contiguous()
+
+
+def _image_to_tiles(img: Tensor, bins: TileBins, geometry: _TileGeometry) -> Tensor:
+    """[C, H, W, D] -> [n_tiles, P, D] (zero padded)."""
+    b = bins.block
+    C, H, W, D = img.shape
+    pad = img.new_zeros(C, bins.tiles_y * b, bins.tiles_x * b, D)
+    pad[:, :H, :W] = img
+    tiles = pad.reshape(C, bins.tiles_y, b, bins.tiles_x, b, D).permute(0, 1, 3, 2, 4, 5)
+    return tiles.reshape(C * bins.tiles_y * bins.tiles_x, b * b, D)
+
+
+def composite(
+    means2d: Float[Tensor, "C N 2"],
+    conics: Float[Tensor, "C N 3"],
+    colors: Float[Tensor, "C N D"],
+    opacities: Float[Tensor, "C N"],
+    bins: TileBins,
+    width: int,
+    height: int,
+    backgrounds: Optional[Float[Tensor, "C D"]] = None,
+    chunk: int = DEFAULT_CHUNK,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> tuple[Float[Tensor, "C H W D"], Float[Tensor, "C H W 1"]]:
+    """Differentiable front-to-back compositing of binned, projected Gaussians."""
+    C, N = opacities.shape
+    geometry = _TileGeometry(bins, width, height, colors.dtype, colors.device)
+    return _Composite.apply(
+        means2d.reshape(C * N, 2),
+        conics.reshape(C * N, 3),
+        colors.reshape(C * N, -1),
+        opacities.reshape(C * N),
+        backgrounds,
+        bins,
+        geometry,
+        chunk,
+        max_elements,
+    )
+
+
+def rasterize_torch(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    sh_degree: Optional[int] = None,
+    backgrounds: Optional[Tensor] = None,
+    render_mode: str = "RGB",
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    radius_clip: float = 0.0,
+    block: int = DEFAULT_BLOCK,
+    chunk: int = DEFAULT_CHUNK,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> tuple[Tensor, Tensor, dict]:
+    """The CPU backend of :func:`pixelsplat_ns.rendering.rasterize` (inputs already validated)."""
+    C, N = viewmats.shape[0], means.shape[0]
+    proj = project_gaussians(
+        means, quats, scales, viewmats, Ks, width, height,
+        eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip,
+    )
+    opac = opacities[None, :].expand(C, N)
+
+    if sh_degree is None:
+        rgb = colors.expand(C, *colors.shape[-2:]) if colors.dim() == 2 else colors
+    else:
+        shs = colors.expand(C, *colors.shape[-3:]) if colors.dim() == 3 else colors
+        campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C, 3]
+        dirs = means[None, :, :] - campos[:, None, :]
+        rgb = torch.clamp_min(eval_sh(sh_degree, dirs, shs) + 0.5, 0.0)
+        rgb = torch.where(proj.valid[..., None], rgb, torch.zeros((), dtype=rgb.dtype, device=rgb.device))
+
+    if render_mode == "RGB+ED":
+        feats = torch.cat((rgb, proj.depths[..., None]), dim=-1)
+        if backgrounds is not None:
+            backgrounds = torch.cat((backgrounds, backgrounds.new_zeros(C, 1)), dim=-1)
+    else:
+        feats = rgb
+
+    bins = bin_gaussians(proj.means2d, proj.cov2d, opac, proj.radii, proj.depths, width, height, block=block)
+    render, alpha = composite(
+        proj.means2d, proj.conics, feats, opac, bins, width, height,
+        backgrounds=backgrounds, chunk=chunk, max_elements=max_elements,
+    )
+    if render_mode == "RGB+ED":
+        render = torch.cat((render[..., :-1], render[..., -1:] / alpha.clamp(min=1e-10)), dim=-1)
+
+    meta = {
+        "camera_ids": None,
+        "gaussian_ids": None,
+        "radii": proj.radii,
+        "means2d": proj.means2d,
+        "depths": proj.depths,
+        "conics": proj.conics,
+        "opacities": opac,
+        "tile_width": math.ceil(width / 16),
+        "tile_height": math.ceil(height / 16),
+        "tiles_per_gauss": gsplat_tiles_per_gauss(proj.means2d, proj.radii, width, height),
+        "width": width,
+        "height": height,
+        "tile_size": 16,
+        "n_cameras": C,
+        "n_isects": int(bins.gauss_ids.numel()),
+    }
+    return render, alpha, meta
