@@ -85,6 +85,8 @@ class _TileGeometry:
 def _tile_groups(bins: TileBins, pixels: int, chunk: int, max_elements: int) -> list[Tensor]:
     """Non-empty tiles, longest list first, in groups of at most ``max_elements / (P chunk)``."""
     nonempty = torch.nonzero(bins.count > 0).squeeze(1)
+    if len(nonempty) == 0:
+        return []
     order = torch.sort(bins.count[nonempty], descending=True, stable=True).indices
     tiles = nonempty[order]
     per_group = max(1, max_elements // (pixels * chunk))
@@ -304,7 +306,7 @@ def composite(
     return _Composite.apply(
         means2d.reshape(C * N, 2),
         conics.reshape(C * N, 3),
-        colors.reshape(C * N, -1),
+        colors.reshape(C * N, colors.shape[-1]),
         opacities.reshape(C * N),
         backgrounds,
         bins,
