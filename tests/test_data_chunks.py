@@ -7,6 +7,7 @@ are also used by the other ``test_data_*`` files.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from io import BytesIO
 from pathlib import Path
@@ -299,12 +300,39 @@ def test_convert_skips_bad_scenes_and_refuses_empty_input(tmp_path, capsys):
         Convert(data=tmp_path / "in", output_dir=tmp_path / "out").main()
 
 
-def test_convert_through_a_nerfstudio_dataparser(tmp_path):
-    write_scene_folder(tmp_path / "in" / "s", 4)
+def write_colmap_scene(folder: Path, n: int, angle: float = 0.3) -> torch.Tensor:
+    """A COLMAP text model (sparse/0) of ``n`` cameras on a line, tilted about x; returns OpenCV c2w."""
+    (folder / "sparse" / "0").mkdir(parents=True)
+    (folder / "images").mkdir()
+    c2w, k = line_cameras(n)
+    c, s = math.cos(angle), math.sin(angle)
+    c2w[:, :3, :3] = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    (folder / "sparse/0/cameras.txt").write_text(f"1 PINHOLE 32 24 {k[0, 0, 0] * 32} {k[0, 1, 1] * 24} 16 12\n")
+    lines = []
+    for i, data in enumerate(synthetic_frames(n, 0)):
+        (folder / "images" / f"f{i}.png").write_bytes(data)
+        w2c = torch.linalg.inv(c2w[i].double())
+        # COLMAP stores world-to-camera as a quaternion (w, x, y, z); here a rotation about x by -angle.
+        tx, ty, tz = w2c[:3, 3].tolist()
+        lines.append(f"{i + 1} {math.cos(angle / 2)} {-math.sin(angle / 2)} 0 0 {tx} {ty} {tz} 1 f{i}.png\n\n")
+    (folder / "sparse/0/images.txt").write_text("".join(lines))
+    (folder / "sparse/0/points3D.txt").write_text("")
+    return c2w
+
+
+def test_convert_through_nerfstudio_dataparsers(tmp_path):
+    write_scene_folder(tmp_path / "ns" / "s", 4)
+    expected_colmap = write_colmap_scene(tmp_path / "colmap" / "c", 4)
+    _, k = line_cameras(4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        Convert(data=tmp_path / "in", output_dir=tmp_path / "out", dataparser="nerfstudio-data").run()
-    (scene,) = ChunkSource(tmp_path / "out" / "train").scenes("000000.torch")
-    c2w, k = line_cameras(4)
-    torch.testing.assert_close(scene.extrinsics, c2w, atol=1e-6, rtol=0)  # poses kept as stored
+        Convert(data=tmp_path / "ns", output_dir=tmp_path / "out", dataparser="nerfstudio-data").run()
+        Convert(data=tmp_path / "colmap", output_dir=tmp_path / "out", dataparser="colmap", mode="append").run()
+    source = ChunkSource(tmp_path / "out" / "train")
+    assert sorted(source.index) == ["c", "s"]
+    scene = source.load_scene("s")
+    torch.testing.assert_close(scene.extrinsics, line_cameras(4)[0], atol=1e-6, rtol=0)  # poses kept as stored
+    torch.testing.assert_close(scene.intrinsics, k)
+    scene = source.load_scene("c")
+    torch.testing.assert_close(scene.extrinsics, expected_colmap, atol=1e-6, rtol=0)
     torch.testing.assert_close(scene.intrinsics, k)

@@ -12,7 +12,14 @@ import torch
 from PIL import Image
 
 from pixelsplat_ns.cameras import denormalize_intrinsics
-from pixelsplat_ns.data import DataWarning, ExampleConfig, ExampleDataset, SceneFolderSource, ViewSamplerConfig
+from pixelsplat_ns.data import (
+    DataWarning,
+    ExampleConfig,
+    ExampleDataset,
+    SceneFolderSource,
+    ViewSamplerConfig,
+    example_loader,
+)
 from pixelsplat_ns.data.examples import SkipExample, make_example, mirror_views, resize_and_crop
 from pixelsplat_ns.data.sampling import NotEnoughFrames, example_generator, gap_range, sample_views
 from pixelsplat_ns.data.scenes import FrameImages, Scene
@@ -213,8 +220,7 @@ def test_dataloader_workers_number_steps_by_batch(tmp_path):
     for i in range(4):
         write_scene_folder(tmp_path / f"scene{i}", 8, seed=i)
     config = ExampleConfig(image_shape=(16, 16), min_gap=2, max_gap=4, num_target_views=2)
-    dataset = ExampleDataset(SceneFolderSource(tmp_path), config, batch_size=3)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2)
+    loader = example_loader(SceneFolderSource(tmp_path), config, batch_size=3, num_workers=2)
     batches = list(itertools.islice(iter(loader), 4))
     for step, batch in enumerate(batches):
         assert batch["context"]["image"].shape == (3, 2, 3, 16, 16)

@@ -42,12 +42,28 @@ class Convert:
     """new: refuse a split folder that already holds chunks; append: add scenes to it; overwrite: replace it."""
 
     def main(self) -> None:
+        import warnings
+
+        from pixelsplat_ns.data.scenes import DataWarning
+
         console = Console()
-        try:
-            summary = self.run(console)
-        except (FileNotFoundError, FileExistsError, ValueError) as error:
-            console.print(f"[bold red]pixelsplat: error: {error}")
-            raise SystemExit(2) from None
+        with warnings.catch_warnings():
+            # Skipped scenes are reported once each, as console lines above the progress bar.
+            warnings.simplefilter("always", DataWarning)
+            show_other = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None):
+                if issubclass(category, DataWarning):
+                    console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+                else:
+                    show_other(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = show
+            try:
+                summary = self.run(console)
+            except (FileNotFoundError, FileExistsError, ValueError) as error:
+                console.print(f"[bold red]pixelsplat: error: {error}")
+                raise SystemExit(2) from None
         console.print(
             f"[bold green]converted[/] {summary['scenes']} scene(s), {summary['frames']} frames into "
             f"{summary['chunks']} chunk(s) in {summary['root']}"

@@ -8,7 +8,7 @@
 """
 
 from pixelsplat_ns.data.chunks import ChunkSource, ChunkWriter
-from pixelsplat_ns.data.examples import ExampleConfig, ExampleDataset, SkipExample, make_example
+from pixelsplat_ns.data.examples import ExampleConfig, ExampleDataset, SkipExample, example_loader, make_example
 from pixelsplat_ns.data.sampling import ViewSamplerConfig, sample_views
 from pixelsplat_ns.data.scenes import DataWarning, Scene, SceneFolderSource, SceneSource
 from pixelsplat_ns.data.sources import ConcatSource, open_scene_source
@@ -25,6 +25,7 @@ __all__ = [
     "SceneSource",
     "SkipExample",
     "ViewSamplerConfig",
+    "example_loader",
     "make_example",
     "open_scene_source",
     "sample_views",

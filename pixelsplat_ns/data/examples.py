@@ -29,7 +29,7 @@ import torch.distributed as dist
 from jaxtyping import Float
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pixelsplat_ns.cameras import denormalize_intrinsics, normalize_intrinsics, official_near_far
 from pixelsplat_ns.data.sampling import NotEnoughFrames, Stage, ViewSamplerConfig, example_generator, sample_views
@@ -306,3 +306,28 @@ class ExampleDataset(IterableDataset):
                     "use fewer workers, or add scenes"
                 )
             epoch += 1
+
+
+def example_loader(
+    source: SceneSource,
+    config: ExampleConfig,
+    batch_size: int,
+    num_workers: int = 0,
+    stage: Stage = "train",
+    start_step: int = 0,
+    pin_memory: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> DataLoader:
+    """A DataLoader of batched examples (``default_collate``: a leading batch dimension on
+    every tensor, ``scene`` a list of keys). Its dataset numbers steps with the same batch
+    size, so batch ``b`` is the batch of step ``start_step + b``.
+    """
+    dataset = ExampleDataset(source, config, stage, batch_size, start_step, rank, world_size)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0 and stage == "train",
+        pin_memory=pin_memory,
+    )
