@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import tyro
 
+from pixelsplat_ns.cli.convert import Convert
 from pixelsplat_ns.cli.demo import Demo
 
-COMMANDS = {"demo": Demo}
+COMMANDS = {"demo": Demo, "convert": Convert}
 
 
 def entrypoint() -> None:
