@@ -91,6 +91,7 @@ class GaussianAdapter(nn.Module):
         c2w = extrinsics[..., :3, :3]
         c2w_b = c2w[per_view]
         covariances = c2w_b @ covariances @ c2w_b.transpose(-1, -2)
+        covariances = 0.5 * (covariances + covariances.transpose(-1, -2))  # exactly symmetric
 
         origins, directions = world_rays(xy, extrinsics[:, :, None, None], intrinsics[:, :, None, None])
         means = origins[..., None, :] + directions[..., None, :] * depths[..., None]

@@ -194,7 +194,7 @@ class PixelSplatEncoder(nn.Module):
 
         raw = rearrange(self.to_gaussians(features), "... (srf c) -> ... srf c", srf=self.cfg.num_surfaces)
         pixel_size = torch.tensor((1 / w, 1 / h), dtype=raw.dtype, device=raw.device)
-        xy = rearrange(pixel_centers(h, w, raw.device), "h w xy -> (h w) () xy")
+        xy = rearrange(pixel_centers(h, w, raw.device, raw.dtype), "h w xy -> (h w) () xy")
         xy = xy + (raw[..., :2].sigmoid() - 0.5) * pixel_size
         opacities = map_pdf_to_opacity(depth.densities, self.cfg.opacity_mapping, global_step) / self.cfg.gaussians_per_pixel
         adapted = self.gaussian_adapter(extrinsics, intrinsics, xy, depth.depths, opacities, raw[..., 2:], (h, w))

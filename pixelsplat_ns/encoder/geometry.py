@@ -14,11 +14,11 @@ from torch import Tensor
 
 
 def pixel_centers(
-    height: int, width: int, device: torch.device | str = "cpu"
+    height: int, width: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> Float[Tensor, "height width 2"]:
     """Normalised (x, y) coordinates of pixel centres, (col + 0.5) / width, (row + 0.5) / height."""
-    ys = (torch.arange(height, device=device) + 0.5) / height
-    xs = (torch.arange(width, device=device) + 0.5) / width
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((grid_x, grid_y), dim=-1)
 

@@ -67,7 +67,8 @@ class EpipolarSampler(nn.Module):
         device = extrinsics.device
         others = other_view_index(v).to(device)
 
-        xy_ray = pixel_centers(h, w, device).reshape(-1, 2)
+        dtype = extrinsics.dtype
+        xy_ray = pixel_centers(h, w, device, dtype).reshape(-1, 2)
         origins, directions = world_rays(xy_ray, extrinsics[:, :, None], intrinsics[:, :, None])
 
         def collect(values: Tensor) -> Tensor:
@@ -87,7 +88,7 @@ class EpipolarSampler(nn.Module):
         xy_min, xy_max = xy_min[..., None, :], xy_max[..., None, :]
 
         s = self.num_samples
-        fraction = ((torch.arange(s, device=device) + 0.5) / s)[:, None]
+        fraction = ((torch.arange(s, device=device, dtype=dtype) + 0.5) / s)[:, None]
         half_step = 0.5 / s
 
         return EpipolarSampling(

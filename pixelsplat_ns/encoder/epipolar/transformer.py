@@ -34,7 +34,7 @@ class ImageSelfAttention(nn.Module):
     def forward(self, image: Float[Tensor, "batch d_in height width"]) -> Float[Tensor, "batch d_out height width"]:
         tokens = self.patch_embedder(image)
         _, _, nh, nw = tokens.shape
-        position = self.positional_encoding(pixel_centers(nh, nw, image.device))
+        position = self.positional_encoding(pixel_centers(nh, nw, image.device, image.dtype))
         tokens = rearrange(tokens, "b c nh nw -> b (nh nw) c") + rearrange(position, "nh nw c -> (nh nw) c")
         tokens = self.transformer(tokens)
         return self.resampler(rearrange(tokens, "b (nh nw) c -> b c nh nw", nh=nh, nw=nw))
