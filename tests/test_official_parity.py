@@ -1,0 +1,122 @@
+"""The ``official`` preset is the official pixelSplat encoder: same state-dict keys and
+shapes as the published checkpoints, and — with the fixture's deterministic weights — the
+same intermediates and Gaussians as the official code on a real 64x64 pair."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
+from pixelsplat_ns.official import deterministic_tensor, deterministic_weights, fill_deterministic
+from tests.conftest import FIXTURES, require
+
+TOLERANCE = 1e-4
+
+
+def relative_max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
+@pytest.fixture(scope="module")
+def checkpoint_keys() -> dict[str, list[int]]:
+    keys = json.loads(require(FIXTURES / "checkpoint_keys.json").read_text())
+    return {k.removeprefix("encoder."): v for k, v in keys.items()}
+
+
+@pytest.fixture(scope="module")
+def fixture() -> dict:
+    return torch.load(require(FIXTURES / "parity_pair_a64.pt"), map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def official() -> PixelSplatEncoder:
+    return fill_deterministic(PixelSplatEncoder(encoder_config("official"))).eval()
+
+
+@pytest.fixture(scope="module")
+def run(official, fixture):
+    inputs = fixture["inputs"]
+    with torch.inference_mode():
+        return official(
+            inputs["image"], inputs["extrinsics"], inputs["intrinsics"], inputs["near"], inputs["far"],
+            deterministic=True, global_step=0, return_intermediates=True,
+        )  # fmt: skip
+
+
+def test_state_dict_matches_official_checkpoint_keys(official, checkpoint_keys):
+    state = official.state_dict()
+    assert len(checkpoint_keys) == 574
+    assert sorted(state) == sorted(checkpoint_keys)
+    mismatched = {k: (list(v.shape), checkpoint_keys[k]) for k, v in state.items() if list(v.shape) != checkpoint_keys[k]}
+    assert not mismatched
+    assert sum(v.numel() for v in state.values()) == 119_032_585
+
+
+def test_fixture_config_is_the_official_preset(fixture):
+    cfg, official = fixture["config"], encoder_config("official")
+    assert cfg["d_feature"] == official.d_feature
+    assert cfg["num_monocular_samples"] == official.num_depth_buckets
+    assert cfg["num_surfaces"] == official.num_surfaces
+    assert cfg["gaussians_per_pixel"] == official.gaussians_per_pixel
+    assert cfg["near_disparity"] == official.near_disparity
+    assert cfg["use_transmittance"] == official.use_transmittance
+    assert cfg["use_epipolar_transformer"] == official.use_epipolar_transformer
+    assert cfg["backbone"]["model"] == official.backbone.model and cfg["backbone"]["d_out"] == official.backbone.d_out
+    assert cfg["gaussian_adapter"] == vars(official.gaussian_adapter)
+    assert cfg["opacity_mapping"] == vars(official.opacity_mapping)
+    epipolar = dict(cfg["epipolar_transformer"])
+    assert epipolar.pop("self_attention") == vars(official.epipolar.self_attention)
+    assert epipolar == {k: v for k, v in vars(official.epipolar).items() if k != "self_attention"}
+
+
+def test_deterministic_weights_recipe(checkpoint_keys, official):
+    small = {k: checkpoint_keys[k] for k in list(checkpoint_keys)[::40]}
+    small["backbone.resnet_backbone.model.bn1.num_batches_tracked"] = []
+    small["backbone.resnet_backbone.model.bn1.running_var"] = [64]
+    weights = deterministic_weights(small)
+    assert list(weights) == sorted(small)
+    for key, value in weights.items():
+        assert list(value.shape) == small[key]
+        torch.testing.assert_close(value, deterministic_tensor(key, small[key]), rtol=0, atol=0)
+        torch.testing.assert_close(official.state_dict()[key], value, rtol=0, atol=0)
+    assert weights["backbone.resnet_backbone.model.bn1.num_batches_tracked"].dtype == torch.int64
+    running_var = weights["backbone.resnet_backbone.model.bn1.running_var"]
+    assert (running_var >= 0.5).all() and (running_var < 1.5).all()
+
+
+@pytest.mark.parametrize("name", ["backbone", "backbone_projection", "epipolar_transformer", "depth_pdf", "depth_offset"])
+def test_intermediates_match(run, fixture, name):
+    expected = fixture["intermediates"][name]
+    actual = run.intermediates[name]
+    assert actual.shape == expected.shape
+    assert relative_max_error(actual, expected) <= TOLERANCE
+
+
+def test_outputs_match(run, fixture):
+    expected = fixture["outputs"]
+    top = run.depth_pdf.argmax(dim=-1).flatten()
+    expected_top = fixture["intermediates"]["depth_pdf"].argmax(dim=-1).flatten()
+    agree = top == expected_top
+    assert agree.float().mean() >= 0.995
+
+    g = run.gaussians
+    for name in ("means", "covariances", "harmonics", "opacities"):
+        actual = getattr(g, name)
+        assert actual.shape == expected[name].shape, name
+        a = actual[0][agree].reshape(int(agree.sum()), -1)
+        e = expected[name][0][agree].reshape(int(agree.sum()), -1)
+        assert relative_max_error(a, e) <= TOLERANCE, name
+        per_gaussian = (a - e).abs().amax(dim=1) / e.abs().amax(dim=1)
+        assert per_gaussian.max() <= TOLERANCE, name
+
+
+def test_autograd_path_matches(official, fixture, run):
+    """With autograd on, the encoder takes its batched, out-of-place code path: same result."""
+    inputs = fixture["inputs"]
+    with torch.enable_grad():
+        out = official(inputs["image"], inputs["extrinsics"], inputs["intrinsics"], inputs["near"], inputs["far"])
+    assert relative_max_error(out.depth_pdf.detach(), run.depth_pdf) <= 1e-5
+    assert relative_max_error(out.gaussians.means.detach(), run.gaussians.means) <= 1e-5
