@@ -46,7 +46,12 @@ def test_get_outputs_for_camera_returns_rgb_depth_accumulation(pipeline):
     assert outputs["depth"].shape == (h, w, 1)
     assert outputs["accumulation"].shape == (h, w, 1)
     assert (outputs["rgb"] >= 0).all() and (outputs["rgb"] <= 1).all()
-    assert outputs["accumulation"].max() > 0.5  # the context views see what this view sees
+    accumulation = outputs["accumulation"]
+    assert (accumulation >= 0).all() and (accumulation <= 1).all()
+    # The held-out view lies between the context views: their Gaussians cover most of it.
+    assert (accumulation > 0.01).float().mean() > 0.5
+    covered = accumulation[..., 0] > 0.01
+    assert torch.isfinite(outputs["depth"]).all() and (outputs["depth"][covered] > 0).all()
 
 
 def test_fine_tuning_gets_gradients_and_lowers_the_loss(pipeline):
