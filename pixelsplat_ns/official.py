@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import zipfile
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .encoder import EncoderConfig, PixelSplatEncoder, config_from_dict, config_to_dict, encoder_config
+from .encoder.config import PRESETS
 
 PROJECT_FORMAT = "pixelsplat_ns.encoder/1"
 OFFICIAL_PREFIX = "encoder."
@@ -88,84 +88,144 @@ def save_checkpoint(encoder: PixelSplatEncoder, path: str | Path, **extra: Any) 
     return path
 
 
+class _Unavailable:
+    """Stands in for objects of classes that cannot be imported here (e.g. a training
+    framework's callback state inside a Lightning checkpoint); the encoder never uses them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _LenientUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return type(name, (_Unavailable,), {"__module__": module})
+
+
+class _LenientPickle:
+    """A ``pickle_module`` for ``torch.load`` that tolerates unimportable classes."""
+
+    Unpickler = _LenientUnpickler
+    __name__ = "pixelsplat_ns_lenient_pickle"
+
+    @staticmethod
+    def load(file: Any, **kwargs: Any) -> Any:
+        return _LenientUnpickler(file, **kwargs).load()
+
+
 def _read(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Lightning checkpoints may pickle hyper-parameters (omegaconf etc.); the file
-            # is the user's own checkpoint, so fall back to a full load.
-            return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, ModuleNotFoundError, AttributeError) as error:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+        # A Lightning checkpoint may pickle training state (callbacks, hyper-parameters)
+        # beyond tensors. The file is the user's own checkpoint: load it fully, with
+        # placeholders for classes that are not importable here.
+    except Exception as error:  # torch raises many types for non-checkpoint files
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_LenientPickle)
+    except Exception as error:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
 
 
-def _official_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Tensor]:
-    return {k[len(OFFICIAL_PREFIX):]: v for k, v in state_dict.items() if k.startswith(OFFICIAL_PREFIX)}
+def _strip_official_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    return {k[len(OFFICIAL_PREFIX):]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith(OFFICIAL_PREFIX)}
 
 
-def _official_config(state_dict: Mapping[str, Tensor]) -> EncoderConfig:
-    """The official architecture, with the number of context views the checkpoint was trained for."""
-    cfg = encoder_config("official")
+def _expected_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in PixelSplatEncoder(cfg).state_dict().items()}
+
+
+def _infer_config(state_dict: Mapping[str, Tensor], path: Path) -> EncoderConfig:
+    """The preset (official or tiny) whose parameter names the weights carry, with the
+    number of context views of the checkpoint (3-view checkpoints carry view embeddings)."""
     embeddings = state_dict.get("epipolar_transformer.view_embeddings.weight")
-    if embeddings is not None:
-        cfg.num_views = int(embeddings.shape[0])
-    return cfg
-
-
-def _load_state(encoder: PixelSplatEncoder, state_dict: Mapping[str, Any], path: Path) -> None:
-    expected = encoder.state_dict()
-    for key, value in state_dict.items():
-        if not isinstance(value, Tensor):
-            raise CheckpointError(f"{path}: entry {key!r} is not a tensor")
+    candidates = []
+    for preset in PRESETS:
+        cfg = encoder_config(preset)
+        if isinstance(embeddings, Tensor) and embeddings.ndim == 2:
+            cfg.num_views = int(embeddings.shape[0])
+        expected = _expected_shapes(cfg)
+        if set(expected) == set(state_dict):
+            return cfg
+        candidates.append((len(set(expected) & set(state_dict)), preset, cfg, expected))
+    _, preset, _, expected = max(candidates, key=lambda c: c[0])
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    for key, target in expected.items():
-        if key in state_dict and tuple(state_dict[key].shape) != tuple(target.shape):
-            raise CheckpointError(
-                f"{path}: shape mismatch for {key!r}: checkpoint has {tuple(state_dict[key].shape)}, "
-                f"the encoder expects {tuple(target.shape)}"
-            )
+    problem = (
+        f"{len(missing)} weights missing, first {missing[0]!r}" if missing
+        else f"{len(unexpected)} unexpected weights, first {unexpected[0]!r}"
+    )  # fmt: skip
+    raise CheckpointError(f"{path}: the encoder weights match no known architecture (closest: {preset!r}: {problem})")
+
+
+def _check_state(cfg: EncoderConfig, state_dict: Mapping[str, Any], path: Path) -> None:
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor):
+            raise CheckpointError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+    expected = _expected_shapes(cfg)
+    missing = [k for k in expected if k not in state_dict]
     if missing:
         raise CheckpointError(f"{path}: {len(missing)} encoder weights missing, first {missing[0]!r}")
+    unexpected = [k for k in state_dict if k not in expected]
     if unexpected:
         raise CheckpointError(f"{path}: {len(unexpected)} unexpected encoder weights, first {unexpected[0]!r}")
-    encoder.load_state_dict(state_dict, strict=True)
+    for key, shape in expected.items():
+        if tuple(state_dict[key].shape) != shape:
+            raise CheckpointError(
+                f"{path}: shape mismatch for {key!r}: the checkpoint has {tuple(state_dict[key].shape)}, "
+                f"the encoder expects {shape}"
+            )
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> PixelSplatEncoder:
-    """Encoder in eval mode from an official pixelSplat checkpoint or one of this project's."""
+def read_encoder_weights(path: str | Path) -> tuple[EncoderConfig, dict[str, Tensor]]:
+    """(configuration, state dict without prefix) from an official or project checkpoint."""
     path = Path(path)
     payload = _read(path)
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a checkpoint dictionary")
 
     if payload.get("format") == PROJECT_FORMAT:
-        if "config" not in payload or "state_dict" not in payload:
-            raise CheckpointError(f"{path}: project checkpoint without 'config' or 'state_dict'")
+        if not isinstance(payload.get("config"), Mapping) or not isinstance(payload.get("state_dict"), Mapping):
+            raise CheckpointError(f"{path}: project checkpoint without a 'config' and 'state_dict'")
         try:
-            cfg = config_from_dict(payload["config"])
+            cfg = config_from_dict(dict(payload["config"]))
         except (TypeError, ValueError) as error:
             raise CheckpointError(f"{path}: invalid encoder configuration: {error}") from error
-        state_dict = payload["state_dict"]
-    elif isinstance(payload.get("state_dict"), Mapping):
-        state_dict = _official_state_dict(payload["state_dict"])
-        if not state_dict:
-            raise CheckpointError(f"{path}: the checkpoint's state_dict has no 'encoder.*' weights")
-        cfg = _official_config(state_dict)
-    elif payload and all(isinstance(k, str) for k in payload) and any(k.startswith(OFFICIAL_PREFIX) for k in payload):
-        state_dict = _official_state_dict(payload)  # a bare official state dict
-        cfg = _official_config(state_dict)
+        state_dict = dict(payload["state_dict"])
     else:
-        raise CheckpointError(
-            f"{path} is neither an official pixelSplat checkpoint (no 'state_dict' with 'encoder.*' keys) "
-            "nor a pixelsplat_ns encoder checkpoint"
-        )
+        if isinstance(payload.get("state_dict"), Mapping):
+            state_dict = _strip_official_prefix(payload["state_dict"])  # Lightning checkpoint
+        else:
+            state_dict = _strip_official_prefix(payload)  # a bare official state dict
+        if not state_dict:
+            raise CheckpointError(
+                f"{path} is neither an official pixelSplat checkpoint (a 'state_dict' with 'encoder.*' weights) "
+                "nor a pixelsplat_ns encoder checkpoint"
+            )
+        cfg = _infer_config(state_dict, path)
+    _check_state(cfg, state_dict, path)
+    return cfg, state_dict
 
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> PixelSplatEncoder:
+    """Encoder in eval mode from an official pixelSplat (Lightning) checkpoint — keys
+    ``encoder.*`` of its ``state_dict``, other keys ignored, 2- or 3-view — or from a
+    checkpoint saved by ``save_checkpoint`` (any preset). Raises ``CheckpointError`` (a
+    ``ValueError``) naming the problem for unreadable files and mismatched weights."""
+    cfg, state_dict = read_encoder_weights(path)
     encoder = PixelSplatEncoder(cfg)
-    _load_state(encoder, state_dict, path)
+    encoder.load_state_dict(state_dict, strict=True)
     return encoder.to(device).eval()
 
 
