@@ -30,15 +30,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_args(scene: Path, output: Path, *extra: str) -> list[str]:
+def train_args(scene: Path, output: Path, *extra: str, eval_mode: str = "filename") -> list[str]:
     return [
         str(BIN / "ns-train"), "pixelsplat",
         "--data", str(scene),
         "--output-dir", str(output),
         "--viewer.quit-on-train-completion", "True",
         "--viewer.websocket-port", str(free_port()),
-        "--pipeline.datamanager.dataparser.eval-mode", "filename",
         *extra,
+        "nerfstudio-data", "--eval-mode", eval_mode,  # the dataparser subcommand comes last
     ]
 
 
@@ -136,7 +136,7 @@ def test_ns_viewer_starts_and_serves(trained_run: Path):
 
 def test_single_image_dataset_fails_with_one_clear_message(tmp_path: Path):
     scene = cut_scene("pavilion-chair-midday", tmp_path / "scene", train=[10])
-    result = run(*train_args(scene, tmp_path / "outputs"), "--pipeline.datamanager.dataparser.eval-mode", "all")
+    result = run(*train_args(scene, tmp_path / "outputs", eval_mode="all"))
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "needs two context views" in output and "1 training image" in output, output[-3000:]

@@ -6,7 +6,6 @@ import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from pixelsplat_ns.nerfstudio.datamanager import PixelSplatDataManagerConfig
@@ -19,6 +18,7 @@ from pixelsplat_ns.nerfstudio.pretrain import (
     WarmupCosineSchedulerConfig,
 )
 from pixelsplat_ns.nerfstudio.schedulers import PlainFloatExponentialDecaySchedulerConfig
+from pixelsplat_ns.nerfstudio.trainer import PixelSplatTrainerConfig
 
 
 def _adam(lr: float) -> AdamOptimizerConfig:
@@ -29,10 +29,10 @@ def _default_machine() -> MachineConfig:
     return MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pixelsplat_trainer_config() -> TrainerConfig:
+def pixelsplat_trainer_config() -> PixelSplatTrainerConfig:
     """Feed-forward by default (0 iterations); --max-num-iterations N fine-tunes the
     predicted Gaussians with splatfacto's L1 + SSIM loss on the training images."""
-    return TrainerConfig(
+    return PixelSplatTrainerConfig(
         method_name="pixelsplat",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,
@@ -76,10 +76,10 @@ pixelsplat_method = MethodSpecification(
 )
 
 
-def pixelsplat_pretrain_config() -> TrainerConfig:
+def pixelsplat_pretrain_config() -> PixelSplatTrainerConfig:
     """Encoder training across scenes: Adam at 1.5e-4 with 2000 warm-up steps then cosine
     decay, gradients clipped at 0.5, MSE + 0.05 LPIPS, as in the reference."""
-    return TrainerConfig(
+    return PixelSplatTrainerConfig(
         method_name="pixelsplat-pretrain",
         steps_per_eval_image=500,
         steps_per_eval_batch=500,
