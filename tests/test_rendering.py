@@ -14,7 +14,7 @@ import pytest
 import torch
 from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci, _spherical_harmonics
 
-from pixelsplat_ns.rendering import rasterize
+from pixelsplat_ns.rendering import native, rasterize
 from pixelsplat_ns.rendering.cpu import rasterize_torch
 from pixelsplat_ns.rendering.projection import project_gaussians
 from pixelsplat_ns.rendering.sh import eval_sh
@@ -156,6 +156,25 @@ def camera(name, dtype=torch.float32):
 
 
 # --------------------------------------------------------------------------------------
+# Both CPU implementations: compiled kernels and pure PyTorch
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["pytorch", "native"])
+def render(request):
+    """``rasterize`` restricted to one CPU implementation."""
+    use_native = request.param == "native"
+    if use_native and not native.available():
+        pytest.skip("C++ kernels unavailable (no compiler)")
+
+    def fn(*args, **kwargs):
+        kwargs.pop("backend", None)
+        return rasterize_torch(*args, native=use_native, **kwargs)
+
+    return fn
+
+
+# --------------------------------------------------------------------------------------
 # Forward matches the brute-force reference
 # --------------------------------------------------------------------------------------
 
@@ -173,36 +192,36 @@ def camera(name, dtype=torch.float32):
         (7, "near", None, "wide_offcentre_2cams", "RGB+ED", True),
     ],
 )
-def test_matches_bruteforce_reference(seed, kind, sh_degree, cam, mode, with_bg):
+def test_matches_bruteforce_reference(render, seed, kind, sh_degree, cam, mode, with_bg):
     scene = random_scene(seed, n=250, kind=kind, sh_degree=sh_degree)
     viewmats, Ks, w, h = camera(cam)
     bg = torch.rand(viewmats.shape[0], 3, generator=torch.Generator().manual_seed(7)) if with_bg else None
     kwargs = dict(sh_degree=sh_degree, backgrounds=bg, render_mode=mode)
-    render, alpha, meta = rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, backend="torch", **kwargs)
+    image, alpha, meta = render(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, **kwargs)
     ref_render, ref_alpha, n_terminated = reference_rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, **kwargs)
 
     channels = 4 if mode == "RGB+ED" else 3
-    assert render.shape == (viewmats.shape[0], h, w, channels)
+    assert image.shape == (viewmats.shape[0], h, w, channels)
     assert alpha.shape == (viewmats.shape[0], h, w, 1)
     assert (alpha > 0).any()
     if kind == "opaque":
         assert n_terminated > 0  # early termination is exercised
     torch.testing.assert_close(alpha, ref_alpha, atol=1e-4, rtol=0)
-    torch.testing.assert_close(render[..., :3], ref_render[..., :3], atol=1e-4, rtol=0)
+    torch.testing.assert_close(image[..., :3], ref_render[..., :3], atol=1e-4, rtol=0)
     if mode == "RGB+ED":
         # expected depth = accumulated depth / alpha: compare where alpha is not tiny
         solid = ref_alpha[..., 0] > 1e-2
-        torch.testing.assert_close(render[..., 3][solid], ref_render[..., 3][solid], atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(image[..., 3][solid], ref_render[..., 3][solid], atol=1e-4, rtol=1e-5)
 
 
-def test_near_plane_far_plane_and_radius_clip():
+def test_near_plane_far_plane_and_radius_clip(render):
     scene = random_scene(3, n=200, kind="near", sh_degree=None)
     viewmats, Ks, w, h = camera("wide_offcentre_2cams")
     kwargs = dict(near_plane=0.2, far_plane=3.5, radius_clip=2.0)
-    render, alpha, meta = rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, **kwargs)
+    image, alpha, meta = render(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, **kwargs)
     ref_render, ref_alpha, _ = reference_rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, **kwargs)
     torch.testing.assert_close(alpha, ref_alpha, atol=1e-4, rtol=0)
-    torch.testing.assert_close(render, ref_render, atol=1e-4, rtol=0)
+    torch.testing.assert_close(image, ref_render, atol=1e-4, rtol=0)
     depths = meta["depths"]
     visible = meta["radii"] > 0
     assert not visible[(depths < 0.2) | (depths > 3.5)].any()
@@ -212,25 +231,27 @@ def test_near_plane_far_plane_and_radius_clip():
 def test_tiling_parameters_do_not_change_the_result():
     scene = random_scene(11, n=300, kind="opaque", sh_degree=2)
     viewmats, Ks, w, h = camera("wide_offcentre_2cams")
-    base, base_alpha, _ = rasterize_torch(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2)
-    for block, chunk, max_elements in [(16, 256, 1 << 22), (4, 8, 1 << 12), (2, 5, 1 << 10)]:
+    base, base_alpha, _ = rasterize_torch(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2, native=False)
+    settings = [(16, 256, 1 << 22), (4, 8, 1 << 12), (2, 5, 1 << 10)]
+    impls = [False] + ([True] if native.available() else [])
+    for (block, chunk, max_elements), use_native in ((s, n) for s in settings for n in impls):
         render, alpha, _ = rasterize_torch(
             **scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2,
-            block=block, chunk=chunk, max_elements=max_elements,
+            block=block, chunk=chunk, max_elements=max_elements, native=use_native,
         )
         torch.testing.assert_close(render, base, atol=2e-6, rtol=0)
         torch.testing.assert_close(alpha, base_alpha, atol=2e-6, rtol=0)
 
 
-def test_empty_and_fully_culled_scenes():
+def test_empty_and_fully_culled_scenes(render):
     viewmats, Ks, w, h = camera("square_centred")
     bg = torch.tensor([[0.2, 0.4, 0.6]])
     behind = random_scene(0, n=10)
     behind["means"][:, 2] = -1.0
     for scene in (behind, {k: v[:0] for k, v in random_scene(0, n=10).items()}):
-        render, alpha, meta = rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, backgrounds=bg)
+        image, alpha, meta = render(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, backgrounds=bg)
         assert torch.equal(alpha, torch.zeros(1, h, w, 1))
-        assert torch.equal(render, bg[:, None, None, :].expand(1, h, w, 3))
+        assert torch.equal(image, bg[:, None, None, :].expand(1, h, w, 3))
         assert meta["radii"].shape == (1, scene["means"].shape[0])
 
 
@@ -286,13 +307,13 @@ def test_meta_matches_gsplat_layout():
     assert (meta["tiles_per_gauss"][valid] > 0).all() and (meta["tiles_per_gauss"][~valid] == 0).all()
 
 
-def test_means2d_gradient_is_retainable():
+def test_means2d_gradient_is_retainable(render):
     scene = random_scene(9, n=100, sh_degree=1)
     viewmats, Ks, w, h = camera("square_centred")
     scene["means"].requires_grad_(True)
-    render, alpha, meta = rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=1)
+    image, alpha, meta = render(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=1)
     meta["means2d"].retain_grad()
-    render.sum().backward()
+    image.sum().backward()
     grad = meta["means2d"].grad
     assert grad is not None and grad.shape == (1, 100, 2)
     assert grad[meta["radii"] > 0].abs().sum() > 0
@@ -325,25 +346,25 @@ def _tiny_scene(seed, n=6):
     return means, quats, scales, opacities, colors
 
 
-def test_gradcheck_float64():
+def test_gradcheck_float64(render):
     inputs = tuple(t.requires_grad_(True) for t in _tiny_scene(0))
-    viewmats = look_at_viewmats([(0.05, -0.02, 0.0, 0.05), (0.2, 0.1, 0.1, -0.1)], torch.float64)
-    Ks = intrinsics(9.0, 10.0, 4.0, 4.5, 2, torch.float64)
-    backgrounds = torch.tensor([[0.1, 0.5, 0.9], [0.3, 0.2, 0.1]], dtype=torch.float64, requires_grad=True)
+    viewmats = look_at_viewmats([(0.05, -0.02, 0.0, 0.05)], torch.float64)
+    Ks = intrinsics(9.0, 10.0, 4.5, 4.0, 1, torch.float64)
+    backgrounds = torch.tensor([[0.1, 0.5, 0.9]], dtype=torch.float64, requires_grad=True)
 
     def fn(means, quats, scales, opacities, colors, backgrounds):
-        render, alpha, _ = rasterize(
-            means, quats, scales, opacities, colors, viewmats, Ks, 8, 8,
-            sh_degree=1, backgrounds=backgrounds, render_mode="RGB+ED", backend="torch",
+        image, alpha, _ = render(
+            means, quats, scales, opacities, colors, viewmats, Ks, 9, 8,
+            sh_degree=1, backgrounds=backgrounds, render_mode="RGB+ED",
         )
-        return render, alpha
+        return image, alpha
 
-    render, alpha = fn(*inputs, backgrounds)
-    assert (alpha > 0.2).float().mean() > 0.3  # the Gaussians cover the tiny images
+    image, alpha = fn(*inputs, backgrounds)
+    assert (alpha > 0.2).float().mean() > 0.3  # the Gaussians cover the tiny image
     assert torch.autograd.gradcheck(fn, inputs + (backgrounds,), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-def test_gradients_match_autograd_through_reference():
+def test_gradients_match_autograd_through_reference(render):
     """The hand-written backward equals autograd through the brute-force reference,
     including pixels that terminate early and clamped (0.999) alphas."""
     scene = random_scene(21, n=120, kind="opaque", sh_degree=2, dtype=torch.float64)
@@ -355,37 +376,37 @@ def test_gradients_match_autograd_through_reference():
     w_render = torch.randn(2, h, w, 4, generator=g, dtype=torch.float64)
     w_alpha = torch.randn(2, h, w, 1, generator=g, dtype=torch.float64)
     grads = []
-    for fn in (rasterize, reference_rasterize):
+    for fn in (render, reference_rasterize):
         inputs = {k: scene[k].clone().requires_grad_(True) for k in names}
-        render, alpha, extra = fn(**inputs, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2, backgrounds=bg, render_mode="RGB+ED")
+        image, alpha, extra = fn(**inputs, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2, backgrounds=bg, render_mode="RGB+ED")
         if fn is reference_rasterize:
             assert extra > 0
-        loss = (render * w_render).sum() + (alpha * w_alpha).sum()
+        loss = (image * w_render).sum() + (alpha * w_alpha).sum()
         grads.append(torch.autograd.grad(loss, [inputs[k] for k in names]))
     for name, ours, ref in zip(names, *grads):
         torch.testing.assert_close(ours, ref, atol=1e-8, rtol=1e-7, msg=lambda m: f"{name}: {m}")
 
 
-def test_float32_gradients_close_to_float64():
+def test_float32_gradients_close_to_float64(render):
     scene = random_scene(4, n=150, sh_degree=3, dtype=torch.float64)
     viewmats, Ks, w, h = camera("square_centred", torch.float64)
     grads = {}
     for dtype in (torch.float64, torch.float32):
         inputs = {k: v.detach().to(dtype).clone().requires_grad_(True) for k, v in scene.items()}
-        render, alpha, _ = rasterize(**inputs, viewmats=viewmats.to(dtype), Ks=Ks.to(dtype), width=w, height=h, sh_degree=3)
-        (render.square().sum() + alpha.sum()).backward()
+        image, alpha, _ = render(**inputs, viewmats=viewmats.to(dtype), Ks=Ks.to(dtype), width=w, height=h, sh_degree=3)
+        (image.square().sum() + alpha.sum()).backward()
         grads[dtype] = {k: v.grad.double() for k, v in inputs.items()}
     for k in scene:
         ref = grads[torch.float64][k]
         torch.testing.assert_close(grads[torch.float32][k], ref, atol=1e-3 * ref.abs().max().item(), rtol=1e-3)
 
 
-def test_composite_background_gradient():
+def test_composite_background_gradient(render):
     scene = random_scene(2, n=80)
     viewmats, Ks, w, h = camera("wide_offcentre_2cams")
     bg = torch.rand(2, 3, requires_grad=True)
-    render, alpha, _ = rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, backgrounds=bg)
-    render.sum().backward()
+    image, alpha, _ = render(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, backgrounds=bg)
+    image.sum().backward()
     expected = (1 - alpha.detach()).sum(dim=(1, 2)).expand(2, 3)
     torch.testing.assert_close(bg.grad, expected)
 

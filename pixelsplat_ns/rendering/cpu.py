@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .projection import project_gaussians
 from .sh import eval_sh
-from .tiles import TileBins, bin_gaussians, gsplat_tiles_per_gauss
+from .tiles import Footprints, TileBins, bin_gaussians, gaussian_footprints, gsplat_tiles_per_gauss
 
 __all__ = ["rasterize_torch", "composite"]
 
@@ -46,8 +46,9 @@ ALPHA_MAX = 0.999
 T_MIN = 1e-4
 
 # Tuning knobs (results do not depend on them beyond float rounding of sums).
-DEFAULT_BLOCK = 8
-DEFAULT_CHUNK = 64
+DEFAULT_BLOCK = 4  # pure-PyTorch path
+DEFAULT_BLOCK_NATIVE = 16  # compiled kernels
+DEFAULT_CHUNK = 32
 DEFAULT_MAX_ELEMENTS = 1 << 21
 
 
@@ -93,31 +94,47 @@ def _tile_groups(bins: TileBins, pixels: int, chunk: int, max_elements: int) -> 
     return list(torch.split(tiles, per_group))
 
 
-def _alphas(
-    packed: Tensor, px: Tensor, py: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Per pixel x Gaussian quantities of one round.
+def _alphas(packed: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+    """Alphas of one round, ``[T, P, B]``, zeroed where gsplat skips the Gaussian.
 
     ``packed`` [T, B, 6+D] holds (mx, my, a, b, c, opacity, colour...) with opacity 0 for
-    padding; ``px``/``py`` [T, P]. Returns ``dx, dy`` [T, P, B], ``vis = exp(-sigma)``,
-    ``alpha_raw = opacity * vis`` and ``alpha`` (clamped, zeroed where gsplat skips).
+    padding; ``px``/``py`` [T, P] are pixel centres. Also returns the mask of alphas
+    clamped to 0.999 (None when there are none), where gsplat's backward passes no
+    gradient to sigma and opacity.
     """
     mx, my, ca, cb, cc, opac = (packed[:, None, :, k] for k in range(6))  # [T, 1, B]
     dx = mx - px[:, :, None]
     dy = my - py[:, :, None]
-    sigma = (ca * dx) * dx
-    sigma.addcmul_(cc * dy, dy).mul_(0.5)
-    sigma.addcmul_(cb * dx, dy)
-    keep = sigma >= 0
-    vis = sigma.neg_().exp_()
-    alpha_raw = vis * opac
-    alpha = alpha_raw.clamp_max(ALPHA_MAX)
-    keep &= alpha >= ALPHA_MIN
-    alpha.mul_(keep)
-    return dx, dy, vis, alpha_raw, alpha
+    sigma = torch.mul(ca, dx).mul_(dx)
+    tmp = torch.mul(cc, dy)
+    sigma.addcmul_(tmp, dy).mul_(0.5)
+    torch.mul(cb, dx, out=tmp)
+    sigma.addcmul_(tmp, dy)
+    del dx, dy
+    skip = torch.lt(sigma, 0.0, out=tmp.new_empty(tmp.shape, dtype=torch.bool))
+    alpha = sigma.neg_().exp_().mul_(opac)
+    clamped = alpha > ALPHA_MAX
+    if bool(clamped.any()):
+        alpha.clamp_max_(ALPHA_MAX)
+    else:
+        clamped = None
+    skip |= alpha < ALPHA_MIN
+    return alpha.masked_fill_(skip, 0.0), clamped
 
 
-def _gather_round(packed_all: Tensor, bins: TileBins, tiles: Tensor, first: int, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
+def _transmittances(T_run: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
+    """``(1 - alpha, trans)`` with ``trans[..., k]`` the transmittance before entry ``k``
+    (``trans[..., -1]`` after all), a running product seeded with ``T_run`` [T, P]."""
+    T, P, B = alpha.shape
+    trans = alpha.new_empty(T, P, B + 1)
+    trans[:, :, 0] = T_run
+    one_minus = torch.sub(1.0, alpha, out=trans[:, :, 1:])
+    one_minus = one_minus.clone()
+    torch.cumprod(trans, dim=-1, out=trans)
+    return one_minus, trans
+
+
+def _gather_round(packed_all: Tensor, bins: TileBins, tiles: Tensor, first: int, chunk: int) -> tuple[Tensor, Tensor]:
     """Rows ``first .. first + chunk`` of the given tiles' lists, padded with opacity 0."""
     pos = first + torch.arange(chunk, device=tiles.device)
     count = bins.count[tiles]
@@ -125,60 +142,157 @@ def _gather_round(packed_all: Tensor, bins: TileBins, tiles: Tensor, first: int,
     idx = bins.start[tiles, None] + torch.minimum(pos[None, :], (count[:, None] - 1).clamp_min(0))
     gids = bins.gauss_ids[idx]  # [T, B]
     packed = packed_all[gids]
-    packed[..., 5] *= in_list
-    return packed, gids, in_list
+    packed[..., 5].masked_fill_(~in_list, 0.0)
+    return packed, gids
+
+
+def _forward_torch(packed_all, bins, geometry, chunk, max_elements):
+    """Round-based compositing; returns tile-major ``(T_final, accum, consumed)``."""
+    D = packed_all.shape[-1] - 6
+    P = geometry.pixels
+    dtype, device = packed_all.dtype, packed_all.device
+    transmittance = torch.ones(bins.n_tiles, P, dtype=dtype, device=device)
+    accum = torch.zeros(bins.n_tiles, P, D, dtype=dtype, device=device)
+    consumed = torch.zeros(bins.n_tiles, P, dtype=torch.int64, device=device)
+
+    for group in _tile_groups(bins, P, chunk, max_elements):
+        px_g, py_g = geometry.centres(group)
+        T_g = torch.ones(len(group), P, dtype=dtype, device=device)
+        acc_g = torch.zeros(len(group), P, D, dtype=dtype, device=device)
+        used_g = torch.zeros(len(group), P, dtype=torch.int64, device=device)
+        done_g = ~geometry.inside(group)
+        count_g = bins.count[group]
+        active = torch.arange(len(group), device=device)
+        for r in range(math.ceil(int(count_g.max()) / chunk)):
+            first = r * chunk
+            if r > 0:
+                active = active[(count_g[active] > first) & ~done_g[active].all(dim=1)]
+                if len(active) == 0:
+                    break
+            tiles = group[active]
+            packed, _ = _gather_round(packed_all, bins, tiles, first, chunk)
+            done = done_g[active]
+            alpha, _ = _alphas(packed, px_g[active], py_g[active])
+            alpha.masked_fill_(done[:, :, None], 0.0)  # done pixels keep T (> 1e-4)
+            _, trans = _transmittances(T_g[active], alpha)
+            T_new = trans[:, :, -1].clone()
+            n_ok = torch.full_like(used_g[active], chunk)
+            stopped = T_new <= T_MIN  # some entry of this round would push T to <= 1e-4
+            if bool(stopped.any()):
+                ti, pi = torch.nonzero(stopped, as_tuple=True)
+                ok = trans[ti, pi, 1:] > T_MIN  # a prefix: entries composited before stopping
+                n_stop = ok.sum(-1)
+                alpha[ti, pi] = alpha[ti, pi] * ok
+                n_ok[ti, pi] = n_stop
+                T_new[ti, pi] = trans[ti, pi, n_stop]
+            weights = alpha.mul_(trans[:, :, :-1])
+            acc_g[active] += torch.bmm(weights, packed[..., 6:])
+            T_g[active] = T_new
+            used_g[active] = torch.where(done, used_g[active], first + n_ok)
+            done_g[active] = done | stopped
+        transmittance[group] = T_g
+        accum[group] = acc_g
+        consumed[group] = used_g
+    return transmittance, accum, consumed
+
+
+def _backward_torch(packed_all, bins, geometry, chunk, max_elements, consumed, v_color, g_total):
+    """Per-Gaussian gradients ``[M, 6 + D]`` (mean2d, conic, opacity, colour) by replaying
+    the forward rounds front to back."""
+    D = packed_all.shape[-1] - 6
+    P = geometry.pixels
+    dtype, device = packed_all.dtype, packed_all.device
+    grads = torch.zeros(packed_all.shape[0], 6 + D, dtype=dtype, device=device)
+    features = geometry.features
+    pos_b = torch.arange(chunk, device=device)
+    for group in _tile_groups(bins, P, chunk, max_elements):
+        px_g, py_g = geometry.centres(group)
+        used_g = consumed[group]
+        max_used = used_g.max(dim=1).values
+        T_g = torch.ones(len(group), P, dtype=dtype, device=device)
+        G_g = torch.zeros(len(group), P, dtype=dtype, device=device)
+        vc_g, gt_g = v_color[group], g_total[group]
+        ox = geometry.origin_x[group].to(dtype) + 0.5
+        oy = geometry.origin_y[group].to(dtype) + 0.5
+        active = torch.arange(len(group), device=device)
+        for r in range(math.ceil(int(max_used.max()) / chunk)):
+            first = r * chunk
+            if r > 0:
+                active = active[max_used[active] > first]
+                if len(active) == 0:
+                    break
+            tiles = group[active]
+            packed, gids = _gather_round(packed_all, bins, tiles, first, chunk)
+            alpha, clamped = _alphas(packed, px_g[active], py_g[active])
+            alpha.masked_fill_((first + pos_b)[None, None, :] >= used_g[active][:, :, None], 0.0)
+            one_minus, trans = _transmittances(T_g[active], alpha)
+            T_excl = trans[:, :, :-1]
+            weights = alpha * T_excl  # [T, P, B]
+            vc = vc_g[active]  # [T, P, D]
+            gc = torch.bmm(vc, packed[..., 6:].transpose(1, 2))  # g . c_i  [T, P, B]
+            upto = torch.mul(weights, gc).cumsum_(-1).add_(G_g[active][:, :, None])
+            T_g[active] = trans[:, :, -1]
+            G_g[active] = upto[:, :, -1]
+            # dL/dalpha_i = T_i g.c_i - (G_total - G_upto_i) / (1 - alpha_i);  alpha * dL/dalpha:
+            rest = upto.neg_().add_(gt_g[active][:, :, None]).div_(one_minus)
+            a_va = rest.neg_().addcmul_(T_excl, gc).mul_(alpha)  # = -dL/dsigma
+            if clamped is not None:
+                a_va.masked_fill_(clamped, 0.0)
+            sums = torch.matmul(a_va.transpose(1, 2), features)  # [T, B, 6]: 1, u, v, uu, uv, vv
+            v_col = torch.bmm(weights.transpose(1, 2), vc)  # [T, B, D]
+
+            s1, su, sv, suu, suv, svv = (-sums).unbind(-1)  # sums of dL/dsigma * feature
+            mx, my, ca, cb, cc, opac = packed[..., :6].unbind(-1)  # [T, B]
+            ddx = mx - ox[active, None]  # dx = ddx - u
+            ddy = my - oy[active, None]
+            sx = ddx * s1 - su  # sum dL/dsigma dx
+            sy = ddy * s1 - sv
+            sxx = ddx * ddx * s1 - 2 * ddx * su + suu
+            syy = ddy * ddy * s1 - 2 * ddy * sv + svv
+            sxy = ddx * ddy * s1 - ddx * sv - ddy * su + suv
+            safe_opac = torch.where(opac > 0, opac, torch.ones_like(opac))
+            g = torch.stack((ca * sx + cb * sy, cb * sx + cc * sy, 0.5 * sxx, sxy, 0.5 * syy, -s1 / safe_opac), dim=-1)
+            grads.index_add_(0, gids.reshape(-1), torch.cat((g, v_col), dim=-1).reshape(-1, 6 + D))
+    return grads
+
+
+class _Plan:
+    """Everything the compositor needs besides the differentiable tensors."""
+
+    def __init__(self, bins: TileBins, geometry: _TileGeometry, footprints: Footprints, kernels, chunk: int, max_elements: int):
+        self.bins, self.geometry, self.footprints = bins, geometry, footprints
+        self.kernels, self.chunk, self.max_elements = kernels, chunk, max_elements
+        # threads only pay off with enough work (thread start ~50 us)
+        self.n_threads = max(1, min(torch.get_num_threads(), int(bins.gauss_ids.numel()) // 4096))
+
+    def forward(self, packed_all: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.kernels is None:
+            return _forward_torch(packed_all, self.bins, self.geometry, self.chunk, self.max_elements)
+        b, g = self.bins, self.geometry
+        return self.kernels.forward(
+            packed_all, b.gauss_ids, b.start, b.count, self.footprints.rects, self.footprints.sigma_cut,
+            b.block, b.tiles_x, b.tiles_y, g.width, g.height, self.n_threads,
+        )
+
+    def backward(self, packed_all: Tensor, consumed: Tensor, v_color: Tensor, g_total: Tensor) -> Tensor:
+        if self.kernels is None:
+            return _backward_torch(packed_all, self.bins, self.geometry, self.chunk, self.max_elements, consumed, v_color, g_total)
+        b, g = self.bins, self.geometry
+        return self.kernels.backward(
+            packed_all, b.gauss_ids, b.start, self.footprints.rects, self.footprints.sigma_cut,
+            b.block, b.tiles_x, b.tiles_y, g.width, g.height, consumed, v_color, g_total, self.n_threads,
+        )
 
 
 class _Composite(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, backgrounds, bins, geometry, chunk, max_elements):
+    def forward(ctx, means2d, conics, colors, opacities, backgrounds, plan):
         # means2d [M, 2], conics [M, 3], colors [M, D], opacities [M], backgrounds [n_cams, D] | None
-        D = colors.shape[-1]
-        P = geometry.pixels
-        dtype, device = colors.dtype, colors.device
         packed_all = torch.cat((means2d, conics, opacities[:, None], colors), dim=-1).contiguous()
-        transmittance = torch.ones(bins.n_tiles, P, dtype=dtype, device=device)
-        accum = torch.zeros(bins.n_tiles, P, D, dtype=dtype, device=device)
-        consumed = torch.zeros(bins.n_tiles, P, dtype=torch.int64, device=device)
-
-        for group in _tile_groups(bins, P, chunk, max_elements):
-            px_g, py_g = geometry.centres(group)
-            T_g = torch.ones(len(group), P, dtype=dtype, device=device)
-            acc_g = torch.zeros(len(group), P, D, dtype=dtype, device=device)
-            used_g = torch.zeros(len(group), P, dtype=torch.int64, device=device)
-            done_g = ~geometry.inside(group)
-            count_g = bins.count[group]
-            active = torch.arange(len(group), device=device)
-            n_rounds = math.ceil(int(count_g.max()) / chunk)
-            for r in range(n_rounds):
-                first = r * chunk
-                if r > 0:
-                    active = active[(count_g[active] > first) & ~done_g[active].all(dim=1)]
-                    if len(active) == 0:
-                        break
-                tiles = group[active]
-                packed, _, _ = _gather_round(packed_all, bins, tiles, first, chunk)
-                done = done_g[active]
-                T_run = T_g[active]
-                _, _, _, _, alpha = _alphas(packed, px_g[active], py_g[active])
-                alpha.mul_(~done[:, :, None])
-                trans = torch.cumprod(torch.cat((T_run[:, :, None], 1.0 - alpha), dim=-1), dim=-1)  # [T, P, B+1]
-                ok = trans[:, :, 1:] > T_MIN  # prefix: composited entries
-                n_ok = ok.sum(-1)
-                weights = alpha.mul_(trans[:, :, :-1]).mul_(ok)
-                acc_g[active] += torch.bmm(weights, packed[..., 6:])
-                T_new = trans.gather(-1, n_ok[..., None]).squeeze(-1)
-                T_g[active] = torch.where(done, T_run, T_new)
-                used_g[active] = torch.where(done, used_g[active], first + n_ok)
-                done_g[active] = done | (n_ok < chunk)
-            transmittance[group] = T_g
-            accum[group] = acc_g
-            consumed[group] = used_g
-
+        transmittance, accum, consumed = plan.forward(packed_all)
         ctx.save_for_backward(packed_all, backgrounds, transmittance, accum, consumed)
-        ctx.bins, ctx.geometry, ctx.chunk, ctx.max_elements = bins, geometry, chunk, max_elements
-        ctx.D = D
-        # background
+        ctx.plan = plan
+        bins, geometry = plan.bins, plan.geometry
         n_cams = bins.n_tiles // (bins.tiles_x * bins.tiles_y)
         color = accum
         if backgrounds is not None:
@@ -190,9 +304,9 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def backward(ctx, v_color_img, v_alpha_img):
         packed_all, backgrounds, transmittance, accum, consumed = ctx.saved_tensors
-        bins, geometry, chunk = ctx.bins, ctx.geometry, ctx.chunk
-        D, P = ctx.D, geometry.pixels
-        dtype, device = packed_all.dtype, packed_all.device
+        plan = ctx.plan
+        bins, geometry = plan.bins, plan.geometry
+        D = packed_all.shape[-1] - 6
         v_color = _image_to_tiles(v_color_img, bins, geometry)  # [n_tiles, P, D]
         v_alpha = _image_to_tiles(v_alpha_img, bins, geometry)[..., 0]  # [n_tiles, P]
 
@@ -205,69 +319,9 @@ class _Composite(torch.autograd.Function):
             per_tile = (v_color * transmittance[:, :, None]).sum(1)  # [n_tiles, D]
             v_bg = per_tile.reshape(-1, bins.tiles_x * bins.tiles_y, D).sum(1)
 
-        grads = torch.zeros(packed_all.shape[0], 6 + D, dtype=dtype, device=device)
-        features = geometry.features
-        for group in _tile_groups(bins, P, chunk, ctx.max_elements):
-            px_g, py_g = geometry.centres(group)
-            used_g = consumed[group]
-            max_used = used_g.max(dim=1).values
-            T_g = torch.ones(len(group), P, dtype=dtype, device=device)
-            G_g = torch.zeros(len(group), P, dtype=dtype, device=device)
-            vc_g, gt_g = v_color[group], g_total[group]
-            ox = geometry.origin_x[group].to(dtype) + 0.5
-            oy = geometry.origin_y[group].to(dtype) + 0.5
-            active = torch.arange(len(group), device=device)
-            n_rounds = math.ceil(int(max_used.max()) / chunk) if len(group) else 0
-            for r in range(n_rounds):
-                first = r * chunk
-                if r > 0:
-                    active = active[max_used[active] > first]
-                    if len(active) == 0:
-                        break
-                tiles = group[active]
-                packed, gids, _ = _gather_round(packed_all, bins, tiles, first, chunk)
-                dx, dy, vis, alpha_raw, alpha = _alphas(packed, px_g[active], py_g[active])
-                pos = first + torch.arange(chunk, device=device)
-                alpha.mul_(pos[None, None, :] < used_g[active][:, :, None])
-                trans = torch.cumprod(torch.cat((T_g[active][:, :, None], 1.0 - alpha), dim=-1), dim=-1)
-                T_excl = trans[:, :, :-1]
-                weights = alpha * T_excl  # [T, P, B]
-                vc = vc_g[active]  # [T, P, D]
-                gc = torch.bmm(vc, packed[..., 6:].transpose(1, 2))  # g . c_i  [T, P, B]
-                upto = torch.cumsum(weights * gc, dim=-1).add_(G_g[active][:, :, None])
-                # dL/dalpha
-                v_a = (gt_g[active][:, :, None] - upto).div_(1.0 - alpha).neg_().addcmul_(T_excl, gc)
-                unclamped = (alpha > 0) & (alpha_raw <= ALPHA_MAX)
-                v_sigma = v_a.mul_(alpha_raw).mul_(unclamped).neg_()  # [T, P, B]
-                sums = torch.matmul(v_sigma.transpose(1, 2), features)  # [T, B, 6]: 1, u, v, uu, uv, vv
-                v_col = torch.bmm(weights.transpose(1, 2), vc)  # [T, B, D]
-                T_g[active] = trans[:, :, -1]
-                G_g[active] = upto[:, :, -1]
-
-                s1, su, sv, suu, suv, svv = sums.unbind(-1)
-                mx, my, ca, cb, cc, opac = packed[..., :6].unbind(-1)  # [T, B]
-                ddx = mx - ox[active, None]  # dx = ddx - u
-                ddy = my - oy[active, None]
-                sx = ddx * s1 - su  # sum v_sigma dx
-                sy = ddy * s1 - sv
-                sxx = ddx * ddx * s1 - 2 * ddx * su + suu
-                syy = ddy * ddy * s1 - 2 * ddy * sv + svv
-                sxy = ddx * ddy * s1 - ddx * sv - ddy * su + suv
-                safe_opac = torch.where(opac > 0, opac, torch.ones_like(opac))
-                g = torch.stack(
-                    (
-                        ca * sx + cb * sy,
-                        cb * sx + cc * sy,
-                        0.5 * sxx,
-                        sxy,
-                        0.5 * syy,
-                        -s1 / safe_opac,
-                    ),
-                    dim=-1,
-                )
-                grads.index_add_(0, gids.reshape(-1), torch.cat((g, v_col), dim=-1).reshape(-1, 6 + D))
+        grads = plan.backward(packed_all, consumed, v_color, g_total)
         v_means2d, v_conics, v_opac, v_colors = grads.split((2, 3, 1, D), dim=-1)
-        return v_means2d, v_conics, v_colors, v_opac[:, 0], v_bg, None, None, None, None
+        return v_means2d, v_conics, v_colors, v_opac[:, 0], v_bg, None
 
 
 def _tiles_to_image(x: Tensor, bins: TileBins, geometry: _TileGeometry, n_cams: int) -> Tensor:
@@ -293,27 +347,51 @@ def composite(
     conics: Float[Tensor, "C N 3"],
     colors: Float[Tensor, "C N D"],
     opacities: Float[Tensor, "C N"],
-    bins: TileBins,
+    cov2d: Float[Tensor, "C N 3"],
+    radii: Tensor,
+    depths: Float[Tensor, "C N"],
     width: int,
     height: int,
     backgrounds: Optional[Float[Tensor, "C D"]] = None,
+    block: Optional[int] = None,
     chunk: int = DEFAULT_CHUNK,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
-) -> tuple[Float[Tensor, "C H W D"], Float[Tensor, "C H W 1"]]:
-    """Differentiable front-to-back compositing of binned, projected Gaussians."""
+    native: Optional[bool] = None,
+) -> tuple[Float[Tensor, "C H W D"], Float[Tensor, "C H W 1"], int]:
+    """Differentiable front-to-back compositing of projected Gaussians.
+
+    ``native``: use the compiled kernels (True: required, None: if they build, False:
+    never). Returns ``(render, alpha, n_isects)``.
+    """
     C, N = opacities.shape
+    kernels = None
+    if native is not False and colors.device.type == "cpu" and colors.dtype in (torch.float32, torch.float64):
+        from . import native as native_module
+
+        kernels = native_module.load()
+        if kernels is None and native:
+            raise RuntimeError("native rasteriser kernels are not available")
+    if block is None:
+        block = DEFAULT_BLOCK_NATIVE if kernels is not None else DEFAULT_BLOCK
+    footprints = gaussian_footprints(means2d, cov2d, opacities, radii, depths, width, height)
+    if kernels is not None:
+        tiles_x, tiles_y = math.ceil(width / block), math.ceil(height / block)
+        n_tiles = C * tiles_x * tiles_y
+        ids, start, count = kernels.bin(footprints.ids, footprints.rects, N, block, tiles_x, tiles_y, n_tiles)
+        bins = TileBins(block, tiles_x, tiles_y, n_tiles, ids, start, count)
+    else:
+        bins = bin_gaussians(footprints, C, N, width, height, block=block)
     geometry = _TileGeometry(bins, width, height, colors.dtype, colors.device)
-    return _Composite.apply(
+    plan = _Plan(bins, geometry, footprints, kernels, chunk, max_elements)
+    render, alpha = _Composite.apply(
         means2d.reshape(C * N, 2),
         conics.reshape(C * N, 3),
         colors.reshape(C * N, colors.shape[-1]),
         opacities.reshape(C * N),
         backgrounds,
-        bins,
-        geometry,
-        chunk,
-        max_elements,
+        plan,
     )
+    return render, alpha, int(bins.gauss_ids.numel())
 
 
 def rasterize_torch(
@@ -333,11 +411,16 @@ def rasterize_torch(
     far_plane: float = 1e10,
     eps2d: float = 0.3,
     radius_clip: float = 0.0,
-    block: int = DEFAULT_BLOCK,
+    block: Optional[int] = None,
     chunk: int = DEFAULT_CHUNK,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    native: Optional[bool] = None,
 ) -> tuple[Tensor, Tensor, dict]:
-    """The CPU backend of :func:`pixelsplat_ns.rendering.rasterize` (inputs already validated)."""
+    """The CPU backend of :func:`pixelsplat_ns.rendering.rasterize` (inputs already validated).
+
+    ``block``/``chunk``/``max_elements`` tune the tiling (``block`` must divide 16);
+    ``native`` selects the compiled kernels (see :func:`composite`).
+    """
     C, N = viewmats.shape[0], means.shape[0]
     proj = project_gaussians(
         means, quats, scales, viewmats, Ks, width, height,
@@ -361,10 +444,9 @@ def rasterize_torch(
     else:
         feats = rgb
 
-    bins = bin_gaussians(proj.means2d, proj.cov2d, opac, proj.radii, proj.depths, width, height, block=block)
-    render, alpha = composite(
-        proj.means2d, proj.conics, feats, opac, bins, width, height,
-        backgrounds=backgrounds, chunk=chunk, max_elements=max_elements,
+    render, alpha, n_isects = composite(
+        proj.means2d, proj.conics, feats, opac, proj.cov2d, proj.radii, proj.depths, width, height,
+        backgrounds=backgrounds, block=block, chunk=chunk, max_elements=max_elements, native=native,
     )
     if render_mode == "RGB+ED":
         render = torch.cat((render[..., :-1], render[..., -1:] / alpha.clamp(min=1e-10)), dim=-1)
@@ -384,6 +466,6 @@ def rasterize_torch(
         "height": height,
         "tile_size": 16,
         "n_cameras": C,
-        "n_isects": int(bins.gauss_ids.numel()),
+        "n_isects": n_isects,
     }
     return render, alpha, meta

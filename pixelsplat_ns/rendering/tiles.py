@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-__all__ = ["GSPLAT_TILE_SIZE", "TileBins", "bin_gaussians", "gsplat_tiles_per_gauss"]
+__all__ = ["GSPLAT_TILE_SIZE", "Footprints", "TileBins", "gaussian_footprints", "bin_gaussians", "gsplat_tiles_per_gauss"]
 
 GSPLAT_TILE_SIZE = 16
 
@@ -69,8 +69,23 @@ def gsplat_tiles_per_gauss(means2d: Float[Tensor, "C N 2"], radii: Int[Tensor, "
     return count.to(torch.int32).reshape(radii.shape)
 
 
+@dataclass
+class Footprints:
+    """Gaussians that can reach alpha >= 1/255 somewhere, with their pixel rectangles.
+
+    ``ids`` are flat indices into ``C * N`` sorted front to back (depth, then index, as
+    gsplat's stable sort), ``rects`` [C * N, 4] int32 hold ``x0, x1, y0, y1`` (pixels,
+    half-open, empty for other Gaussians) and ``sigma_cut`` [C * N] a bound above which
+    ``sigma`` certainly gives alpha < 1/255.
+    """
+
+    ids: Int[Tensor, "V"]
+    rects: Int[Tensor, "M 4"]
+    sigma_cut: Float[Tensor, "M"]
+
+
 @torch.no_grad()
-def bin_gaussians(
+def gaussian_footprints(
     means2d: Float[Tensor, "C N 2"],
     cov2d: Float[Tensor, "C N 3"],
     opacities: Float[Tensor, "C N"],
@@ -78,42 +93,54 @@ def bin_gaussians(
     depths: Float[Tensor, "C N"],
     width: int,
     height: int,
-    block: int = 8,
-) -> TileBins:
-    """Build the per-block, depth-sorted Gaussian lists (see the module docstring)."""
-    if GSPLAT_TILE_SIZE % block:
-        raise ValueError(f"block must divide {GSPLAT_TILE_SIZE}, got {block}")
-    C, N = radii.shape
-    device = means2d.device
+) -> Footprints:
+    """Pixel rectangles: gsplat's tile rectangle, cut to the alpha >= 1/255 ellipse's box."""
+    M = radii.numel()
     gs_tiles_x = math.ceil(width / GSPLAT_TILE_SIZE)
     gs_tiles_y = math.ceil(height / GSPLAT_TILE_SIZE)
-    tiles_x, tiles_y = math.ceil(width / block), math.ceil(height / block)
-    n_tiles = C * tiles_x * tiles_y
-
     flat_radii = radii.reshape(-1)
     flat_opac = opacities.reshape(-1)
     # A Gaussian with opacity < 1/255 never reaches alpha >= 1/255.
-    candidate = (flat_radii > 0) & (flat_opac >= 1.0 / 255.0)
-    ids = torch.nonzero(candidate).squeeze(1)
+    ids = torch.nonzero((flat_radii > 0) & (flat_opac >= 1.0 / 255.0)).squeeze(1)
     m2d = means2d.reshape(-1, 2)[ids]
     x0, x1, y0, y1 = _gsplat_tile_bbox(m2d, flat_radii[ids], gs_tiles_x, gs_tiles_y)
 
-    # Pixel ranges [lo, hi) from the gsplat tiles and from the alpha >= 1/255 ellipse.
     m64 = m2d.double()
     log_level = torch.log(255.0 * flat_opac[ids].double()).clamp_min(0.0)
     cov = cov2d.reshape(-1, 3)[ids].double()
     ext_x = torch.sqrt(2.0 * log_level * cov[:, 0]) * 1.001 + 1e-3
     ext_y = torch.sqrt(2.0 * log_level * cov[:, 2]) * 1.001 + 1e-3
-    # pixel p (centre p + 0.5) is inside when |p + 0.5 - m| <= ext
+    # pixel p (centre p + 0.5) can be reached when |p + 0.5 - m| <= ext
     big = float(max(width, height) + 2)
     px_lo = torch.ceil((m64[:, 0] - ext_x - 0.5).clamp(-1.0, big)).long()
     px_hi = torch.floor((m64[:, 0] + ext_x - 0.5).clamp(-2.0, big)).long() + 1
     py_lo = torch.ceil((m64[:, 1] - ext_y - 0.5).clamp(-1.0, big)).long()
     py_hi = torch.floor((m64[:, 1] + ext_y - 0.5).clamp(-2.0, big)).long() + 1
-    px_lo = torch.maximum(px_lo, x0 * GSPLAT_TILE_SIZE)
-    px_hi = torch.minimum(torch.minimum(px_hi, x1 * GSPLAT_TILE_SIZE), torch.full_like(px_hi, width))
-    py_lo = torch.maximum(py_lo, y0 * GSPLAT_TILE_SIZE)
-    py_hi = torch.minimum(torch.minimum(py_hi, y1 * GSPLAT_TILE_SIZE), torch.full_like(py_hi, height))
+    px_lo = torch.maximum(px_lo, x0 * GSPLAT_TILE_SIZE).clamp_min(0)
+    px_hi = torch.minimum(px_hi, x1 * GSPLAT_TILE_SIZE).clamp_max(width)
+    py_lo = torch.maximum(py_lo, y0 * GSPLAT_TILE_SIZE).clamp_min(0)
+    py_hi = torch.minimum(py_hi, y1 * GSPLAT_TILE_SIZE).clamp_max(height)
+
+    rects = torch.zeros(M, 4, dtype=torch.int32, device=means2d.device)
+    rects[ids] = torch.stack((px_lo, px_hi, py_lo, py_hi), dim=-1).to(torch.int32)
+    sigma_cut = torch.zeros(M, dtype=means2d.dtype, device=means2d.device)
+    sigma_cut[ids] = (log_level * (1 + 1e-5) + 1e-5).to(means2d.dtype)
+
+    # Front to back: stable sort by depth keeps ties in Gaussian-index order.
+    order = torch.sort(depths.reshape(-1)[ids], stable=True).indices
+    return Footprints(ids=ids[order], rects=rects, sigma_cut=sigma_cut)
+
+
+@torch.no_grad()
+def bin_gaussians(footprints: Footprints, n_cameras: int, n_per_camera: int, width: int, height: int, block: int = 8) -> TileBins:
+    """Build the per-block, depth-sorted Gaussian lists (see the module docstring)."""
+    if GSPLAT_TILE_SIZE % block:
+        raise ValueError(f"block must divide {GSPLAT_TILE_SIZE}, got {block}")
+    ids = footprints.ids
+    device = ids.device
+    tiles_x, tiles_y = math.ceil(width / block), math.ceil(height / block)
+    n_tiles = n_cameras * tiles_x * tiles_y
+    px_lo, px_hi, py_lo, py_hi = footprints.rects[ids].long().unbind(-1)
 
     bx0 = torch.div(px_lo, block, rounding_mode="floor")
     by0 = torch.div(py_lo, block, rounding_mode="floor")
@@ -121,19 +148,14 @@ def bin_gaussians(
     nby = (torch.div(py_hi - 1, block, rounding_mode="floor") + 1 - by0) * (py_hi > py_lo)
     per_gauss = nbx * nby
 
-    # Front to back: stable sort by depth keeps ties in Gaussian-index order.
-    order = torch.sort(depths.reshape(-1)[ids], stable=True).indices
-    ids, per_gauss = ids[order], per_gauss[order]
-    bx0, by0, nbx = bx0[order], by0[order], nbx[order]
-
     n_isects = int(per_gauss.sum())
     owner = torch.repeat_interleave(torch.arange(len(ids), device=device), per_gauss, output_size=n_isects)
     first = torch.cumsum(per_gauss, 0) - per_gauss
     local = torch.arange(n_isects, device=device) - first[owner]
-    row_len = nbx[owner]
-    tx = bx0[owner] + local % row_len.clamp_min(1)
-    ty = by0[owner] + torch.div(local, row_len.clamp_min(1), rounding_mode="floor")
-    camera = torch.div(ids[owner], N, rounding_mode="floor")
+    row_len = nbx[owner].clamp_min(1)
+    tx = bx0[owner] + local % row_len
+    ty = by0[owner] + torch.div(local, row_len, rounding_mode="floor")
+    camera = torch.div(ids[owner], n_per_camera, rounding_mode="floor")
     tile = (camera * tiles_y + ty) * tiles_x + tx
     tile, perm = torch.sort(tile, stable=True)
     gauss_ids = ids[owner[perm]]

@@ -1,0 +1,146 @@
+"""Optional C++ kernels (multi-threaded) for the CPU rasteriser, compiled on first use.
+
+``csrc/raster.cpp`` exposes a plain C ABI (no Torch headers, so it builds in a couple of
+seconds); it is compiled with ``torch.utils.cpp_extension.load`` into Torch's extension
+cache and called through ``ctypes`` on tensors' data pointers. If there is no compiler,
+the build fails, or ``PIXELSPLAT_NS_NATIVE=0`` is set, :func:`load` returns None and the
+rasteriser uses its pure-PyTorch path (same results up to float rounding).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["NativeKernels", "load", "available"]
+
+_SOURCE = Path(__file__).with_name("csrc") / "raster.cpp"
+_ABI_VERSION = 2
+_lock = threading.Lock()
+_state: dict = {}
+
+_i64, _int = ctypes.c_int64, ctypes.c_int
+_ptr = ctypes.c_void_p
+
+
+def _p(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+class NativeKernels:
+    """ctypes bindings of ``csrc/raster.cpp`` (all tensors contiguous, on the CPU)."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        self.lib = lib
+        lib.psn_bin_count.argtypes = [_ptr, _i64, _ptr, _i64, _i64, _i64, _i64, _ptr]
+        lib.psn_bin_fill.argtypes = [_ptr, _i64, _ptr, _i64, _i64, _i64, _i64, _ptr, _ptr]
+        fwd = [_ptr, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _int]
+        bwd = [_ptr, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _int]
+        for name in ("psn_forward_f32", "psn_forward_f64"):
+            getattr(lib, name).argtypes = fwd
+        for name in ("psn_backward_f32", "psn_backward_f64"):
+            getattr(lib, name).argtypes = bwd
+
+    @staticmethod
+    def _suffix(dtype: torch.dtype) -> str:
+        if dtype == torch.float32:
+            return "f32"
+        if dtype == torch.float64:
+            return "f64"
+        raise TypeError(f"native kernels support float32/float64, got {dtype}")
+
+    def bin(self, order: Tensor, rects: Tensor, n_per_cam: int, block: int, tiles_x: int, tiles_y: int, n_tiles: int):
+        """Counting-sort binning: ``(ids, start, count)`` with lists in ``order``."""
+        order = order.contiguous()
+        count = torch.zeros(n_tiles, dtype=torch.int64)
+        self.lib.psn_bin_count(_p(order), order.numel(), _p(rects), n_per_cam, block, tiles_x, tiles_y, _p(count))
+        start = torch.cumsum(count, 0) - count
+        ids = torch.empty(int(count.sum()), dtype=torch.int64)
+        cursor = start.clone()
+        self.lib.psn_bin_fill(order.data_ptr(), order.numel(), _p(rects), n_per_cam, block, tiles_x, tiles_y, _p(cursor), _p(ids))
+        return ids, start, count
+
+    def forward(self, packed, ids, start, count, rects, sigma_cut, block, tiles_x, tiles_y, width, height, n_threads):
+        n_tiles, P, D = count.numel(), block * block, packed.shape[1] - 6
+        T = torch.empty(n_tiles, P, dtype=packed.dtype)
+        acc = torch.empty(n_tiles, P, D, dtype=packed.dtype)
+        used = torch.empty(n_tiles, P, dtype=torch.int32)
+        fn = getattr(self.lib, "psn_forward_" + self._suffix(packed.dtype))
+        fn(
+            _p(packed), D, _p(ids), _p(start), _p(count), _p(rects), _p(sigma_cut),
+            block, tiles_x, tiles_y, width, height, n_tiles, _p(T), _p(acc), _p(used), n_threads,
+        )
+        return T, acc, used
+
+    def backward(self, packed, ids, start, rects, sigma_cut, block, tiles_x, tiles_y, width, height, consumed, v_color, g_total, n_threads):
+        M, D = packed.shape[0], packed.shape[1] - 6
+        n_tiles = consumed.shape[0]
+        grads = torch.zeros(n_threads, M, 6 + D, dtype=packed.dtype)
+        fn = getattr(self.lib, "psn_backward_" + self._suffix(packed.dtype))
+        fn(
+            _p(packed), D, M, _p(ids), _p(start), _p(rects), _p(sigma_cut),
+            block, tiles_x, tiles_y, width, height, n_tiles, _p(consumed),
+            _p(v_color.contiguous()), _p(g_total.contiguous()), _p(grads), n_threads,
+        )
+        return grads.sum(0) if n_threads > 1 else grads[0]
+
+
+def _build() -> NativeKernels:
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # it warns about CUDA_HOME on import; we build C++ only
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.setLevel(level)
+
+    source = _SOURCE.read_bytes()
+    digest = hashlib.sha1(source + torch.__version__.encode()).hexdigest()[:12]
+    name = f"pixelsplat_ns_raster_{digest}"
+    build_dir = Path(cpp_extension.get_default_build_root()) / name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    library = build_dir / f"{name}.so"
+    if not library.exists():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cpp_extension.load(
+                name=name,
+                sources=[str(_SOURCE)],
+                extra_cflags=["-O3", "-pthread", "-ffp-contract=off"],
+                extra_ldflags=["-pthread"],
+                build_directory=str(build_dir),
+                is_python_module=False,
+                with_cuda=False,
+                verbose=False,
+            )
+    lib = ctypes.CDLL(str(library))
+    if lib.psn_abi_version() != _ABI_VERSION:
+        raise RuntimeError("stale native rasteriser build")
+    return NativeKernels(lib)
+
+
+def load() -> Optional[NativeKernels]:
+    """The compiled kernels, building them on first call; None if unavailable."""
+    if os.environ.get("PIXELSPLAT_NS_NATIVE", "1").lower() in ("0", "false", "no", "off"):
+        return None
+    with _lock:
+        if "kernels" not in _state:
+            try:
+                _state["kernels"] = _build()
+            except Exception as error:  # no compiler, build failure, ...
+                warnings.warn(f"pixelsplat_ns: C++ rasteriser unavailable ({error!s:.200}); using the PyTorch path")
+                _state["kernels"] = None
+        return _state["kernels"]
+
+
+def available() -> bool:
+    return load() is not None
