@@ -24,6 +24,8 @@ from einops import reduce
 from jaxtyping import Float
 from torch import Tensor
 
+from pixelsplat_ns.errors import PixelSplatInputError
+
 # Flips the y and z camera axes: OpenGL <-> OpenCV (an involution).
 _GL_CV_FLIP = (1.0, -1.0, -1.0)
 
@@ -145,20 +147,20 @@ def validate_context_cameras(c2w: Float[Tensor, "view 4 4"], names: list[str] | 
     """Raise a ValueError that names the problem when the context cameras are unusable."""
     names = names or [f"view {i}" for i in range(c2w.shape[0])]
     if c2w.shape[0] < 2:
-        raise ValueError(
+        raise PixelSplatInputError(
             f"pixelSplat needs at least two context views, got {c2w.shape[0]} ({', '.join(names)}). "
             "Give a dataset with two or more training images."
         )
     for i, name in enumerate(names):
         if not torch.isfinite(c2w[i]).all():
-            raise ValueError(f"context view {name} has a non-finite camera pose (NaN or inf): check its transform.")
+            raise PixelSplatInputError(f"context view {name} has a non-finite camera pose (NaN or inf): check its transform.")
     origins = c2w[:, :3, 3]
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             baseline = (origins[i] - origins[j]).norm().item()
             scale = max(origins[i].norm().item(), origins[j].norm().item(), 1.0)
             if baseline <= 1e-6 * scale:
-                raise ValueError(
+                raise PixelSplatInputError(
                     f"context views {names[i]} and {names[j]} have identical camera positions (baseline "
                     f"{baseline:.2e}): pixelSplat triangulates depth from the baseline between the two views, "
                     "so pick two views taken from different positions."
@@ -182,11 +184,11 @@ def prepare_context(
     so the widest context baseline is 1, and near/far follow the official rule.
     """
     if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"context images must be [view, h, w, 3] RGB, got {tuple(images.shape)}")
+        raise PixelSplatInputError(f"context images must be [view, h, w, 3] RGB, got {tuple(images.shape)}")
     c2w = homogenize_pose(c2w_opengl.to(torch.float32))
     validate_context_cameras(c2w, names)
     if not torch.isfinite(images).all():
-        raise ValueError("context images contain NaN or inf values")
+        raise PixelSplatInputError("context images contain NaN or inf values")
     v, h, w, _ = images.shape
     k = k_pixels.to(torch.float32).clone()
     image = images.permute(0, 3, 1, 2).to(torch.float32)
@@ -201,7 +203,7 @@ def prepare_context(
 
     crop_h, crop_w = (h // image_multiple) * image_multiple, (w // image_multiple) * image_multiple
     if crop_h == 0 or crop_w == 0:
-        raise ValueError(f"context images of {w}x{h} pixels are smaller than the encoder's {image_multiple}-pixel patch")
+        raise PixelSplatInputError(f"context images of {w}x{h} pixels are smaller than the encoder's {image_multiple}-pixel patch")
     row, col = (h - crop_h) // 2, (w - crop_w) // 2
     image = image[:, :, row : row + crop_h, col : col + crop_w].clamp(0, 1)
     k[:, 0, 2] -= col

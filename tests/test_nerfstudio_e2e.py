@@ -115,7 +115,7 @@ def test_ns_eval_scores_the_eval_split(trained_run: Path, tmp_path: Path):
 def test_ns_viewer_starts_and_serves(trained_run: Path):
     port = free_port()
     process = subprocess.Popen(
-        [str(BIN / "ns-viewer"), "--load-config", str(trained_run), "--websocket-port", str(port)],
+        [str(BIN / "ns-viewer"), "--load-config", str(trained_run), "--viewer.websocket-port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
     )
     try:
@@ -139,7 +139,7 @@ def test_single_image_dataset_fails_with_one_clear_message(tmp_path: Path):
     result = run(*train_args(scene, tmp_path / "outputs", eval_mode="all"))
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "needs two context views" in output and "1 training image" in output, output[-3000:]
+    assert "needs two context views" in output and "1 image" in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Sequence
 
 from jaxtyping import Float
 from torch import Tensor
 
+from pixelsplat_ns.errors import PixelSplatInputError
 
-class ContextSelectionError(ValueError):
+
+class ContextSelectionError(PixelSplatInputError):
     """The dataset or the requested names cannot give usable context views."""
 
 
@@ -75,3 +77,24 @@ def default_context_pair(train_paths: Sequence[str], gap: int | None = None) -> 
     gap = min(gap, n - 1)
     first = min(max(0, n // 2 - gap // 2), n - 1 - gap)
     return [order[first], order[first + gap]]
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".exr", ".webp"}
+
+
+def count_dataset_frames(data: Path) -> int | None:
+    """Frames in a dataset folder when its layout tells (transforms.json or an images/
+    folder), else None. Used to explain a dataparser failure on a too-small dataset."""
+    data = Path(data)
+    transforms = data / "transforms.json" if data.is_dir() else data
+    if transforms.is_file() and transforms.suffix == ".json":
+        import json
+
+        try:
+            return len(json.loads(transforms.read_text()).get("frames", []))
+        except (OSError, ValueError):
+            return None
+    images = data / "images"
+    if images.is_dir():
+        return sum(1 for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return None

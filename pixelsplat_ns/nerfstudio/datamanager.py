@@ -9,7 +9,13 @@ import torch
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
-from pixelsplat_ns.nerfstudio.context import ContextImages, default_context_pair, resolve_context_names
+from pixelsplat_ns.nerfstudio.context import (
+    ContextImages,
+    ContextSelectionError,
+    count_dataset_frames,
+    default_context_pair,
+    resolve_context_names,
+)
 
 
 @dataclass
@@ -28,6 +34,21 @@ class PixelSplatDataManagerConfig(FullImageDatamanagerConfig):
 
 class PixelSplatDataManager(FullImageDatamanager[InputDataset]):
     config: PixelSplatDataManagerConfig
+
+    def __init__(self, config: PixelSplatDataManagerConfig, *args, **kwargs) -> None:
+        try:
+            super().__init__(config, *args, **kwargs)
+        except Exception:
+            # nerfstudio's dataparsers fail obscurely on one-image datasets (e.g. a division
+            # by zero when normalising poses): say what is wrong when the layout tells.
+            data = config.data if config.data is not None else config.dataparser.data
+            frames = count_dataset_frames(data) if data is not None else None
+            if frames is not None and frames < 2:
+                raise ContextSelectionError(
+                    f"pixelSplat needs two context views but the dataset {data} has {frames} image(s); "
+                    "use a dataset with at least two views"
+                ) from None
+            raise
 
     def _load_images(
         self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]

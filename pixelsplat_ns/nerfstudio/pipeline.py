@@ -9,6 +9,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 
+from pixelsplat_ns.errors import PixelSplatInputError
 from pixelsplat_ns.nerfstudio.datamanager import PixelSplatDataManagerConfig
 from pixelsplat_ns.nerfstudio.model import PixelSplatModelConfig
 
@@ -34,11 +35,11 @@ class PixelSplatPipeline(VanillaPipeline):
         local_rank: int = 0,
         grad_scaler: Optional[GradScaler] = None,
     ):
-        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
-        self.model.set_context_provider(self.datamanager.context_views)
-        if test_mode == "val":
-            try:
+        try:
+            super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+            self.model.set_context_provider(self.datamanager.context_views)
+            if test_mode == "val":
                 self.model.predict_gaussians()
-            except (ValueError, FileNotFoundError) as error:  # bad input: one clear message, not a deep traceback
-                CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
-                raise SystemExit(2) from None
+        except (PixelSplatInputError, FileNotFoundError) as error:  # bad input: one clear message
+            CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
+            raise SystemExit(2) from None

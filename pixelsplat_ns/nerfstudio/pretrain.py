@@ -228,7 +228,7 @@ class PretrainModel(Model):
         if self.checkpoint_dir is None:
             return None
         path = self.checkpoint_dir / f"encoder-step-{step:09d}.ckpt"
-        save_checkpoint(self.encoder, path, extra={"step": step})
+        save_checkpoint(self.encoder, path, step=step)
         return path
 
     def render(self, batch: dict, deterministic: bool) -> torch.Tensor:
