@@ -342,38 +342,73 @@ def _image_to_tiles(img: Tensor, bins: TileBins, geometry: _TileGeometry) -> Ten
     return tiles.reshape(C * bins.tiles_y * bins.tiles_x, b * b, D)
 
 
+class _NativeProject(torch.autograd.Function):
+    """Projection + SH colours + footprints with the compiled kernels (hand-written VJP)."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, sh, opacities, viewmats, Ks, campos, config):
+        kernels, sh_degree, width, height, settings, n_threads = config
+        sh_arg = sh if sh.numel() else None
+        radii, means2d, depths, conics, colors, rects, sigma_cut = kernels.project_forward(
+            means, quats, scales, opacities, sh_arg, sh_degree, viewmats, Ks, campos, width, height, settings, n_threads
+        )
+        if colors is None:
+            colors = means2d.new_zeros(0)
+        ctx.save_for_backward(means, quats, scales, sh, opacities, viewmats, Ks, campos, radii)
+        ctx.config = config
+        ctx.mark_non_differentiable(radii, rects, sigma_cut)
+        return means2d, depths, conics, colors, radii, rects, sigma_cut
+
+    @staticmethod
+    def backward(ctx, v_means2d, v_depths, v_conics, v_colors, *_):
+        means, quats, scales, sh, opacities, viewmats, Ks, campos, radii = ctx.saved_tensors
+        kernels, sh_degree, width, height, settings, n_threads = ctx.config
+        sh_arg = sh if sh.numel() else None
+        v_colors = v_colors.contiguous() if sh_arg is not None else None
+        v_means, v_quats, v_scales, v_sh = kernels.project_backward(
+            means, quats, scales, opacities, sh_arg, sh_degree, viewmats, Ks, campos, width, height, settings,
+            radii, v_means2d.contiguous(), v_depths.contiguous(), v_conics.contiguous(), v_colors, n_threads,
+        )
+        if v_sh is None:
+            v_sh = torch.zeros_like(sh)
+        return v_means, v_quats, v_scales, v_sh, None, None, None, None, None
+
+
+def _load_kernels(native: Optional[bool], dtype: torch.dtype, device: torch.device):
+    if native is False or device.type != "cpu" or dtype not in (torch.float32, torch.float64):
+        if native:
+            raise ValueError("native kernels need float32/float64 CPU tensors")
+        return None
+    from . import native as native_module
+
+    kernels = native_module.load()
+    if kernels is None and native:
+        raise RuntimeError("native rasteriser kernels are not available")
+    return kernels
+
+
 def composite(
     means2d: Float[Tensor, "C N 2"],
     conics: Float[Tensor, "C N 3"],
     colors: Float[Tensor, "C N D"],
     opacities: Float[Tensor, "C N"],
-    cov2d: Float[Tensor, "C N 3"],
-    radii: Tensor,
-    depths: Float[Tensor, "C N"],
+    footprints: Footprints,
     width: int,
     height: int,
     backgrounds: Optional[Float[Tensor, "C D"]] = None,
     block: Optional[int] = None,
     chunk: int = DEFAULT_CHUNK,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
-    native: Optional[bool] = None,
+    kernels=None,
 ) -> tuple[Float[Tensor, "C H W D"], Float[Tensor, "C H W 1"], int]:
     """Differentiable front-to-back compositing of projected Gaussians.
 
-    ``native``: use the compiled kernels (True: required, None: if they build, False:
-    never). Returns ``(render, alpha, n_isects)``.
+    ``kernels``: the compiled kernels (:mod:`.native`) or None for the PyTorch path.
+    Returns ``(render, alpha, n_isects)``.
     """
     C, N = opacities.shape
-    kernels = None
-    if native is not False and colors.device.type == "cpu" and colors.dtype in (torch.float32, torch.float64):
-        from . import native as native_module
-
-        kernels = native_module.load()
-        if kernels is None and native:
-            raise RuntimeError("native rasteriser kernels are not available")
     if block is None:
         block = DEFAULT_BLOCK_NATIVE if kernels is not None else DEFAULT_BLOCK
-    footprints = gaussian_footprints(means2d, cov2d, opacities, radii, depths, width, height)
     if kernels is not None:
         tiles_x, tiles_y = math.ceil(width / block), math.ceil(height / block)
         n_tiles = C * tiles_x * tiles_y
@@ -418,35 +453,56 @@ def rasterize_torch(
 ) -> tuple[Tensor, Tensor, dict]:
     """The CPU backend of :func:`pixelsplat_ns.rendering.rasterize` (inputs already validated).
 
-    ``block``/``chunk``/``max_elements`` tune the tiling (``block`` must divide 16);
-    ``native`` selects the compiled kernels (see :func:`composite`).
+    ``native``: use the compiled kernels (True: required, None: when they build, False:
+    never). ``block``/``chunk``/``max_elements`` tune the tiling (``block`` divides 16;
+    ``chunk``/``max_elements`` only matter for the PyTorch path).
     """
     C, N = viewmats.shape[0], means.shape[0]
-    proj = project_gaussians(
-        means, quats, scales, viewmats, Ks, width, height,
-        eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip,
-    )
+    dtype, device = means.dtype, means.device
+    kernels = _load_kernels(native, dtype, device)
     opac = opacities[None, :].expand(C, N)
+    settings = dict(eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip)
+    # The compiled projection has no gradient for cameras (e.g. camera optimisation).
+    native_projection = kernels is not None and not (viewmats.requires_grad or Ks.requires_grad)
 
-    if sh_degree is None:
-        rgb = colors.expand(C, *colors.shape[-2:]) if colors.dim() == 2 else colors
+    if native_projection:
+        n_threads = max(1, min(torch.get_num_threads(), (C * N) // 8192))
+        campos = torch.linalg.inv(viewmats.detach())[:, :3, 3].contiguous()
+        sh = colors.contiguous() if sh_degree is not None else means.new_zeros(0)
+        means2d, depths, conics, rgb, radii, rects, sigma_cut = _NativeProject.apply(
+            means.contiguous(), quats.contiguous(), scales.contiguous(), sh,
+            opacities.detach().contiguous(), viewmats.detach().contiguous(), Ks.detach().contiguous(), campos,
+            (kernels, sh_degree, width, height, settings, n_threads),
+        )
+        if sh_degree is None:
+            rgb = colors.expand(C, *colors.shape[-2:]) if colors.dim() == 2 else colors
+        with torch.no_grad():
+            candidates = torch.nonzero(((radii > 0) & (opac >= 1.0 / 255.0)).reshape(-1)).squeeze(1)
+            order = torch.sort(depths.reshape(-1)[candidates], stable=True).indices
+        footprints = Footprints(ids=candidates[order], rects=rects, sigma_cut=sigma_cut)
     else:
-        shs = colors.expand(C, *colors.shape[-3:]) if colors.dim() == 3 else colors
-        campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C, 3]
-        dirs = means[None, :, :] - campos[:, None, :]
-        rgb = torch.clamp_min(eval_sh(sh_degree, dirs, shs) + 0.5, 0.0)
-        rgb = torch.where(proj.valid[..., None], rgb, torch.zeros((), dtype=rgb.dtype, device=rgb.device))
+        proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height, **settings)
+        means2d, depths, conics, radii = proj.means2d, proj.depths, proj.conics, proj.radii
+        if sh_degree is None:
+            rgb = colors.expand(C, *colors.shape[-2:]) if colors.dim() == 2 else colors
+        else:
+            shs = colors.expand(C, *colors.shape[-3:]) if colors.dim() == 3 else colors
+            campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C, 3]
+            dirs = means[None, :, :] - campos[:, None, :]
+            rgb = torch.clamp_min(eval_sh(sh_degree, dirs, shs) + 0.5, 0.0)
+            rgb = torch.where(proj.valid[..., None], rgb, torch.zeros((), dtype=rgb.dtype, device=rgb.device))
+        footprints = gaussian_footprints(means2d, proj.cov2d, opac, radii, depths, width, height)
 
     if render_mode == "RGB+ED":
-        feats = torch.cat((rgb, proj.depths[..., None]), dim=-1)
+        feats = torch.cat((rgb, depths[..., None]), dim=-1)
         if backgrounds is not None:
             backgrounds = torch.cat((backgrounds, backgrounds.new_zeros(C, 1)), dim=-1)
     else:
         feats = rgb
 
     render, alpha, n_isects = composite(
-        proj.means2d, proj.conics, feats, opac, proj.cov2d, proj.radii, proj.depths, width, height,
-        backgrounds=backgrounds, block=block, chunk=chunk, max_elements=max_elements, native=native,
+        means2d, conics, feats, opac, footprints, width, height,
+        backgrounds=backgrounds, block=block, chunk=chunk, max_elements=max_elements, kernels=kernels,
     )
     if render_mode == "RGB+ED":
         render = torch.cat((render[..., :-1], render[..., -1:] / alpha.clamp(min=1e-10)), dim=-1)
@@ -454,14 +510,14 @@ def rasterize_torch(
     meta = {
         "camera_ids": None,
         "gaussian_ids": None,
-        "radii": proj.radii,
-        "means2d": proj.means2d,
-        "depths": proj.depths,
-        "conics": proj.conics,
+        "radii": radii,
+        "means2d": means2d,
+        "depths": depths,
+        "conics": conics,
         "opacities": opac,
         "tile_width": math.ceil(width / 16),
         "tile_height": math.ceil(height / 16),
-        "tiles_per_gauss": gsplat_tiles_per_gauss(proj.means2d, proj.radii, width, height),
+        "tiles_per_gauss": gsplat_tiles_per_gauss(means2d, radii, width, height),
         "width": width,
         "height": height,
         "tile_size": 16,

@@ -24,7 +24,7 @@ from torch import Tensor
 __all__ = ["NativeKernels", "load", "available"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "raster.cpp"
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -49,6 +49,12 @@ class NativeKernels:
             getattr(lib, name).argtypes = fwd
         for name in ("psn_backward_f32", "psn_backward_f64"):
             getattr(lib, name).argtypes = bwd
+        d = ctypes.c_double
+        proj = [_ptr] * 5 + [_i64, _i64, _int, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, d, d, d, d]
+        for name in ("psn_project_fwd_f32", "psn_project_fwd_f64"):
+            getattr(lib, name).argtypes = proj + [_ptr] * 7 + [_int]
+        for name in ("psn_project_bwd_f32", "psn_project_bwd_f64"):
+            getattr(lib, name).argtypes = proj + [_ptr] * 9 + [_int]
 
     @staticmethod
     def _suffix(dtype: torch.dtype) -> str:
@@ -92,6 +98,54 @@ class NativeKernels:
             _p(v_color.contiguous()), _p(g_total.contiguous()), _p(grads), n_threads,
         )
         return grads.sum(0) if n_threads > 1 else grads[0]
+
+
+    @staticmethod
+    def _project_args(means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, campos, width, height, settings):
+        C, N = viewmats.shape[0], means.shape[0]
+        if sh is None:
+            sh_ptr, stride, K, degree = None, 0, 0, -1
+        else:
+            K = sh.shape[-2]
+            sh_ptr, stride, degree = _p(sh), (N * K * 3 if sh.dim() == 4 else 0), sh_degree
+        return [
+            _p(means), _p(quats), _p(scales), _p(opacities), sh_ptr, stride, K, degree,
+            _p(viewmats), _p(Ks), _p(campos), C, N, width, height,
+            settings["eps2d"], settings["near_plane"], settings["far_plane"], settings["radius_clip"],
+        ]
+
+    def project_forward(self, means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, campos, width, height, settings, n_threads):
+        """Projection, SH colours and footprints (all inputs contiguous, one dtype)."""
+        C, N, dtype = viewmats.shape[0], means.shape[0], means.dtype
+        radii = torch.empty(C, N, dtype=torch.int32)
+        means2d = torch.empty(C, N, 2, dtype=dtype)
+        depths = torch.empty(C, N, dtype=dtype)
+        conics = torch.empty(C, N, 3, dtype=dtype)
+        colors = torch.empty(C, N, 3, dtype=dtype) if sh is not None else None
+        rects = torch.empty(C * N, 4, dtype=torch.int32)
+        sigma_cut = torch.empty(C * N, dtype=dtype)
+        fn = getattr(self.lib, "psn_project_fwd_" + self._suffix(dtype))
+        args = self._project_args(means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, campos, width, height, settings)
+        fn(*args, _p(radii), _p(means2d), _p(depths), _p(conics), None if colors is None else _p(colors), _p(rects), _p(sigma_cut), n_threads)
+        return radii, means2d, depths, conics, colors, rects, sigma_cut
+
+    def project_backward(
+        self, means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, campos, width, height, settings,
+        radii, v_means2d, v_depths, v_conics, v_colors, n_threads,
+    ):
+        """Gradients w.r.t. means, quats, scales and SH coefficients (None without SH)."""
+        v_means = torch.empty_like(means)
+        v_quats = torch.empty_like(quats)
+        v_scales = torch.empty_like(scales)
+        v_sh = torch.zeros_like(sh) if sh is not None else None
+        fn = getattr(self.lib, "psn_project_bwd_" + self._suffix(means.dtype))
+        args = self._project_args(means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, campos, width, height, settings)
+        fn(
+            *args, _p(radii), _p(v_means2d), _p(v_depths), _p(v_conics),
+            None if v_colors is None else _p(v_colors), _p(v_means), _p(v_quats), _p(v_scales),
+            None if v_sh is None else _p(v_sh), n_threads,
+        )
+        return v_means, v_quats, v_scales, v_sh
 
 
 def _build() -> NativeKernels:
