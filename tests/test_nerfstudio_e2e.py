@@ -92,6 +92,15 @@ def test_ns_export_writes_a_standard_3dgs_ply(trained_run: Path, tmp_path: Path)
     assert len(vertex) == int((opacity_logits >= -5.5373).sum())
     np.testing.assert_allclose(vertex["x"], params["_model.gauss_params.means"][opacity_logits >= -5.5373, 0].numpy(), rtol=1e-6)
 
+    # The project's own exporter (no open3d) writes the same file content.
+    from pixelsplat_ns.export import export_splat_ply
+
+    ours = tmp_path / "ours.ply"
+    count = export_splat_ply({k.split(".")[-1]: v for k, v in params.items() if ".gauss_params." in k}, ours)
+    ours_vertex = PlyData.read(str(ours))["vertex"]
+    assert count == len(vertex) and [p.name for p in ours_vertex.properties] == names
+    np.testing.assert_array_equal(np.stack([ours_vertex[name] for name in names], axis=-1), data)
+
 
 def test_ns_render_dataset_writes_images(trained_run: Path, tmp_path: Path):
     result = run(

@@ -7,8 +7,6 @@ a 3DGS PLY and prints where everything is.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -37,11 +35,11 @@ class Demo:
     """The scene (nerfstudio format, file names carrying _train / _eval)."""
 
     def main(self) -> None:
-        from nerfstudio.scripts.exporter import ExportGaussianSplat
         from nerfstudio.scripts.train import main as train_main
         from nerfstudio.utils.eval_utils import eval_setup
         from nerfstudio.utils.rich_utils import CONSOLE
 
+        from pixelsplat_ns.export import export_splat_ply
         from pixelsplat_ns.io import save_image
         from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
 
@@ -87,14 +85,11 @@ class Demo:
             table.add_row(filename.name, f"{psnr:.2f}", f"{baseline:.2f}")
         CONSOLE.print(table)
 
-        # nerfstudio's exporter writes in place; write beside the target and rename.
         ply_path = run_dir / "splat.ply"
-        with tempfile.TemporaryDirectory(dir=run_dir) as staging:
-            ExportGaussianSplat(load_config=config_path, output_dir=Path(staging)).main()
-            shutil.move(str(Path(staging) / "splat.ply"), ply_path)
+        exported = export_splat_ply(model.gauss_params, ply_path)
 
         CONSOLE.print(f"[bold green]pixelsplat demo done[/]: {model.num_points:,} Gaussians, mean PSNR {sum(scores) / len(scores):.2f} dB")
         CONSOLE.print(f"  run (config + checkpoint): {run_dir}")
         CONSOLE.print(f"  held-out renders:          {renders_dir}")
-        CONSOLE.print(f"  Gaussians (3DGS PLY):      {ply_path}")
+        CONSOLE.print(f"  Gaussians (3DGS PLY):      {ply_path} ({exported:,} Gaussians)")
         CONSOLE.print(f"  look at it:                ns-viewer --load-config {config_path}")
