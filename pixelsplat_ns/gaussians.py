@@ -27,6 +27,12 @@ class Gaussians:
     covariances: Float[Tensor, "batch gaussian 3 3"]
     harmonics: Float[Tensor, "batch gaussian 3 d_sh"]  # official SH basis
     opacities: Float[Tensor, "batch gaussian"]
+    # The factors of the covariances (world frame, wxyz), when the producer knows them:
+    # renderers then need no eigen-decomposition, whose gradient is unstable for
+    # near-isotropic Gaussians. Optional: official fixtures and checkpoints hold only
+    # covariances.
+    scales: Float[Tensor, "batch gaussian 3"] | None = None
+    rotations: Float[Tensor, "batch gaussian 4"] | None = None
 
     def __post_init__(self) -> None:
         b, n, _ = self.means.shape
@@ -43,8 +49,17 @@ class Gaussians:
 
     def detach(self) -> "Gaussians":
         return Gaussians(
-            self.means.detach(), self.covariances.detach(), self.harmonics.detach(), self.opacities.detach()
+            self.means.detach(), self.covariances.detach(), self.harmonics.detach(), self.opacities.detach(),
+            None if self.scales is None else self.scales.detach(),
+            None if self.rotations is None else self.rotations.detach(),
         )
+
+    def scales_and_rotations(self) -> tuple[Float[Tensor, "batch gaussian 3"], Float[Tensor, "batch gaussian 4"]]:
+        """(scales, wxyz quaternions) of the covariances: the stored factors when known,
+        else an eigen-decomposition (fine for rendering, not for gradients)."""
+        if self.scales is not None and self.rotations is not None:
+            return self.scales, self.rotations
+        return covariance_to_scales_quaternions(self.covariances)
 
 
 # --------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from ..gaussians import matrix_to_quaternion
 from .config import GaussianAdapterConfig
 from .geometry import pixel_footprint, world_rays
 from .sh_rotation import rotate_sh
@@ -49,6 +50,7 @@ class AdaptedGaussians:
     opacities: Float[Tensor, "*batch"]
     scales: Float[Tensor, "*batch 3"]  # camera frame
     rotations: Float[Tensor, "*batch 4"]  # camera frame, xyzw
+    world_rotations: Float[Tensor, "*batch 4"]  # world frame, wxyz (gsplat's convention)
 
 
 class GaussianAdapter(nn.Module):
@@ -101,6 +103,8 @@ class GaussianAdapter(nn.Module):
         spp = depths.shape[-1]
         harmonics = harmonics[..., None, :, :].expand(*harmonics.shape[:-2], spp, 3, self.cfg.d_sh)
 
+        # The covariance's own factors in the world frame, so renderers need no eigh.
+        world_rotations = matrix_to_quaternion(c2w_b @ rotation)  # b v r srf 1 4
         return AdaptedGaussians(
             means=means,
             covariances=covariances,
@@ -108,4 +112,5 @@ class GaussianAdapter(nn.Module):
             opacities=opacities,
             scales=scales,
             rotations=rotations[..., None, :].expand(*scales.shape[:-1], 4),
+            world_rotations=world_rotations.expand(*scales.shape[:-1], 4),
         )

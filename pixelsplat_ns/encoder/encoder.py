@@ -204,6 +204,8 @@ class PixelSplatEncoder(nn.Module):
             covariances=rearrange(adapted.covariances, "b v r srf spp i j -> b (v r srf spp) i j"),
             harmonics=rearrange(adapted.harmonics, "b v r srf spp c d -> b (v r srf spp) c d"),
             opacities=rearrange(adapted.opacities, "b v r srf spp -> b (v r srf spp)"),
+            scales=rearrange(adapted.scales, "b v r srf spp xyz -> b (v r srf spp) xyz"),
+            rotations=rearrange(adapted.world_rotations, "b v r srf spp q -> b (v r srf spp) q"),
         )
         return EncoderOutput(
             gaussians=gaussians,

@@ -24,11 +24,9 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from pytorch_msssim import SSIM
 from torch.optim import Optimizer, lr_scheduler
 
-from pixelsplat_ns.cameras import denormalize_intrinsics
 from pixelsplat_ns.data import ExampleConfig, example_loader, open_scene_source
-from pixelsplat_ns.gaussians import official_to_gsplat_sh
 from pixelsplat_ns.metrics import build_lpips
-from pixelsplat_ns.rendering import rasterize
+from pixelsplat_ns.views import render_views
 
 # ----------------------------------------------------------------------------- schedule
 
@@ -238,21 +236,7 @@ class PretrainModel(Model):
             context["image"], context["extrinsics"], context["intrinsics"], context["near"], context["far"],
             deterministic=deterministic, global_step=self.step,
         )
-        gaussians = output.gaussians
-        h, w = target["image"].shape[-2:]
-        renders = []
-        for b in range(gaussians.means.shape[0]):
-            colors = official_to_gsplat_sh(gaussians.harmonics[b])
-            degree = math.isqrt(colors.shape[-2]) - 1
-            viewmats = torch.linalg.inv(target["extrinsics"][b])
-            ks = denormalize_intrinsics(target["intrinsics"][b], w, h)
-            image, _, _ = rasterize(
-                means=gaussians.means[b], quats=None, scales=None, covars=gaussians.covariances[b],
-                opacities=gaussians.opacities[b], colors=colors, viewmats=viewmats, Ks=ks,
-                width=w, height=h, sh_degree=degree,
-            )
-            renders.append(image.clamp(0, 1))
-        return torch.stack(renders)
+        return render_views(output.gaussians, target["extrinsics"], target["intrinsics"], target["image"].shape[-2:])
 
     def get_outputs(self, batch: dict) -> Dict[str, torch.Tensor]:  # type: ignore[override]
         return {"rgb": self.render(batch, deterministic=not self.training)}
