@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .encoder import EncoderConfig, PixelSplatEncoder, config_from_dict, config_to_dict, encoder_config
 from .encoder.config import PRESETS
+from .io import atomic_path
 
 PROJECT_FORMAT = "pixelsplat_ns.encoder/1"
 OFFICIAL_PREFIX = "encoder."
@@ -84,7 +85,8 @@ def save_checkpoint(encoder: PixelSplatEncoder, path: str | Path, **extra: Any) 
         "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
         **extra,
     }
-    torch.save(payload, path)
+    with atomic_path(path) as temporary:  # creates the folder; never a half-written file
+        torch.save(payload, temporary)
     return path
 
 

@@ -319,6 +319,15 @@ class PretrainPipeline(VanillaPipeline):
             )
 
     @torch.no_grad()
+    def get_eval_image_metrics_and_images(self, step: int) -> Tuple[Dict[str, float], Dict[str, torch.Tensor]]:
+        self.eval()
+        batch, _ = self.datamanager.next_eval_image(step)
+        metrics, images = self.model.get_image_metrics_and_images(self.model(batch), batch)
+        self.train()
+        metrics["num_rays"] = batch["target"]["image"][0, :, 0].numel()  # the trainer's speed readout
+        return metrics, images
+
+    @torch.no_grad()
     def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
                                        get_std: bool = False) -> Dict[str, float]:
         self.eval()
