@@ -1,7 +1,9 @@
-"""Where encoder weights come from: a checkpoint file, or (said plainly) nowhere yet."""
+"""Where encoder weights come from: a checkpoint file, the bundled encoder, or (said
+plainly) nowhere: seeded random weights."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,12 +15,18 @@ if TYPE_CHECKING:
 
 _untrained_warned: set[str] = set()
 
+# The `tiny` encoder trained on CPU by configs/train_bundled_encoder.sh (see README).
+BUNDLED_ENCODER = Path(str(files("pixelsplat_ns") / "assets" / "weights" / "tiny.ckpt"))
 
-def load_encoder(preset: str, checkpoint: Path | None = None, seed: int = 0, device: str = "cpu") -> "PixelSplatEncoder":
+
+def load_encoder(
+    preset: str, checkpoint: Path | None = None, seed: int = 0, device: str = "cpu", untrained: bool = False
+) -> "PixelSplatEncoder":
     """The encoder in eval mode: from ``checkpoint`` (official pixelSplat or this
-    project's, detected from the file) or, without one, the ``preset`` architecture with
-    seeded random weights — announced once per process, since its Gaussians will not
-    resemble the scene."""
+    project's, detected from the file); without one, the bundled encoder for the ``tiny``
+    preset; otherwise (or with ``untrained``) the ``preset`` architecture with seeded
+    random weights — announced once per process, since its Gaussians will not resemble
+    the scene."""
     from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
 
     if checkpoint is not None:
@@ -31,13 +39,19 @@ def load_encoder(preset: str, checkpoint: Path | None = None, seed: int = 0, dev
                 "(re10k.ckpt / acid.ckpt) or one saved by pixelsplat-ns there, or omit --pipeline.model.encoder-checkpoint"
             )
         return load_checkpoint(checkpoint, device=device)
+    if not untrained and preset == "tiny" and BUNDLED_ENCODER.is_file():
+        from pixelsplat_ns.official import load_checkpoint
+
+        return load_checkpoint(BUNDLED_ENCODER, device=device)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
         encoder = PixelSplatEncoder(encoder_config(preset)).to(device).eval()
     finally:
         torch.random.set_rng_state(state)
-    if preset not in _untrained_warned:
+    if untrained:
+        CONSOLE.print(f"pixelsplat: the '{preset}' encoder runs with untrained (random) weights, as requested")
+    elif preset not in _untrained_warned:
         _untrained_warned.add(preset)
         CONSOLE.print(
             f"[bold yellow]pixelsplat: the '{preset}' encoder runs with UNTRAINED (random) weights, so its Gaussians "

@@ -8,7 +8,14 @@
 """
 
 from pixelsplat_ns.data.chunks import ChunkSource, ChunkWriter
-from pixelsplat_ns.data.examples import ExampleConfig, ExampleDataset, SkipExample, example_loader, make_example
+from pixelsplat_ns.data.examples import (
+    ExampleConfig,
+    ExampleDataset,
+    SkipExample,
+    example_from_indices,
+    example_loader,
+    make_example,
+)
 from pixelsplat_ns.data.sampling import ViewSamplerConfig, sample_views
 from pixelsplat_ns.data.scenes import DataWarning, Scene, SceneFolderSource, SceneSource
 from pixelsplat_ns.data.sources import ConcatSource, open_scene_source
@@ -26,6 +33,7 @@ __all__ = [
     "SkipExample",
     "ViewSamplerConfig",
     "example_loader",
+    "example_from_indices",
     "make_example",
     "open_scene_source",
     "sample_views",

@@ -163,6 +163,24 @@ def make_example(
     if (fov > config.max_fov_deg).any():
         raise SkipExample(f"field of view {fov.max():.1f} deg exceeds max_fov_deg={config.max_fov_deg}")
 
+    mirror = stage == "train" and config.augment and bool(torch.rand((), generator=generator) < 0.5)
+    example = example_from_indices(scene, context_index, target_index, config, mirror=mirror)
+    example["step"] = step
+    return example
+
+
+def example_from_indices(
+    scene: Scene,
+    context_index: Tensor,
+    target_index: Tensor,
+    config: ExampleConfig,
+    mirror: bool = False,
+) -> dict:
+    """The example made of the given frames: images resized and cropped to
+    ``config.image_shape`` (intrinsics exact), world scaled so the context baseline is 1
+    (``make_baseline_1``), near/far from the official rule. Used by the sampler above and
+    by evaluations with fixed view choices. Raises :class:`SkipExample` with the reason.
+    """
     extrinsics = scene.extrinsics.to(torch.float32)
     origins = extrinsics[context_index, :3, 3]
     baseline = (origins[:, None] - origins[None]).norm(dim=-1).max().item()
@@ -176,7 +194,7 @@ def make_example(
         pose = extrinsics[index].clone()
         pose[:, :3, 3] *= scale
         views[name] = {"image": image, "extrinsics": pose, "intrinsics": intrinsics, "index": index}
-    if stage == "train" and config.augment and torch.rand((), generator=generator) < 0.5:
+    if mirror:
         views = {name: mirror_views(value) for name, value in views.items()}
 
     near, far = official_near_far(
@@ -190,7 +208,7 @@ def make_example(
         count = value["index"].shape[0]
         value["near"] = near[0, :1].expand(count).clone()
         value["far"] = far[0, :1].expand(count).clone()
-    return {"context": views["context"], "target": views["target"], "scene": scene.key, "step": step, "scale": scale}
+    return {"context": views["context"], "target": views["target"], "scene": scene.key, "scale": scale}
 
 
 def _generator(*parts: object) -> torch.Generator:

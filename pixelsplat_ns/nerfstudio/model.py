@@ -42,7 +42,10 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     encoder: Literal["tiny", "official"] = "tiny"
     """Encoder architecture when no checkpoint is given (a checkpoint carries its own)."""
     encoder_checkpoint: Optional[Path] = None
-    """Encoder weights: an official pixelSplat checkpoint (re10k.ckpt, acid.ckpt) or one saved by this project."""
+    """Encoder weights: an official pixelSplat checkpoint (re10k.ckpt, acid.ckpt) or one saved by this project.
+    Default: the bundled tiny encoder (trained on CPU) for --pipeline.model.encoder tiny."""
+    untrained: bool = False
+    """Ignore the bundled weights and run the encoder with seeded random weights (ablations, tests)."""
     encoder_long_side: int = 512
     """Context images are downscaled so their long side is at most this many pixels before encoding."""
     near_disparity: float = 3.0
@@ -113,7 +116,9 @@ class PixelSplatModel(SplatfactoModel):
         if self.context_provider is None:
             raise RuntimeError("PixelSplatModel has no context views: call set_context_provider() first")
         context = self.context_provider()
-        encoder = load_encoder(self.config.encoder, self.config.encoder_checkpoint, seed=self.config.seed)
+        encoder = load_encoder(
+            self.config.encoder, self.config.encoder_checkpoint, seed=self.config.seed, untrained=self.config.untrained
+        )
         views = prepare_context(
             context.images,
             context.c2w,
