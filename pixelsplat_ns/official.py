@@ -20,13 +20,14 @@ from torch import Tensor
 
 from .encoder import EncoderConfig, PixelSplatEncoder, config_from_dict, config_to_dict, encoder_config
 from .encoder.config import PRESETS
+from .errors import PixelSplatInputError
 from .io import atomic_path
 
 PROJECT_FORMAT = "pixelsplat_ns.encoder/1"
 OFFICIAL_PREFIX = "encoder."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PixelSplatInputError):
     """The file is not a usable encoder checkpoint (message says why)."""
 
 
