@@ -232,9 +232,10 @@ def test_tiling_parameters_do_not_change_the_result():
     scene = random_scene(11, n=300, kind="opaque", sh_degree=2)
     viewmats, Ks, w, h = camera("wide_offcentre_2cams")
     base, base_alpha, _ = rasterize_torch(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2, native=False)
-    settings = [(16, 256, 1 << 22), (4, 8, 1 << 12), (2, 5, 1 << 10)]
-    impls = [False] + ([True] if native.available() else [])
-    for (block, chunk, max_elements), use_native in ((s, n) for s in settings for n in impls):
+    settings = [(16, 256, 1 << 22, False), (4, 8, 1 << 12, False), (2, 5, 1 << 10, False)]
+    if native.available():
+        settings += [(16, 32, 0, True), (8, 32, 0, True)]
+    for block, chunk, max_elements, use_native in settings:
         render, alpha, _ = rasterize_torch(
             **scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2,
             block=block, chunk=chunk, max_elements=max_elements, native=use_native,

@@ -48,6 +48,8 @@ T_MIN = 1e-4
 # Tuning knobs (results do not depend on them beyond float rounding of sums).
 DEFAULT_BLOCK = 4  # pure-PyTorch path
 DEFAULT_BLOCK_NATIVE = 16  # compiled kernels
+NATIVE_BLOCKS = (8, 16)
+NATIVE_CHANNELS = (3, 4)
 DEFAULT_CHUNK = 32
 DEFAULT_MAX_ELEMENTS = 1 << 21
 
@@ -407,6 +409,8 @@ def composite(
     Returns ``(render, alpha, n_isects)``.
     """
     C, N = opacities.shape
+    if kernels is not None and (colors.shape[-1] not in NATIVE_CHANNELS or block not in (None,) + NATIVE_BLOCKS):
+        kernels = None  # the compiled compositor covers RGB / RGB+ED on 8x8 or 16x16 tiles
     if block is None:
         block = DEFAULT_BLOCK_NATIVE if kernels is not None else DEFAULT_BLOCK
     if kernels is not None:

@@ -24,7 +24,7 @@ from torch import Tensor
 __all__ = ["NativeKernels", "load", "available"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "raster.cpp"
-_ABI_VERSION = 3
+_ABI_VERSION = 5
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -148,6 +148,19 @@ class NativeKernels:
         return v_means, v_quats, v_scales, v_sh
 
 
+def _cpu_signature() -> str:
+    """Identifies the instruction set the build is specialised for (-march=native)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def _build() -> NativeKernels:
     logger = logging.getLogger("torch.utils.cpp_extension")
     level = logger.level
@@ -158,7 +171,7 @@ def _build() -> NativeKernels:
         logger.setLevel(level)
 
     source = _SOURCE.read_bytes()
-    digest = hashlib.sha1(source + torch.__version__.encode()).hexdigest()[:12]
+    digest = hashlib.sha1(source + torch.__version__.encode() + _cpu_signature().encode()).hexdigest()[:12]
     name = f"pixelsplat_ns_raster_{digest}"
     build_dir = Path(cpp_extension.get_default_build_root()) / name
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +182,9 @@ def _build() -> NativeKernels:
             cpp_extension.load(
                 name=name,
                 sources=[str(_SOURCE)],
-                extra_cflags=["-O3", "-pthread", "-ffp-contract=off"],
+                # -march=native: the cache key includes the CPU's flags. No fast-math:
+                # -ffp-contract=off keeps forward and backward alphas bit-identical.
+                extra_cflags=["-O3", "-march=native", "-pthread", "-ffp-contract=off"],
                 extra_ldflags=["-pthread"],
                 build_directory=str(build_dir),
                 is_python_module=False,

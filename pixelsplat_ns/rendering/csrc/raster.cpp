@@ -45,188 +45,318 @@ struct Grid {
     int64_t block, tiles_x, tiles_y, width, height, n_tiles;
 };
 
-// Per-tile pixel window of a Gaussian: [x0, x1) x [y0, y1) in global pixel coordinates.
-inline bool clip_rect(const int32_t *rect, int64_t ox, int64_t oy, const Grid &g, int64_t &x0, int64_t &x1,
-                      int64_t &y0, int64_t &y1) {
-    x0 = std::max<int64_t>(rect[0], ox);
-    x1 = std::min<int64_t>(rect[1], std::min(ox + g.block, g.width));
+// One tile row as a GCC/Clang vector (B lanes); the compiler maps it onto SSE/AVX/AVX-512.
+template <typename S, int B>
+struct Row {
+    typedef S V __attribute__((vector_size(sizeof(S) * B)));
+    typedef decltype(V{} < V{}) M;  // lane mask (all bits set = true)
+    static V load(const S *p) {
+        V v;
+        std::memcpy(&v, p, sizeof(V));
+        return v;
+    }
+    static void store(S *p, V v) { std::memcpy(p, &v, sizeof(V)); }
+    static V splat(S x) { return V{} + x; }
+    static S sum(V v) {
+        S t = 0;
+        for (int i = 0; i < B; ++i) t += v[i];
+        return t;
+    }
+    static int count(M m) {
+        int n = 0;
+        for (int i = 0; i < B; ++i) n += m[i] != 0;
+        return n;
+    }
+};
+
+// exp(x), x <= 0, lane-wise. float: branch-free Cephes-style polynomial (~1 ulp);
+// double: std::exp. Forward and backward share it, so their alphas agree bit for bit.
+template <typename S, int B>
+inline typename Row<S, B>::V exp_lanes(typename Row<S, B>::V x) {
+    typename Row<S, B>::V out;
+    for (int i = 0; i < B; ++i) out[i] = std::exp(x[i]);
+    return out;
+}
+
+template <int B>
+inline typename Row<float, B>::V exp_float_lanes(typename Row<float, B>::V x) {
+    typedef typename Row<float, B>::V V;
+    typedef typename Row<float, B>::M Mi;
+    const V lo = Row<float, B>::splat(-87.0f);
+    x = x < lo ? lo : x;
+    const float magic = 12582912.0f;  // 1.5 * 2^23: rounds to the nearest integer
+    const V t = x * 1.44269504088896341f + magic;
+    const V fn = t - magic;
+    const Mi n = (Mi)t - (Mi)Row<float, B>::splat(magic);
+    const V r = (x - fn * 0.693359375f) + fn * 2.12194440e-4f;
+    V p = Row<float, B>::splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    return p * (V)((n + 127) << 23);
+}
+template <> inline Row<float, 8>::V exp_lanes<float, 8>(Row<float, 8>::V x) { return exp_float_lanes<8>(x); }
+template <> inline Row<float, 16>::V exp_lanes<float, 16>(Row<float, 16>::V x) { return exp_float_lanes<16>(x); }
+
+// gsplat's alpha on one row; vis = 0 beyond the cut (there alpha < 1/255), which also
+// keeps subnormals out of masked lanes.
+template <typename S, int B>
+struct RowAlpha {
+    typedef typename Row<S, B>::V V;
+    typedef typename Row<S, B>::M M;
+    V vis, a0, alpha;
+    M ok;  // sigma >= 0 and alpha >= 1/255
+    // adx2 = (a dx) dx and bdx = b dx are per-Gaussian (row-independent) lanes: same
+    // rounding as gsplat's 0.5 (a dx dx + c dy dy) + b dx dy.
+    RowAlpha(V adx2, V bdx, S dy, S cdy, S op, S cut) {
+        const V sigma = S(0.5) * (adx2 + cdy) + bdx * dy;
+        const M inside = sigma <= cut;
+        const V zero = V{};
+        vis = inside ? exp_lanes<S, B>(-sigma) : zero;
+        a0 = op * vis;
+        const V amax = Row<S, B>::splat(S(0.999));
+        alpha = a0 < amax ? a0 : amax;
+        ok = (sigma >= S(0)) & inside & (alpha >= S(1.0f / 255.0f));
+    }
+};
+
+// Rows [y0, y1) of tile (ox, oy) a Gaussian's rectangle covers. Every pixel of those
+// rows is evaluated: the tile lies inside gsplat's tile rectangle and outside the
+// Gaussian's rectangle alpha < 1/255, so this is exact.
+inline bool tile_rows(const int32_t *rect, int64_t ox, int64_t oy, int64_t block, int64_t &y0, int64_t &y1) {
+    if (rect[0] >= std::min<int64_t>(ox + block, rect[1]) || std::max<int64_t>(rect[0], ox) >= rect[1]) return false;
     y0 = std::max<int64_t>(rect[2], oy);
-    y1 = std::min<int64_t>(rect[3], std::min(oy + g.block, g.height));
-    return x0 < x1 && y0 < y1;
+    y1 = std::min<int64_t>(rect[3], oy + block);
+    return y0 < y1;
 }
 
-// gsplat's alpha: returns false when the Gaussian is skipped at this pixel.
+// Tile lists visit Gaussians in depth order, i.e. at random addresses: fetch ahead.
+constexpr int64_t PREFETCH = 8;
 template <typename S>
-inline bool eval_alpha(const S *gp, S sigma_cut, S dx, S dy, S &vis, S &alpha) {
-    const S sigma = S(0.5) * (gp[2] * dx * dx + gp[4] * dy * dy) + gp[3] * dx * dy;
-    if (sigma < S(0) || sigma > sigma_cut) return false;  // sigma > cut => alpha < 1/255
-    vis = std::exp(-sigma);
-    alpha = std::min(S(0.999), gp[5] * vis);
-    return !(alpha < S(1.0f / 255.0f));
+inline void prefetch_gaussian(const S *packed, int64_t stride, const int32_t *rects, const S *sigma_cut, int64_t gid) {
+    __builtin_prefetch(packed + gid * stride);
+    __builtin_prefetch(rects + 4 * gid);
+    __builtin_prefetch(sigma_cut + gid);
 }
 
-template <typename S, int DC>
-void forward_impl(const S *packed, int64_t D_rt, const int64_t *ids, const int64_t *start, const int64_t *count,
-                  const int32_t *rects, const S *sigma_cut, Grid g, S *T_out, S *acc_out, int32_t *consumed_out,
-                  int n_threads) {
-    const int64_t D = DC > 0 ? DC : D_rt;
-    const int64_t stride = 6 + D;
-    const int64_t P = g.block * g.block;
-    const int64_t per_cam = g.tiles_x * g.tiles_y;
-    std::vector<std::vector<uint8_t>> done_per_thread(std::max(1, n_threads), std::vector<uint8_t>(P));
-    parallel_for(g.n_tiles, n_threads, [&](int thread, int64_t t) {
-            std::vector<uint8_t> &done = done_per_thread[thread];
-            S *T = T_out + t * P;
-            S *acc = acc_out + t * P * D;
-            int32_t *used = consumed_out + t * P;
-            const int64_t n = count[t];
-            for (int64_t p = 0; p < P; ++p) {
-                T[p] = S(1);
-                used[p] = (int32_t)n;
-            }
-            std::fill(acc, acc + P * D, S(0));
-            if (n == 0) return;
-            const int64_t in_cam = t % per_cam;
-            const int64_t ox = (in_cam % g.tiles_x) * g.block, oy = (in_cam / g.tiles_x) * g.block;
-            const int64_t n_pix = (std::min(ox + g.block, g.width) - ox) * (std::min(oy + g.block, g.height) - oy);
-            std::fill(done.begin(), done.end(), 0);
-            int64_t n_done = 0;
-            const int64_t *list = ids + start[t];
-            for (int64_t j = 0; j < n && n_done < n_pix; ++j) {
-                const int64_t gid = list[j];
-                int64_t x0, x1, y0, y1;
-                if (!clip_rect(rects + 4 * gid, ox, oy, g, x0, x1, y0, y1)) continue;
-                const S *gp = packed + gid * stride;
-                const S cut = sigma_cut[gid];
-                const S *col = gp + 6;
-                for (int64_t y = y0; y < y1; ++y) {
-                    const S dy = gp[1] - (S(y) + S(0.5));
-                    const int64_t row = (y - oy) * g.block - ox;
-                    for (int64_t x = x0; x < x1; ++x) {
-                        const int64_t p = row + x;
-                        if (done[p]) continue;
-                        const S dx = gp[0] - (S(x) + S(0.5));
-                        S vis, alpha;
-                        if (!eval_alpha(gp, cut, dx, dy, vis, alpha)) continue;
-                        const S next_T = T[p] * (S(1) - alpha);
-                        if ((double)next_T <= 1e-4) {  // gsplat: this Gaussian is not composited
-                            done[p] = 1;
-                            used[p] = (int32_t)j;
-                            ++n_done;
-                            continue;
-                        }
-                        const S w = alpha * T[p];
-                        S *a = acc + p * D;
-                        for (int64_t k = 0; k < D; ++k) a[k] += col[k] * w;
-                        T[p] = next_T;
-                    }
-                }
-            }
-    });
+template <typename S, int B>
+typename Row<S, B>::V lane_centres(int64_t ox) {
+    typename Row<S, B>::V v;
+    for (int i = 0; i < B; ++i) v[i] = S(ox + i) + S(0.5);
+    return v;
 }
 
-template <typename S, int DC>
-void backward_impl(const S *packed, int64_t D_rt, int64_t M, const int64_t *ids, const int64_t *start,
-                   const int32_t *rects, const S *sigma_cut, Grid g, const int32_t *consumed, const S *v_color,
-                   const S *g_total, S *grads, int n_threads) {
-    const int64_t D = DC > 0 ? DC : D_rt;
-    const int64_t stride = 6 + D;
-    const int64_t P = g.block * g.block;
+template <typename S, int B, int DC>
+void forward_tile(const S *packed, const int64_t *list, int64_t n, const int32_t *rects, const S *sigma_cut,
+                  int64_t ox, int64_t oy, int64_t width, int64_t height, S *T_out, S *acc_out, int32_t *used_out,
+                  S *scratch) {
+    static_assert(DC >= 3 && DC <= 4, "3 or 4 channels");
+    typedef Row<S, B> R;
+    typedef typename R::V V;
+    typedef typename R::M M;
+    constexpr int P = B * B;
+    constexpr int64_t stride = 6 + DC;
+    S *T = scratch, *done = scratch + P, *used = scratch + 2 * P, *acc = scratch + 3 * P;  // acc: [DC][P]
+    for (int p = 0; p < P; ++p) {
+        const bool inside = ox + p % B < width && oy + p / B < height;
+        T[p] = S(1);
+        done[p] = inside ? S(0) : S(1);  // pixels outside the image count as done
+        used[p] = S(n);
+    }
+    std::fill(acc, acc + DC * P, S(0));
+    const V px = lane_centres<S, B>(ox);
+    const S tmin = S(1e-4);  // float(1e-4) < 1e-4: same as gsplat's float-vs-double compare
+    for (int64_t j = 0; j < n; ++j) {
+        if ((j & 15) == 0 && j > 0) {  // stop once every pixel of the tile is done
+            V live{};
+            for (int off = 0; off < P; off += B) live += R::load(done + off);
+            if (R::sum(live) >= S(P)) break;
+        }
+        const int64_t gid = list[j];
+        if (j + PREFETCH < n) prefetch_gaussian(packed, stride, rects, sigma_cut, list[j + PREFETCH]);
+        int64_t y0, y1;
+        if (!tile_rows(rects + 4 * gid, ox, oy, B, y0, y1)) continue;
+        const S *gp = packed + gid * stride;
+        const S mx = gp[0], my = gp[1], ca = gp[2], cb = gp[3], cc = gp[4], op = gp[5], cut = sigma_cut[gid];
+        const V dx = mx - px;
+        const V adx2 = ca * dx * dx, bdx = cb * dx;
+        const V jv = R::splat(S(j));
+        for (int64_t y = y0; y < y1; ++y) {
+            const S dy = my - (S(y) + S(0.5));
+            const RowAlpha<S, B> ra(adx2, bdx, dy, cc * dy * dy, op, cut);
+            const int off = (int)(y - oy) * B;
+            const V Tp = R::load(T + off), dn = R::load(done + off);
+            const M ok = ra.ok & (dn == S(0));
+            const V next_T = Tp * (S(1) - ra.alpha);
+            const M term = ok & (next_T <= tmin);
+            const M comp = ok & ~term;
+            const V w = comp ? ra.alpha * Tp : V{};
+            for (int k = 0; k < DC; ++k) R::store(acc + k * P + off, R::load(acc + k * P + off) + w * gp[6 + k]);
+            R::store(T + off, comp ? next_T : Tp);
+            R::store(done + off, term ? R::splat(S(1)) : dn);
+            R::store(used + off, term ? jv : R::load(used + off));
+        }
+    }
+    for (int p = 0; p < P; ++p) {
+        T_out[p] = T[p];
+        used_out[p] = (int32_t)used[p];
+        for (int k = 0; k < DC; ++k) acc_out[p * DC + k] = acc[k * P + p];
+    }
+}
+
+// Backward over one tile: replays the forward front to back (same alpha code; entries at
+// or beyond a pixel's consumed count are ignored) and accumulates per-Gaussian gradients.
+template <typename S, int B, int DC>
+void backward_tile(const S *packed, const int64_t *list, const int32_t *rects, const S *sigma_cut, int64_t ox,
+                   int64_t oy, const int32_t *used_in, const S *v_color, const S *g_total, S *buf, S *scratch) {
+    static_assert(DC >= 3 && DC <= 4, "3 or 4 channels");
+    typedef Row<S, B> R;
+    typedef typename R::V V;
+    typedef typename R::M M;
+    constexpr int P = B * B;
+    constexpr int64_t stride = 6 + DC;
+    S *T = scratch, *G = scratch + P, *gt = scratch + 2 * P, *used = scratch + 3 * P, *vc = scratch + 4 * P;
+    int64_t n = 0;
+    for (int p = 0; p < P; ++p) {
+        T[p] = S(1);
+        G[p] = S(0);
+        gt[p] = g_total[p];
+        used[p] = S(used_in[p]);
+        n = std::max<int64_t>(n, used_in[p]);
+        for (int k = 0; k < DC; ++k) vc[k * P + p] = v_color[p * DC + k];
+    }
+    const V px = lane_centres<S, B>(ox);
+    for (int64_t j = 0; j < n; ++j) {
+        const int64_t gid = list[j];
+        if (j + PREFETCH < n) {
+            const int64_t ahead = list[j + PREFETCH];
+            prefetch_gaussian(packed, stride, rects, sigma_cut, ahead);
+            __builtin_prefetch(buf + ahead * stride, 1);
+        }
+        int64_t y0, y1;
+        if (!tile_rows(rects + 4 * gid, ox, oy, B, y0, y1)) continue;
+        const S *gp = packed + gid * stride;
+        const S mx = gp[0], my = gp[1], ca = gp[2], cb = gp[3], cc = gp[4], op = gp[5], cut = sigma_cut[gid];
+        const V dx = mx - px;
+        const V adx2 = ca * dx * dx, bdx = cb * dx, adx = ca * dx, hdx2 = S(0.5) * dx * dx;
+        const S jS = S(j);
+        V s_mx{}, s_my{}, s_a{}, s_b{}, s_c{}, s_o{}, s_col[DC] = {};
+        M any{};
+        for (int64_t y = y0; y < y1; ++y) {
+            const S dy = my - (S(y) + S(0.5));
+            const RowAlpha<S, B> ra(adx2, bdx, dy, cc * dy * dy, op, cut);
+            const int off = (int)(y - oy) * B;
+            const M ok = ra.ok & (jS < R::load(used + off));
+            V vck[DC];
+            V gc{};
+            for (int k = 0; k < DC; ++k) {
+                vck[k] = R::load(vc + k * P + off);
+                gc += vck[k] * gp[6 + k];
+            }
+            const V Tp = R::load(T + off), Gp = R::load(G + off);
+            const V w = ra.alpha * Tp;
+            const V upto = Gp + w * gc;
+            const V v_alpha = Tp * gc - (R::load(gt + off) - upto) / (S(1) - ra.alpha);
+            R::store(G + off, ok ? upto : Gp);
+            R::store(T + off, ok ? Tp * (S(1) - ra.alpha) : Tp);
+            const V wm = ok ? w : V{};
+            for (int k = 0; k < DC; ++k) s_col[k] += wm * vck[k];
+            const M free = ok & (ra.a0 <= S(0.999));
+            const V v_sigma = free ? -ra.a0 * v_alpha : V{};
+            // d sigma / d(a, b, c) = (dx^2 / 2, dx dy, dy^2 / 2); d sigma / d mean = conic d
+            s_a += v_sigma * hdx2;
+            s_b += v_sigma * dx * dy;
+            s_c += v_sigma * (S(0.5) * dy * dy);
+            s_mx += v_sigma * (adx + cb * dy);
+            s_my += v_sigma * (bdx + cc * dy);
+            s_o += free ? ra.vis * v_alpha : V{};
+            any |= ok;
+        }
+        if (R::count(any)) {
+            S *o = buf + gid * stride;
+            o[0] += R::sum(s_mx);
+            o[1] += R::sum(s_my);
+            o[2] += R::sum(s_a);
+            o[3] += R::sum(s_b);
+            o[4] += R::sum(s_c);
+            o[5] += R::sum(s_o);
+            for (int k = 0; k < DC; ++k) o[6 + k] += R::sum(s_col[k]);
+        }
+    }
+}
+
+template <typename S, int B, int DC>
+void forward_all(const S *packed, int64_t D, const int64_t *ids, const int64_t *start, const int64_t *count,
+                 const int32_t *rects, const S *sigma_cut, Grid g, S *T_out, S *acc_out, int32_t *used_out,
+                 int n_threads) {
+    constexpr int P = B * B;
     const int64_t per_cam = g.tiles_x * g.tiles_y;
     const int nt = std::max(1, n_threads);
-    std::vector<std::vector<S>> T_per_thread(nt, std::vector<S>(P)), G_per_thread(nt, std::vector<S>(P));
-    std::vector<std::vector<S>> gcol_per_thread(nt, std::vector<S>(D));
+    std::vector<std::vector<S>> scratch(nt, std::vector<S>((3 + D) * P));
     parallel_for(g.n_tiles, n_threads, [&](int thread, int64_t t) {
-            S *buf = grads + (int64_t)thread * M * stride;
-            std::vector<S> &T = T_per_thread[thread], &G = G_per_thread[thread], &gcol = gcol_per_thread[thread];
-            const int32_t *used = consumed + t * P;
-            int64_t n = 0;
-            for (int64_t p = 0; p < P; ++p) n = std::max<int64_t>(n, used[p]);
-            if (n == 0) return;
-            std::fill(T.begin(), T.end(), S(1));
-            std::fill(G.begin(), G.end(), S(0));
-            const S *vc = v_color + t * P * D;
-            const S *gt = g_total + t * P;
-            const int64_t in_cam = t % per_cam;
-            const int64_t ox = (in_cam % g.tiles_x) * g.block, oy = (in_cam / g.tiles_x) * g.block;
-            const int64_t *list = ids + start[t];
-            for (int64_t j = 0; j < n; ++j) {
-                const int64_t gid = list[j];
-                int64_t x0, x1, y0, y1;
-                if (!clip_rect(rects + 4 * gid, ox, oy, g, x0, x1, y0, y1)) continue;
-                const S *gp = packed + gid * stride;
-                const S cut = sigma_cut[gid];
-                const S *col = gp + 6;
-                const S ca = gp[2], cb = gp[3], cc = gp[4], opac = gp[5];
-                S g_mx = 0, g_my = 0, g_a = 0, g_b = 0, g_c = 0, g_o = 0;
-                std::fill(gcol.begin(), gcol.end(), S(0));
-                bool any = false;
-                for (int64_t y = y0; y < y1; ++y) {
-                    const S dy = gp[1] - (S(y) + S(0.5));
-                    const int64_t row = (y - oy) * g.block - ox;
-                    for (int64_t x = x0; x < x1; ++x) {
-                        const int64_t p = row + x;
-                        if (j >= used[p]) continue;
-                        const S dx = gp[0] - (S(x) + S(0.5));
-                        S vis, alpha;
-                        if (!eval_alpha(gp, cut, dx, dy, vis, alpha)) continue;
-                        any = true;
-                        const S *g_pix = vc + p * D;
-                        S gc = 0;
-                        for (int64_t k = 0; k < D; ++k) gc += g_pix[k] * col[k];
-                        const S Tp = T[p];
-                        const S w = alpha * Tp;
-                        const S upto = G[p] + w * gc;
-                        const S v_alpha = Tp * gc - (gt[p] - upto) / (S(1) - alpha);
-                        G[p] = upto;
-                        T[p] = Tp * (S(1) - alpha);
-                        for (int64_t k = 0; k < D; ++k) gcol[k] += w * g_pix[k];
-                        if (opac * vis <= S(0.999)) {
-                            const S v_sigma = -opac * vis * v_alpha;
-                            g_a += S(0.5) * v_sigma * dx * dx;
-                            g_b += v_sigma * dx * dy;
-                            g_c += S(0.5) * v_sigma * dy * dy;
-                            g_mx += v_sigma * (ca * dx + cb * dy);
-                            g_my += v_sigma * (cb * dx + cc * dy);
-                            g_o += vis * v_alpha;
-                        }
-                    }
-                }
-                if (any) {
-                    S *o = buf + gid * stride;
-                    o[0] += g_mx;
-                    o[1] += g_my;
-                    o[2] += g_a;
-                    o[3] += g_b;
-                    o[4] += g_c;
-                    o[5] += g_o;
-                    for (int64_t k = 0; k < D; ++k) o[6 + k] += gcol[k];
-                }
-            }
+        const int64_t in_cam = t % per_cam;
+        const int64_t ox = (in_cam % g.tiles_x) * B, oy = (in_cam / g.tiles_x) * B;
+        forward_tile<S, B, DC>(packed, ids + start[t], count[t], rects, sigma_cut, ox, oy, g.width, g.height,
+                               T_out + t * P, acc_out + t * P * D, used_out + t * P, scratch[thread].data());
     });
+}
+
+template <typename S, int B, int DC>
+void backward_all(const S *packed, int64_t D, int64_t M, const int64_t *ids, const int64_t *start,
+                  const int32_t *rects, const S *sigma_cut, Grid g, const int32_t *used, const S *v_color,
+                  const S *g_total, S *grads, int n_threads) {
+    constexpr int P = B * B;
+    const int64_t per_cam = g.tiles_x * g.tiles_y;
+    const int nt = std::max(1, n_threads);
+    std::vector<std::vector<S>> scratch(nt, std::vector<S>((4 + D) * P));
+    parallel_for(g.n_tiles, n_threads, [&](int thread, int64_t t) {
+        const int64_t in_cam = t % per_cam;
+        const int64_t ox = (in_cam % g.tiles_x) * B, oy = (in_cam / g.tiles_x) * B;
+        backward_tile<S, B, DC>(packed, ids + start[t], rects, sigma_cut, ox, oy, used + t * P,
+                                v_color + t * P * D, g_total + t * P, grads + (int64_t)thread * M * (6 + D),
+                                scratch[thread].data());
+    });
+}
+
+template <typename S, int B>
+void forward_d(const S *packed, int64_t D, const int64_t *ids, const int64_t *start, const int64_t *count,
+               const int32_t *rects, const S *cut, Grid g, S *T, S *acc, int32_t *used, int nt) {
+    switch (D) {
+        case 3: return forward_all<S, B, 3>(packed, D, ids, start, count, rects, cut, g, T, acc, used, nt);
+        case 4: return forward_all<S, B, 4>(packed, D, ids, start, count, rects, cut, g, T, acc, used, nt);
+        default: return;  // only 3 (RGB) and 4 (RGB + depth) channels; Python checks
+    }
+}
+
+template <typename S, int B>
+void backward_d(const S *packed, int64_t D, int64_t M, const int64_t *ids, const int64_t *start,
+                const int32_t *rects, const S *cut, Grid g, const int32_t *used, const S *vc, const S *gt, S *grads,
+                int nt) {
+    switch (D) {
+        case 3: return backward_all<S, B, 3>(packed, D, M, ids, start, rects, cut, g, used, vc, gt, grads, nt);
+        case 4: return backward_all<S, B, 4>(packed, D, M, ids, start, rects, cut, g, used, vc, gt, grads, nt);
+        default: return;  // only 3 (RGB) and 4 (RGB + depth) channels; Python checks
+    }
 }
 
 template <typename S>
 void forward_dispatch(const S *packed, int64_t D, const int64_t *ids, const int64_t *start, const int64_t *count,
                       const int32_t *rects, const S *cut, Grid g, S *T, S *acc, int32_t *used, int nt) {
-    switch (D) {
-        case 3: return forward_impl<S, 3>(packed, D, ids, start, count, rects, cut, g, T, acc, used, nt);
-        case 4: return forward_impl<S, 4>(packed, D, ids, start, count, rects, cut, g, T, acc, used, nt);
-        default: return forward_impl<S, 0>(packed, D, ids, start, count, rects, cut, g, T, acc, used, nt);
-    }
+    // only 8x8 and 16x16 tiles; Python checks
+    if (g.block == 8) return forward_d<S, 8>(packed, D, ids, start, count, rects, cut, g, T, acc, used, nt);
+    if (g.block == 16) return forward_d<S, 16>(packed, D, ids, start, count, rects, cut, g, T, acc, used, nt);
 }
 
 template <typename S>
 void backward_dispatch(const S *packed, int64_t D, int64_t M, const int64_t *ids, const int64_t *start,
                        const int32_t *rects, const S *cut, Grid g, const int32_t *used, const S *vc, const S *gt,
                        S *grads, int nt) {
-    switch (D) {
-        case 3: return backward_impl<S, 3>(packed, D, M, ids, start, rects, cut, g, used, vc, gt, grads, nt);
-        case 4: return backward_impl<S, 4>(packed, D, M, ids, start, rects, cut, g, used, vc, gt, grads, nt);
-        default: return backward_impl<S, 0>(packed, D, M, ids, start, rects, cut, g, used, vc, gt, grads, nt);
-    }
+    if (g.block == 8) return backward_d<S, 8>(packed, D, M, ids, start, rects, cut, g, used, vc, gt, grads, nt);
+    if (g.block == 16) return backward_d<S, 16>(packed, D, M, ids, start, rects, cut, g, used, vc, gt, grads, nt);
 }
-
 
 // ---------------------------------------------------------------------------------------
 // Projection + SH colours (forward and vector-Jacobian product), gsplat's conventions.
@@ -611,7 +741,7 @@ void project_backward(const ProjectArgs<S> &a, const int32_t *radii, const S *v_
 
 extern "C" {
 
-int psn_abi_version() { return 3; }
+int psn_abi_version() { return 5; }
 
 // Count, per tile, the Gaussians of `order` (flat ids, camera = id / n_per_cam) whose pixel
 // rectangle overlaps it.
