@@ -159,3 +159,13 @@ def test_identical_context_cameras_fail_with_one_clear_message(tmp_path: Path):
     output = result.stdout + result.stderr
     assert "identical camera positions" in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
+
+
+def test_wrong_checkpoint_fails_with_one_clear_message(tmp_path: Path):
+    scene = cut_scene("pavilion-chair-midday", tmp_path / "scene", train=[10, 12], eval_=[11])
+    bogus = tmp_path / "re10k.ckpt"
+    bogus.write_bytes(b"this is not a checkpoint")
+    result = run(*train_args(scene, tmp_path / "outputs", "--pipeline.model.encoder-checkpoint", str(bogus)))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "re10k.ckpt" in output and "Traceback" not in output, output[-3000:]
