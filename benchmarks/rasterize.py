@@ -6,8 +6,10 @@ cameras), depths in [1, 10], pixel-footprint scales, random rotations and opacit
 degree 3; rendered from a camera between the two context views.
 
 Each case and mode (forward, forward+backward) runs in its own subprocess so that peak
-RSS (``ru_maxrss``) is per measurement. Timings are medians over repeated runs after a
-warm-up, with ``torch.set_num_threads(2)``.
+RSS (``ru_maxrss``, which includes the ~0.7 GB of importing Torch; the "import" column
+is the RSS after importing and building the scene) is per measurement. Timings are
+medians over repeated runs after a warm-up, with ``torch.set_num_threads(2)``: wall
+clock, and process CPU time (all threads; robust to other load on the machine).
 
     python benchmarks/rasterize.py                 # all cases, table
     python benchmarks/rasterize.py --cases 256     # one case
@@ -63,28 +65,36 @@ def run_case(case: str, mode: str, repeats: int) -> dict:
     scene = make_scene(size, n)
     grads = ("means", "quats", "scales", "opacities", "colors")
     rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    times = []
+    times, cpu_times = [], []
     meta = {}
     for i in range(repeats + 1):
         inputs = dict(scene)
         if mode == "fwd+bwd":
             for k in grads:
                 inputs[k] = scene[k].clone().requires_grad_(True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if mode == "fwd":
             with torch.no_grad():
                 render, alpha, meta = rasterize(**inputs, backend="torch")
         else:
             render, alpha, meta = rasterize(**inputs, backend="torch")
             (render.sum() + alpha.sum()).backward()
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         if i > 0:  # first run is warm-up
             times.append(elapsed)
+            cpu_times.append(cpu)
     return dict(
         case=case, mode=mode, size=size, n=n, median_s=statistics.median(times), min_s=min(times),
+        cpu_s=statistics.median(cpu_times), native=meta.get("n_isects") is not None and _native_used(),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, setup_rss_mb=rss_setup,
         n_isects=meta.get("n_isects"), visible=int((meta["radii"] > 0).sum()),
     )
+
+
+def _native_used() -> bool:
+    from pixelsplat_ns.rendering import native
+
+    return native.available()
 
 
 def main() -> None:
@@ -107,13 +117,17 @@ def main() -> None:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"  done {r['size']}x{r['size']} / {r['n']:,} {r['mode']}: {r['median_s']:.3f} s", file=sys.stderr)
-    header = f"{'image':>9} {'gaussians':>10} {'mode':>8} {'median s':>9} {'min s':>8} {'peak RSS MB':>12} {'isects':>10}"
+    header = (
+        f"{'image':>9} {'gaussians':>10} {'mode':>8} {'median s':>9} {'min s':>7} {'CPU s':>7}"
+        f" {'peak RSS MB':>12} {'import MB':>10} {'isects':>10}"
+    )
+    print(f"CPU kernels: {'C++ (native)' if rows and rows[0]['native'] else 'pure PyTorch'}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r['size']:>4}x{r['size']:<4} {r['n']:>10,} {r['mode']:>8} {r['median_s']:>9.3f} {r['min_s']:>8.3f}"
-            f" {r['peak_rss_mb']:>12.0f} {r['n_isects']:>10,}"
+            f"{r['size']:>4}x{r['size']:<4} {r['n']:>10,} {r['mode']:>8} {r['median_s']:>9.3f} {r['min_s']:>7.3f}"
+            f" {r['cpu_s']:>7.3f} {r['peak_rss_mb']:>12.0f} {r['setup_rss_mb']:>10.0f} {r['n_isects']:>10,}"
         )
 
 

@@ -480,10 +480,8 @@ def rasterize_torch(
         )
         if sh_degree is None:
             rgb = colors.expand(C, *colors.shape[-2:]) if colors.dim() == 2 else colors
-        with torch.no_grad():
-            candidates = torch.nonzero(((radii > 0) & (opac >= 1.0 / 255.0)).reshape(-1)).squeeze(1)
-            order = torch.sort(depths.reshape(-1)[candidates], stable=True).indices
-        footprints = Footprints(ids=candidates[order], rects=rects, sigma_cut=sigma_cut)
+        # candidates (radius > 0, opacity >= 1/255) have sigma_cut > 0
+        footprints = Footprints(ids=kernels.depth_order(depths.detach(), sigma_cut), rects=rects, sigma_cut=sigma_cut)
     else:
         proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height, **settings)
         means2d, depths, conics, radii = proj.means2d, proj.depths, proj.conics, proj.radii

@@ -1,4 +1,4 @@
-"""Optional C++ kernels (multi-threaded) for the CPU rasteriser, compiled on first use.
+"""Optional C++/OpenMP kernels for the CPU rasteriser, compiled on first use.
 
 ``csrc/raster.cpp`` exposes a plain C ABI (no Torch headers, so it builds in a couple of
 seconds); it is compiled with ``torch.utils.cpp_extension.load`` into Torch's extension
@@ -24,7 +24,7 @@ from torch import Tensor
 __all__ = ["NativeKernels", "load", "available"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "raster.cpp"
-_ABI_VERSION = 5
+_ABI_VERSION = 7
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -49,6 +49,9 @@ class NativeKernels:
             getattr(lib, name).argtypes = fwd
         for name in ("psn_backward_f32", "psn_backward_f64"):
             getattr(lib, name).argtypes = bwd
+        for name in ("psn_depth_order_f32", "psn_depth_order_f64"):
+            getattr(lib, name).argtypes = [_ptr, _ptr, _i64, _ptr]
+            getattr(lib, name).restype = _i64
         d = ctypes.c_double
         proj = [_ptr] * 5 + [_i64, _i64, _int, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, d, d, d, d]
         for name in ("psn_project_fwd_f32", "psn_project_fwd_f64"):
@@ -63,6 +66,14 @@ class NativeKernels:
         if dtype == torch.float64:
             return "f64"
         raise TypeError(f"native kernels support float32/float64, got {dtype}")
+
+    def depth_order(self, depths: Tensor, sigma_cut: Tensor) -> Tensor:
+        """Flat ids with ``sigma_cut > 0``, sorted by depth (stable: ties by index)."""
+        depths = depths.reshape(-1).contiguous()
+        out = torch.empty(depths.numel(), dtype=torch.int64)
+        fn = getattr(self.lib, "psn_depth_order_" + self._suffix(depths.dtype))
+        n = fn(_p(depths), _p(sigma_cut), depths.numel(), _p(out))
+        return out[:n]
 
     def bin(self, order: Tensor, rects: Tensor, n_per_cam: int, block: int, tiles_x: int, tiles_y: int, n_tiles: int):
         """Counting-sort binning: ``(ids, start, count)`` with lists in ``order``."""
@@ -137,7 +148,7 @@ class NativeKernels:
         v_means = torch.empty_like(means)
         v_quats = torch.empty_like(quats)
         v_scales = torch.empty_like(scales)
-        v_sh = torch.zeros_like(sh) if sh is not None else None
+        v_sh = torch.empty_like(sh) if sh is not None else None  # cleared by the kernel
         fn = getattr(self.lib, "psn_project_bwd_" + self._suffix(means.dtype))
         args = self._project_args(means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, campos, width, height, settings)
         fn(
@@ -184,8 +195,8 @@ def _build() -> NativeKernels:
                 sources=[str(_SOURCE)],
                 # -march=native: the cache key includes the CPU's flags. No fast-math:
                 # -ffp-contract=off keeps forward and backward alphas bit-identical.
-                extra_cflags=["-O3", "-march=native", "-pthread", "-ffp-contract=off"],
-                extra_ldflags=["-pthread"],
+                extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"],
+                extra_ldflags=["-fopenmp"],
                 build_directory=str(build_dir),
                 is_python_module=False,
                 with_cuda=False,

@@ -16,29 +16,27 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <atomic>
-#include <thread>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace {
 
-// Run f(thread, i) for i in [0, n) on n_threads threads (dynamic scheduling). Plain
-// std::thread rather than OpenMP: no spinning worker pool competing with Torch's.
+// Run f(thread, i) for i in [0, n) on n_threads threads (dynamic scheduling). OpenMP, so
+// that the work lands on Torch's own (libgomp) thread pool, whose workers are usually
+// still spinning after Torch's last parallel op; without OpenMP it runs serially.
 template <typename F>
 void parallel_for(int64_t n, int n_threads, F f) {
     n_threads = (int)std::max<int64_t>(1, std::min<int64_t>(n_threads, n));
-    if (n_threads == 1) {
-        for (int64_t i = 0; i < n; ++i) f(0, i);
+#ifdef _OPENMP
+    if (n_threads > 1) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+        for (int64_t i = 0; i < n; ++i) f(omp_get_thread_num(), i);
         return;
     }
-    std::atomic<int64_t> next{0};
-    auto work = [&](int thread) {
-        for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) f(thread, i);
-    };
-    std::vector<std::thread> pool;
-    for (int k = 1; k < n_threads; ++k) pool.emplace_back(work, k);
-    work(0);
-    for (auto &t : pool) t.join();
+#endif
+    for (int64_t i = 0; i < n; ++i) f(0, i);
 }
 
 struct Grid {
@@ -609,6 +607,10 @@ void project_backward(const ProjectArgs<S> &a, const int32_t *radii, const S *v_
             const S *mean = a.means + 3 * n;
             const S *s = a.scales + 3 * n;
             S g_mean[3] = {0, 0, 0}, g_M[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+            if (v_sh) {  // this task owns Gaussian n's coefficient gradients: clear them
+                for (int64_t c = 0; c < (a.sh_cam_stride ? a.C : 1); ++c)
+                    std::fill(v_sh + c * a.sh_cam_stride + n * a.K * 3, v_sh + c * a.sh_cam_stride + (n + 1) * a.K * 3, S(0));
+            }
             for (int64_t c = 0; c < a.C; ++c) {
                 const int64_t i = c * a.N + n;
                 // depth is always an output (it feeds the expected-depth channel)
@@ -737,11 +739,72 @@ void project_backward(const ProjectArgs<S> &a, const int32_t *radii, const S *v_
         }
     });
 }
+// Order-preserving unsigned key of a float / double (negatives before positives).
+inline uint32_t sort_key(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+inline uint64_t sort_key(double x) {
+    uint64_t u;
+    std::memcpy(&u, &x, 8);
+    return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+
+// Candidates (sigma_cut > 0) sorted front to back: stable LSD radix sort on the depth bits,
+// ties keep index order (as gsplat's stable radix sort). Returns the number written.
+template <typename S>
+int64_t depth_order(const S *depths, const S *sigma_cut, int64_t M, int64_t *out) {
+    typedef decltype(sort_key(S(0))) K;
+    std::vector<K> keys, keys2;
+    std::vector<int64_t> ids2;
+    int64_t n = 0;
+    for (int64_t i = 0; i < M; ++i)
+        if (sigma_cut[i] > S(0)) out[n++] = i;
+    if (n < 2) return n;
+    keys.resize(n);
+    keys2.resize(n);
+    ids2.resize(n);
+    for (int64_t i = 0; i < n; ++i) keys[i] = sort_key(depths[out[i]]);
+    constexpr int bits = 11, radix = 1 << bits;
+    int64_t *src_id = out, *dst_id = ids2.data();
+    K *src_k = keys.data(), *dst_k = keys2.data();
+    std::vector<int64_t> hist(radix);
+    for (int shift = 0; shift < (int)(8 * sizeof(K)); shift += bits) {
+        std::fill(hist.begin(), hist.end(), 0);
+        for (int64_t i = 0; i < n; ++i) ++hist[(src_k[i] >> shift) & (radix - 1)];
+        if (hist[(src_k[0] >> shift) & (radix - 1)] == n) continue;  // all equal in this digit
+        int64_t total = 0;
+        for (int b = 0; b < radix; ++b) {
+            const int64_t c = hist[b];
+            hist[b] = total;
+            total += c;
+        }
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t pos = hist[(src_k[i] >> shift) & (radix - 1)]++;
+            dst_k[pos] = src_k[i];
+            dst_id[pos] = src_id[i];
+        }
+        std::swap(src_k, dst_k);
+        std::swap(src_id, dst_id);
+    }
+    if (src_id != out) std::copy(src_id, src_id + n, out);
+    return n;
+}
+
 }  // namespace
 
 extern "C" {
 
-int psn_abi_version() { return 5; }
+int64_t psn_depth_order_f32(const float *depths, const float *cut, int64_t M, int64_t *out) {
+    return depth_order<float>(depths, cut, M, out);
+}
+int64_t psn_depth_order_f64(const double *depths, const double *cut, int64_t M, int64_t *out) {
+    return depth_order<double>(depths, cut, M, out);
+}
+
+
+int psn_abi_version() { return 7; }
 
 // Count, per tile, the Gaussians of `order` (flat ids, camera = id / n_per_cam) whose pixel
 // rectangle overlaps it.
