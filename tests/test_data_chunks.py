@@ -17,15 +17,15 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelsplat_ns.cameras import opencv_to_opengl_c2w, opengl_to_opencv_c2w
-from pixelsplat_ns.cli.convert import Convert
-from pixelsplat_ns.data import ChunkSource, ChunkWriter, DataWarning, SceneFolderSource, open_scene_source
-from pixelsplat_ns.data.chunks import (
-    INDEX_NAME,
+from pixelsplat_ns.cameras import (
     chunk_cameras_to_opencv,
     opencv_to_chunk_cameras,
-    scene_to_chunk_item,
+    opencv_to_opengl_c2w,
+    opengl_to_opencv_c2w,
 )
+from pixelsplat_ns.cli.convert import Convert
+from pixelsplat_ns.data import ChunkSource, ChunkWriter, DataWarning, SceneFolderSource, open_scene_source
+from pixelsplat_ns.data.chunks import INDEX_NAME, scene_to_chunk_item
 from pixelsplat_ns.data.scenes import FrameImages, Scene
 from tests.scenes import cut_scene
 

@@ -28,6 +28,7 @@ from jaxtyping import Float
 from PIL import Image
 from torch import Tensor
 
+from pixelsplat_ns.cameras import chunk_cameras_to_opencv, opencv_to_chunk_cameras
 from pixelsplat_ns.data.scenes import (
     DataWarning,
     FrameImages,
@@ -54,41 +55,6 @@ def _readable_by_all(path: Path) -> None:
 # --- camera rows of the chunk format -------------------------------------------------------
 # (Conversions between the chunk format's [n, 18] rows and pixelSplat's OpenCV c2w + normalised
 # K. They are format-specific; the rest of the project only sees the converted tensors.)
-
-
-def chunk_cameras_to_opencv(
-    cameras: Float[Tensor, "n 18"],
-) -> tuple[Float[Tensor, "n 4 4"], Float[Tensor, "n 3 3"]]:
-    """Chunk camera rows -> (OpenCV camera-to-world [n, 4, 4], normalised K [n, 3, 3]), float32.
-
-    The world-to-camera matrix is inverted in float64 so the round trip with
-    :func:`opencv_to_chunk_cameras` is exact to float32 rounding.
-    """
-    if cameras.ndim != 2 or cameras.shape[1] != 18:
-        raise ValueError(f"chunk cameras must be [n, 18], got {tuple(cameras.shape)}")
-    cameras = cameras.to(torch.float64)
-    n = cameras.shape[0]
-    intrinsics = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
-    intrinsics[:, 0, 0], intrinsics[:, 1, 1], intrinsics[:, 0, 2], intrinsics[:, 1, 2] = cameras[:, :4].T
-    w2c = torch.eye(4, dtype=torch.float64).repeat(n, 1, 1)
-    w2c[:, :3] = cameras[:, 6:].reshape(n, 3, 4)
-    return torch.linalg.inv(w2c).to(torch.float32), intrinsics.to(torch.float32)
-
-
-def opencv_to_chunk_cameras(
-    extrinsics: Float[Tensor, "n 4 4"], intrinsics: Float[Tensor, "n 3 3"]
-) -> Float[Tensor, "n 18"]:
-    """(OpenCV camera-to-world, normalised K) -> chunk camera rows (float32).
-
-    The format has no skew: a non-zero K[0, 1] is dropped.
-    """
-    n = extrinsics.shape[0]
-    w2c = torch.linalg.inv(extrinsics.to(torch.float64))
-    k = intrinsics.to(torch.float64)
-    rows = torch.zeros(n, 18, dtype=torch.float64)
-    rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] = k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]
-    rows[:, 6:] = w2c[:, :3].reshape(n, 12)
-    return rows.to(torch.float32)
 
 
 # --- reading ----------------------------------------------------------------------------------
