@@ -256,6 +256,60 @@ def test_empty_and_fully_culled_scenes(render):
         assert meta["radii"].shape == (1, scene["means"].shape[0])
 
 
+def test_other_channel_counts(render):
+    """Colours with D != 3 (no SH) follow gsplat too (compiled kernels fall back)."""
+    scene = random_scene(13, n=150, kind="opaque")
+    viewmats, Ks, w, h = camera("wide_offcentre_2cams")
+    for channels in (1, 5):
+        scene["colors"] = torch.rand(150, channels, generator=torch.Generator().manual_seed(channels))
+        bg = torch.rand(2, channels, generator=torch.Generator().manual_seed(9))
+        for mode in ("RGB", "RGB+ED"):
+            image, alpha, _ = render(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, backgrounds=bg, render_mode=mode)
+            ref, ref_alpha, _ = reference_rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, backgrounds=bg, render_mode=mode)
+            assert image.shape[-1] == channels + (mode == "RGB+ED")
+            torch.testing.assert_close(alpha, ref_alpha, atol=1e-4, rtol=0)
+            torch.testing.assert_close(image[..., :channels], ref[..., :channels], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("sh_degree", [None, 2])
+def test_per_camera_colors_match_separate_renders(render, sh_degree):
+    """[C, N, ...] colours / SH: camera c renders with its own coefficients."""
+    scene = random_scene(14, n=120, sh_degree=sh_degree)
+    viewmats, Ks, w, h = camera("tall_3cams")
+    g = torch.Generator().manual_seed(3)
+    per_camera = torch.stack([scene["colors"] + 0.1 * torch.randn(scene["colors"].shape, generator=g) for _ in range(3)])
+    per_camera.requires_grad_(True)
+    image, alpha, _ = render(**{**scene, "colors": per_camera}, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=sh_degree)
+    (image.square().sum()).backward()
+    for c in range(3):
+        colors_c = per_camera.detach()[c].clone().requires_grad_(True)
+        ref, ref_alpha, _ = render(**{**scene, "colors": colors_c}, viewmats=viewmats[c : c + 1], Ks=Ks[c : c + 1], width=w, height=h, sh_degree=sh_degree)
+        torch.testing.assert_close(image[c : c + 1], ref, atol=1e-6, rtol=0)
+        torch.testing.assert_close(alpha[c : c + 1], ref_alpha, atol=1e-6, rtol=0)
+        ref.square().sum().backward()
+        torch.testing.assert_close(per_camera.grad[c], colors_c.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_falls_back_to_pytorch_without_compiler(monkeypatch):
+    """If the C++ build fails, rendering still works (pure PyTorch) after a warning."""
+    monkeypatch.setattr(native, "_state", {})
+
+    def broken_build():
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(native, "_build", broken_build)
+    with pytest.warns(UserWarning, match="C\\+\\+ rasteriser unavailable"):
+        assert native.load() is None
+    scene = random_scene(15, n=80, sh_degree=1)
+    viewmats, Ks, w, h = camera("square_centred")
+    image, alpha, _ = rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=1)
+    ref, ref_alpha, _ = reference_rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=1)
+    torch.testing.assert_close(image, ref, atol=1e-4, rtol=0)
+    monkeypatch.setenv("PIXELSPLAT_NS_NATIVE", "0")
+    monkeypatch.setattr(native, "_state", {})
+    assert native.load() is None
+
+
 # --------------------------------------------------------------------------------------
 # Projection and SH match gsplat's PyTorch reference implementation
 # --------------------------------------------------------------------------------------
@@ -493,15 +547,22 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
 """
 
 
-def test_memory_is_bounded_256px_131k_gaussians():
+@pytest.mark.parametrize("use_native", ["1", "0"])
+def test_memory_is_bounded_256px_131k_gaussians(use_native):
     """256x256 with 131,072 Gaussians, forward and backward, in a fresh process: the peak
     RSS growth over the loaded scene stays far below a dense Gaussians x pixels tensor
-    (131k x 65k floats = 34 GB)."""
+    (131k x 65k floats = 34 GB), for the compiled and the pure-PyTorch paths."""
+    import os
     import pathlib
     import subprocess
     import sys
 
+    if use_native == "1" and not native.available():
+        pytest.skip("C++ kernels unavailable (no compiler)")
     bench = str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks")
-    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT.format(bench=bench)], capture_output=True, text=True, check=True)
+    env = {**os.environ, "PIXELSPLAT_NS_NATIVE": use_native}
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT.format(bench=bench)], capture_output=True, text=True, check=True, env=env
+    )
     growth_mb = float(out.stdout.strip().splitlines()[-1])
     assert growth_mb < 1024, growth_mb

@@ -1,29 +1,36 @@
-"""Differentiable pure-PyTorch rasteriser with gsplat 1.4.0's semantics (CPU-friendly).
+"""Differentiable CPU rasteriser with gsplat 1.4.0's semantics.
 
 Pipeline (all cameras at once):
 
-1. :func:`~pixelsplat_ns.rendering.projection.project_gaussians` (autograd);
-2. colours from SH (autograd), ``max(SH + 0.5, 0)``, optionally the depth channel;
-3. :func:`~pixelsplat_ns.rendering.tiles.bin_gaussians`: per ``block x block`` tile,
-   depth-sorted Gaussian lists, respecting gsplat's 16x16 tile assignment;
-4. :class:`_Composite`: front-to-back alpha compositing with a hand-written backward.
+1. projection (EWA, ``eps2d`` dilation, 3-sigma radii, culling) and SH colours
+   ``max(SH + 0.5, 0)``, plus the depth channel for ``"RGB+ED"``;
+2. footprints and tile binning: per ``block x block`` tile, depth-sorted Gaussian lists
+   that respect gsplat's 16x16 tile assignment (:mod:`.tiles`);
+3. :class:`_Composite`: front-to-back alpha compositing with a hand-written backward.
 
-Compositing processes groups of tiles in rounds of ``chunk`` Gaussians, on tensors of
-shape ``[tiles, pixels_per_tile, chunk]``; memory is bounded by ``max_elements`` per
-round whatever the scene. Per pixel it follows gsplat's kernel exactly:
+Two implementations share this structure and produce the same results:
+
+* **compiled** (:mod:`.native`, C++/OpenMP, built on first use): projection + SH with a
+  hand-written vector-Jacobian product (used unless the cameras need gradients),
+  counting-sort binning and SIMD compositing rows on 16x16 tiles;
+* **pure PyTorch** (fallback when no compiler is available, and for channel counts other
+  than 3/4): autograd projection/SH, sort-based binning, and compositing in rounds of
+  ``chunk`` Gaussians on ``[tiles, pixels_per_tile, chunk]`` tensors, at most
+  ``max_elements`` elements per round, so memory stays bounded whatever the scene.
+
+Per pixel both follow gsplat's kernel exactly:
 
 * ``sigma = 0.5 (a dx^2 + c dy^2) + b dx dy`` with ``d = mean2d - (pixel + 0.5)``;
 * ``alpha = min(0.999, opacity exp(-sigma))``; skipped if ``sigma < 0`` or ``alpha < 1/255``;
 * stop before the Gaussian whose ``T (1 - alpha)`` would be ``<= 1e-4`` (it is *not*
   composited); ``colour = sum alpha_i T_i c_i + T_final background``, ``alpha = 1 - T_final``.
 
-Transmittances are running products (``cumprod`` seeded with the running ``T``), so they
-are rounded exactly like the kernel's sequential ``T *= 1 - alpha``. The backward pass
-replays the same rounds front to back (using the stored number of consumed list entries
-per pixel, so termination is the same as in the forward) and obtains
-``dL/dalpha_i = T_i g.c_i - (g.C_after_i + T_final g.bg - dL/dA T_final) / (1 - alpha_i)``
-with ``C_after_i = C_fg - sum_{j <= i} alpha_j T_j c_j``, then reduces the per-pixel terms
-to per-Gaussian gradients with small matrix products.
+Transmittances are running products (sequential, as the kernel's ``T *= 1 - alpha``). The
+backward pass replays the forward front to back, using the number of list entries each
+pixel consumed (so termination is identical), with
+``dL/dalpha_i = T_i g.c_i - (g.C_after_i + T_final g.bg - dL/dA T_final) / (1 - alpha_i)``,
+``C_after_i = C_fg - sum_{j <= i} alpha_j T_j c_j``, and gsplat's rule that clamped
+(0.999) alphas pass no gradient to sigma and opacity.
 """
 
 from __future__ import annotations
@@ -50,8 +57,8 @@ DEFAULT_BLOCK = 4  # pure-PyTorch path
 DEFAULT_BLOCK_NATIVE = 16  # compiled kernels
 NATIVE_BLOCKS = (8, 16)
 NATIVE_CHANNELS = (3, 4)
-DEFAULT_CHUNK = 32
-DEFAULT_MAX_ELEMENTS = 1 << 21
+DEFAULT_CHUNK = 16
+DEFAULT_MAX_ELEMENTS = 1 << 18
 
 
 class _TileGeometry:
@@ -418,6 +425,8 @@ def composite(
         n_tiles = C * tiles_x * tiles_y
         ids, start, count = kernels.bin(footprints.ids, footprints.rects, N, block, tiles_x, tiles_y, n_tiles)
         bins = TileBins(block, tiles_x, tiles_y, n_tiles, ids, start, count)
+        if len(count) and int(count.max()) >= 1 << 24:
+            kernels = None  # list positions are kept as floats in the compiled kernels
     else:
         bins = bin_gaussians(footprints, C, N, width, height, block=block)
     geometry = _TileGeometry(bins, width, height, colors.dtype, colors.device)

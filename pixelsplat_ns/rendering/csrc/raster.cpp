@@ -125,7 +125,7 @@ struct RowAlpha {
 // rows is evaluated: the tile lies inside gsplat's tile rectangle and outside the
 // Gaussian's rectangle alpha < 1/255, so this is exact.
 inline bool tile_rows(const int32_t *rect, int64_t ox, int64_t oy, int64_t block, int64_t &y0, int64_t &y1) {
-    if (rect[0] >= std::min<int64_t>(ox + block, rect[1]) || std::max<int64_t>(rect[0], ox) >= rect[1]) return false;
+    if (std::max<int64_t>(rect[0], ox) >= std::min<int64_t>(rect[1], ox + block)) return false;  // no x overlap
     y0 = std::max<int64_t>(rect[2], oy);
     y1 = std::min<int64_t>(rect[3], oy + block);
     return y0 < y1;
