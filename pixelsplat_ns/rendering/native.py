@@ -24,7 +24,7 @@ from torch import Tensor
 __all__ = ["NativeKernels", "load", "available"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "raster.cpp"
-_ABI_VERSION = 7
+_ABI_VERSION = 8
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -172,6 +172,15 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
+# Compiler flags, best first. No fast-math, and -ffp-contract=off, so forward and backward
+# compute bit-identical alphas; -march=native builds are keyed by the CPU's flags.
+_FLAG_SETS = (
+    ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"],
+    ["-O3", "-fopenmp", "-ffp-contract=off"],
+    ["-O3", "-ffp-contract=off"],  # no OpenMP: single-threaded kernels
+)
+
+
 def _build() -> NativeKernels:
     logger = logging.getLogger("torch.utils.cpp_extension")
     level = logger.level
@@ -182,30 +191,36 @@ def _build() -> NativeKernels:
         logger.setLevel(level)
 
     source = _SOURCE.read_bytes()
-    digest = hashlib.sha1(source + torch.__version__.encode() + _cpu_signature().encode()).hexdigest()[:12]
-    name = f"pixelsplat_ns_raster_{digest}"
-    build_dir = Path(cpp_extension.get_default_build_root()) / name
-    build_dir.mkdir(parents=True, exist_ok=True)
-    library = build_dir / f"{name}.so"
-    if not library.exists():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cpp_extension.load(
-                name=name,
-                sources=[str(_SOURCE)],
-                # -march=native: the cache key includes the CPU's flags. No fast-math:
-                # -ffp-contract=off keeps forward and backward alphas bit-identical.
-                extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"],
-                extra_ldflags=["-fopenmp"],
-                build_directory=str(build_dir),
-                is_python_module=False,
-                with_cuda=False,
-                verbose=False,
-            )
-    lib = ctypes.CDLL(str(library))
-    if lib.psn_abi_version() != _ABI_VERSION:
-        raise RuntimeError("stale native rasteriser build")
-    return NativeKernels(lib)
+    errors = []
+    for flags in _FLAG_SETS:
+        key = source + torch.__version__.encode() + " ".join(flags).encode()
+        if "-march=native" in flags:
+            key += _cpu_signature().encode()
+        name = f"pixelsplat_ns_raster_{hashlib.sha1(key).hexdigest()[:12]}"
+        build_dir = Path(cpp_extension.get_default_build_root()) / name
+        library = build_dir / f"{name}.so"
+        try:
+            if not library.exists():
+                build_dir.mkdir(parents=True, exist_ok=True)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    cpp_extension.load(
+                        name=name,
+                        sources=[str(_SOURCE)],
+                        extra_cflags=flags,
+                        extra_ldflags=["-fopenmp"] if "-fopenmp" in flags else [],
+                        build_directory=str(build_dir),
+                        is_python_module=False,
+                        with_cuda=False,
+                        verbose=False,
+                    )
+            lib = ctypes.CDLL(str(library))
+            if lib.psn_abi_version() != _ABI_VERSION:
+                raise RuntimeError("stale native rasteriser build")
+            return NativeKernels(lib)
+        except Exception as error:  # try the next, more conservative flags
+            errors.append(f"{' '.join(flags)}: {error!s:.300}")
+    raise RuntimeError("; ".join(errors))
 
 
 def load() -> Optional[NativeKernels]:

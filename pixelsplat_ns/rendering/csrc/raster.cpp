@@ -162,7 +162,7 @@ void forward_tile(const S *packed, const int64_t *list, int64_t n, const int32_t
         const bool inside = ox + p % B < width && oy + p / B < height;
         T[p] = S(1);
         done[p] = inside ? S(0) : S(1);  // pixels outside the image count as done
-        used[p] = S(n);
+        used[p] = inside ? S(n) : S(0);
     }
     std::fill(acc, acc + DC * P, S(0));
     const V px = lane_centres<S, B>(ox);
@@ -804,7 +804,7 @@ int64_t psn_depth_order_f64(const double *depths, const double *cut, int64_t M, 
 }
 
 
-int psn_abi_version() { return 7; }
+int psn_abi_version() { return 8; }
 
 // Count, per tile, the Gaussians of `order` (flat ids, camera = id / n_per_cam) whose pixel
 // rectangle overlaps it.
