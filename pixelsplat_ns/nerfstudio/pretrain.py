@@ -183,6 +183,9 @@ class PretrainModelConfig(ModelConfig):
     """Step from which LPIPS joins the loss (skipped when its AlexNet weights are absent)."""
     encoder_checkpoint_every: int = 500
     """Write an encoder checkpoint (project format) every this many steps, and at the end."""
+    gaussians_per_pixel: Optional[int] = None
+    """Depths sampled per pixel while training (default: the architecture's, 3 as in the reference).
+    Fewer makes CPU training cheaper; it is stored with the checkpoint."""
 
 
 class PretrainModel(Model):
@@ -196,6 +199,8 @@ class PretrainModel(Model):
             self.encoder = load_checkpoint(self.config.init_checkpoint)
         else:
             self.encoder = PixelSplatEncoder(encoder_config(self.config.encoder))
+        if self.config.gaussians_per_pixel is not None:
+            self.encoder.cfg.gaussians_per_pixel = self.config.gaussians_per_pixel
         self.lpips = build_lpips()
         self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
         self.step = 0
