@@ -121,7 +121,7 @@ def _alphas(packed: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Optional[Te
     sigma.addcmul_(tmp, dy)
     del dx, dy
     skip = torch.lt(sigma, 0.0, out=tmp.new_empty(tmp.shape, dtype=torch.bool))
-    alpha = sigma.neg_().exp_().mul_(opac)
+    alpha = sigma.clamp_max_(80.0).neg_().exp_().mul_(opac)  # no subnormals (slow)
     clamped = alpha > ALPHA_MAX
     if bool(clamped.any()):
         alpha.clamp_max_(ALPHA_MAX)
