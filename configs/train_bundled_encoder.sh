@@ -4,11 +4,11 @@
 # ../shared/data. Held out for evaluation (benchmarks/feedforward.py): llff-fern and the
 # three strecha-* scenes, which it never sees.
 #
-#   bash configs/train_bundled_encoder.sh            # STEPS=1500 by default
+#   bash configs/train_bundled_encoder.sh            # STEPS=1200 by default
 #   STEPS=500 bash configs/train_bundled_encoder.sh  # a shorter run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${STEPS:-1500}
+STEPS=${STEPS:-1200}
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-outputs/bundled-encoder}
 SCENES="pavilion-chair-midday pavilion-chair-sunset pavilion-chair-night middlebury-temple-sparse dtu-vase"
@@ -24,7 +24,7 @@ for scene in $SCENES; do ln -s "$(realpath "$DATA/$scene")" "$scenes_dir/$scene"
   --machine.seed 0 \
   --pipeline.model.encoder tiny --pipeline.model.encoder-checkpoint-every 250 \
   --pipeline.model.gaussians-per-pixel 1 \
-  --pipeline.datamanager.examples.image-shape 128 128 \
+  --pipeline.datamanager.examples.image-shape 96 96 \
   --pipeline.datamanager.examples.num-target-views 2 \
   --pipeline.datamanager.examples.min-gap 2 --pipeline.datamanager.examples.max-gap 6 \
   --optimizers.encoder.optimizer.lr 3e-4 \

@@ -17,6 +17,19 @@ _untrained_warned: set[str] = set()
 
 # The `tiny` encoder trained on CPU by configs/train_bundled_encoder.sh (see README).
 BUNDLED_ENCODER = Path(str(files("pixelsplat_ns") / "assets" / "weights" / "tiny.ckpt"))
+# It saw 96x96 crops of frames resized to a 96-pixel short side (about 170 px long side
+# for 16:9): features are scale-dependent, so it is fed context images of that scale.
+BUNDLED_LONG_SIDE = 170
+DEFAULT_LONG_SIDE = 512
+
+
+def uses_bundled_encoder(preset: str, checkpoint: Path | None, untrained: bool = False) -> bool:
+    return checkpoint is None and not untrained and preset == "tiny" and BUNDLED_ENCODER.is_file()
+
+
+def default_long_side(preset: str, checkpoint: Path | None, untrained: bool = False) -> int:
+    """Long side (pixels) of the context images when the user does not choose one."""
+    return BUNDLED_LONG_SIDE if uses_bundled_encoder(preset, checkpoint, untrained) else DEFAULT_LONG_SIDE
 
 
 def load_encoder(
@@ -39,7 +52,7 @@ def load_encoder(
                 "(re10k.ckpt / acid.ckpt) or one saved by pixelsplat-ns there, or omit --pipeline.model.encoder-checkpoint"
             )
         return load_checkpoint(checkpoint, device=device)
-    if not untrained and preset == "tiny" and BUNDLED_ENCODER.is_file():
+    if uses_bundled_encoder(preset, checkpoint, untrained):
         from pixelsplat_ns.official import load_checkpoint
 
         return load_checkpoint(BUNDLED_ENCODER, device=device)

@@ -48,6 +48,7 @@ def trained_run(tmp_path_factory) -> Path:
     scene = cut_scene("pavilion-chair-sunset", root / "scene", train=[20, 21, 25, 26], eval_=[22, 23])
     result = run(
         *train_args(scene, root / "outputs", "--max-num-iterations", "3",
+                    "--pipeline.model.encoder-long-side", "320",
                     "--pipeline.datamanager.context-views", "frame_00021_train", "frame_00025_train")
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

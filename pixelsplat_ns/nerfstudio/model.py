@@ -27,7 +27,7 @@ from pixelsplat_ns.cameras import gaussians_to_caller_frame, opengl_c2w_to_viewm
 from pixelsplat_ns.gaussians import Gaussians, covariance_to_scales_quaternions, official_to_gsplat_sh
 from pixelsplat_ns.metrics import build_lpips
 from pixelsplat_ns.nerfstudio.context import ContextImages
-from pixelsplat_ns.weights import load_encoder
+from pixelsplat_ns.weights import default_long_side, load_encoder
 from pixelsplat_ns.rendering import rasterize
 
 GAUSSIAN_PARAMS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
@@ -46,8 +46,9 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     Default: the bundled tiny encoder (trained on CPU) for --pipeline.model.encoder tiny."""
     untrained: bool = False
     """Ignore the bundled weights and run the encoder with seeded random weights (ablations, tests)."""
-    encoder_long_side: int = 512
-    """Context images are downscaled so their long side is at most this many pixels before encoding."""
+    encoder_long_side: Optional[int] = None
+    """Context images are downscaled so their long side is at most this many pixels before encoding
+    (default: 512, or the bundled encoder's training scale, 170, when it is the one used)."""
     near_disparity: float = 3.0
     """Near plane rule of the official pipeline: disparity (in units of min(h, w) pixels) at the near plane."""
     deterministic: bool = True
@@ -124,7 +125,8 @@ class PixelSplatModel(SplatfactoModel):
             context.c2w,
             context.intrinsics,
             image_multiple=encoder.image_multiple,
-            long_side=self.config.encoder_long_side,
+            long_side=self.config.encoder_long_side
+            or default_long_side(self.config.encoder, self.config.encoder_checkpoint, self.config.untrained),
             near_disparity=self.config.near_disparity,
             names=context.names,
         )
