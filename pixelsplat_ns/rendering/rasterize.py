@@ -69,8 +69,10 @@ def rasterize(
         far_plane: Gaussians with camera depth above this are culled.
         eps2d: Added to the diagonal of every 2D covariance (low-pass filter, in pixels^2).
         radius_clip: Gaussians whose 2D radius (pixels) is ``<= radius_clip`` are culled.
-        backend: ``"gsplat"`` (CUDA tensors only), ``"torch"`` (the project's pure-PyTorch
-            rasteriser, any device) or ``"auto"``: gsplat for CUDA tensors, else torch.
+        backend: ``"gsplat"`` (CUDA tensors only), ``"torch"`` (the project's CPU
+            rasteriser: C++ kernels compiled on first use, or pure PyTorch if that is not
+            possible or ``PIXELSPLAT_NS_NATIVE=0``; same results) or ``"auto"``: gsplat
+            for CUDA tensors, else torch.
 
     Returns:
         A tuple:
