@@ -520,6 +520,7 @@ def test_auto_backend_on_cpu_uses_torch():
         (dict(backgrounds=torch.zeros(2, 3)), "backgrounds"),
         (dict(quats=torch.zeros(9, 4)), "quats"),
         (dict(Ks=torch.eye(3)), "Ks"),
+        (dict(viewmats=torch.eye(4, dtype=torch.float64)[None]), "dtype"),
     ],
 )
 def test_invalid_arguments_raise(change, match):

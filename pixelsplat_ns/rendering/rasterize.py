@@ -150,5 +150,11 @@ def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
     if backgrounds is not None:
         channels = 3 if sh_degree is not None else colors.shape[-1]
         check(tuple(backgrounds.shape) == (C, channels), f"backgrounds must be [{C}, {channels}], got {tuple(backgrounds.shape)}")
-    devices = {t.device for t in (means, quats, scales, opacities, colors, viewmats, Ks)}
+    tensors = (means, quats, scales, opacities, colors, viewmats, Ks) + ((backgrounds,) if backgrounds is not None else ())
+    devices = {t.device for t in tensors}
     check(len(devices) == 1, f"all tensors must be on one device, got {sorted(map(str, devices))}")
+    dtypes = {t.dtype for t in tensors}
+    check(
+        len(dtypes) == 1 and means.dtype.is_floating_point,
+        f"all tensors must have one floating-point dtype, got {sorted(map(str, dtypes))}",
+    )
