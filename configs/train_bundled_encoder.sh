@@ -4,11 +4,11 @@
 # ../shared/data. Held out for evaluation (benchmarks/feedforward.py): llff-fern and the
 # three strecha-* scenes, which it never sees.
 #
-#   bash configs/train_bundled_encoder.sh            # STEPS=1200 by default
+#   bash configs/train_bundled_encoder.sh            # STEPS=500 by default
 #   STEPS=500 bash configs/train_bundled_encoder.sh  # a shorter run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${STEPS:-1200}
+STEPS=${STEPS:-500}
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-outputs/bundled-encoder}
 SCENES="pavilion-chair-midday pavilion-chair-sunset pavilion-chair-night middlebury-temple-sparse dtu-vase"
@@ -19,16 +19,16 @@ for scene in $SCENES; do ln -s "$(realpath "$DATA/$scene")" "$scenes_dir/$scene"
 
 .venv/bin/ns-train pixelsplat-pretrain \
   --data "$scenes_dir" --output-dir "$OUT" --experiment-name tiny --timestamp run \
-  --max-num-iterations "$STEPS" --steps-per-save 500 --steps-per-eval-batch 100 --steps-per-eval-image 250 \
+  --max-num-iterations "$STEPS" --steps-per-save 250 --steps-per-eval-batch 100 --steps-per-eval-image 250 \
   --steps-per-eval-all-images 1000000 --logging.steps-per-log 50 \
   --machine.seed 0 \
-  --pipeline.model.encoder tiny --pipeline.model.encoder-checkpoint-every 250 \
+  --pipeline.model.encoder tiny --pipeline.model.encoder-checkpoint-every 100 \
   --pipeline.model.gaussians-per-pixel 1 \
-  --pipeline.datamanager.examples.image-shape 96 96 \
+  --pipeline.datamanager.examples.image-shape 64 64 \
   --pipeline.datamanager.examples.num-target-views 2 \
   --pipeline.datamanager.examples.min-gap 2 --pipeline.datamanager.examples.max-gap 6 \
   --optimizers.encoder.optimizer.lr 3e-4 \
-  --optimizers.encoder.scheduler.warmup-steps 200 --optimizers.encoder.scheduler.max-steps "$STEPS"
+  --optimizers.encoder.scheduler.warmup-steps 50 --optimizers.encoder.scheduler.max-steps "$STEPS"
 
 final=$(ls "$OUT"/tiny/pixelsplat-pretrain/run/nerfstudio_models/encoder-step-*.ckpt | sort | tail -n 1)
 mkdir -p pixelsplat_ns/assets/weights

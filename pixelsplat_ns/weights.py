@@ -17,9 +17,9 @@ _untrained_warned: set[str] = set()
 
 # The `tiny` encoder trained on CPU by configs/train_bundled_encoder.sh (see README).
 BUNDLED_ENCODER = Path(str(files("pixelsplat_ns") / "assets" / "weights" / "tiny.ckpt"))
-# It saw 96x96 crops of frames resized to a 96-pixel short side (about 170 px long side
+# It saw 64x64 crops of frames resized to a 64-pixel short side (about 114 px long side
 # for 16:9): features are scale-dependent, so it is fed context images of that scale.
-BUNDLED_LONG_SIDE = 170
+BUNDLED_LONG_SIDE = 114
 DEFAULT_LONG_SIDE = 512
 
 

@@ -48,7 +48,7 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     """Ignore the bundled weights and run the encoder with seeded random weights (ablations, tests)."""
     encoder_long_side: Optional[int] = None
     """Context images are downscaled so their long side is at most this many pixels before encoding
-    (default: 512, or the bundled encoder's training scale, 170, when it is the one used)."""
+    (default: 512, or the bundled encoder's training scale, 114, when it is the one used)."""
     near_disparity: float = 3.0
     """Near plane rule of the official pipeline: disparity (in units of min(h, w) pixels) at the near plane."""
     deterministic: bool = True
