@@ -268,37 +268,21 @@ def _backward_torch(packed_all, bins, geometry, chunk, max_elements, consumed, v
 class _Plan:
     """Everything the compositor needs besides the differentiable tensors."""
 
-    def __init__(self, bins: TileBins, geometry: _TileGeometry, footprints: Footprints, kernels, chunk: int, max_elements: int):
+    def __init__(self, bins: TileBins, geometry: _TileGeometry, footprints: Footprints, kernels, chunk: int, max_elements: int, ed: bool):
         self.bins, self.geometry, self.footprints = bins, geometry, footprints
-        self.kernels, self.chunk, self.max_elements = kernels, chunk, max_elements
-        # threads only pay off with enough work (thread start ~50 us)
+        self.kernels, self.chunk, self.max_elements, self.ed = kernels, chunk, max_elements, ed
+        # threads only pay off with enough work
         self.n_threads = max(1, min(torch.get_num_threads(), int(bins.gauss_ids.numel()) // 4096))
-
-    def forward(self, packed_all: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if self.kernels is None:
-            return _forward_torch(packed_all, self.bins, self.geometry, self.chunk, self.max_elements)
-        b, g = self.bins, self.geometry
-        return self.kernels.forward(
-            packed_all, b.gauss_ids, b.start, b.count, self.footprints.rects, self.footprints.sigma_cut,
-            b.block, b.tiles_x, b.tiles_y, g.width, g.height, self.n_threads,
-        )
-
-    def backward(self, packed_all: Tensor, consumed: Tensor, v_color: Tensor, g_total: Tensor) -> Tensor:
-        if self.kernels is None:
-            return _backward_torch(packed_all, self.bins, self.geometry, self.chunk, self.max_elements, consumed, v_color, g_total)
-        b, g = self.bins, self.geometry
-        return self.kernels.backward(
-            packed_all, b.gauss_ids, b.start, self.footprints.rects, self.footprints.sigma_cut,
-            b.block, b.tiles_x, b.tiles_y, g.width, g.height, consumed, v_color, g_total, self.n_threads,
-        )
 
 
 class _Composite(torch.autograd.Function):
+    """Pure-PyTorch compositing (tile-major buffers, rounds of ``chunk`` Gaussians)."""
+
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, backgrounds, plan):
         # means2d [M, 2], conics [M, 3], colors [M, D], opacities [M], backgrounds [n_cams, D] | None
         packed_all = torch.cat((means2d, conics, opacities[:, None], colors), dim=-1).contiguous()
-        transmittance, accum, consumed = plan.forward(packed_all)
+        transmittance, accum, consumed = _forward_torch(packed_all, plan.bins, plan.geometry, plan.chunk, plan.max_elements)
         ctx.save_for_backward(packed_all, backgrounds, transmittance, accum, consumed)
         ctx.plan = plan
         bins, geometry = plan.bins, plan.geometry
@@ -328,9 +312,38 @@ class _Composite(torch.autograd.Function):
             per_tile = (v_color * transmittance[:, :, None]).sum(1)  # [n_tiles, D]
             v_bg = per_tile.reshape(-1, bins.tiles_x * bins.tiles_y, D).sum(1)
 
-        grads = plan.backward(packed_all, consumed, v_color, g_total)
+        grads = _backward_torch(packed_all, bins, geometry, plan.chunk, plan.max_elements, consumed, v_color, g_total)
         v_means2d, v_conics, v_opac, v_colors = grads.split((2, 3, 1, D), dim=-1)
         return v_means2d, v_conics, v_colors, v_opac[:, 0], v_bg, None
+
+
+class _CompositeNative(torch.autograd.Function):
+    """Compiled compositing: image-layout outputs, the ED division done in the kernel."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, colors, opacities, backgrounds, plan):
+        height, width = plan.geometry.height, plan.geometry.width
+        fp = plan.footprints
+        raw, out, alpha, T, used = plan.kernels.composite_forward(
+            means2d, conics, opacities, colors, backgrounds, plan.ed, plan.bins, fp.rects, fp.sigma_cut,
+            width, height, plan.n_threads,
+        )
+        ctx.save_for_backward(means2d, conics, colors, opacities, backgrounds, raw, T, used)
+        ctx.plan = plan
+        return out, alpha
+
+    @staticmethod
+    def backward(ctx, v_render, v_alpha):
+        means2d, conics, colors, opacities, backgrounds, raw, T, used = ctx.saved_tensors
+        plan = ctx.plan
+        fp = plan.footprints
+        v_render = v_render.contiguous() if v_render is not None else torch.zeros_like(raw)
+        v_alpha = v_alpha.contiguous() if v_alpha is not None else torch.zeros_like(T)
+        v_means2d, v_conics, v_opac, v_colors, v_bg = plan.kernels.composite_backward(
+            means2d, conics, opacities, colors, backgrounds, plan.ed, plan.bins, fp.rects, fp.sigma_cut,
+            plan.geometry.width, plan.geometry.height, raw, T, used, v_render, v_alpha, plan.n_threads,
+        )
+        return v_means2d, v_conics, v_colors, v_opac, v_bg, None
 
 
 def _tiles_to_image(x: Tensor, bins: TileBins, geometry: _TileGeometry, n_cams: int) -> Tensor:
@@ -352,31 +365,32 @@ def _image_to_tiles(img: Tensor, bins: TileBins, geometry: _TileGeometry) -> Ten
 
 
 class _NativeProject(torch.autograd.Function):
-    """Projection + SH colours + footprints with the compiled kernels (hand-written VJP)."""
+    """Projection + SH colours (+ depth channel) + footprints with the compiled kernels
+    (hand-written vector-Jacobian product)."""
 
     @staticmethod
     def forward(ctx, means, quats, scales, sh, opacities, viewmats, Ks, campos, config):
-        kernels, sh_degree, width, height, settings, n_threads = config
+        kernels, sh_degree, ed, width, height, settings, n_threads = config
         sh_arg = sh if sh.numel() else None
-        radii, means2d, depths, conics, colors, rects, sigma_cut = kernels.project_forward(
-            means, quats, scales, opacities, sh_arg, sh_degree, viewmats, Ks, campos, width, height, settings, n_threads
+        radii, means2d, depths, conics, colors, rects, sigma_cut, tiles_per_gauss = kernels.project_forward(
+            means, quats, scales, opacities, sh_arg, sh_degree, ed, viewmats, Ks, campos, width, height, settings, n_threads
         )
         if colors is None:
             colors = means2d.new_zeros(0)
         ctx.save_for_backward(means, quats, scales, sh, opacities, viewmats, Ks, campos, radii)
         ctx.config = config
-        ctx.mark_non_differentiable(radii, rects, sigma_cut)
-        return means2d, depths, conics, colors, radii, rects, sigma_cut
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(radii, rects, sigma_cut, tiles_per_gauss)
+        return means2d, depths, conics, colors, radii, rects, sigma_cut, tiles_per_gauss
 
     @staticmethod
     def backward(ctx, v_means2d, v_depths, v_conics, v_colors, *_):
         means, quats, scales, sh, opacities, viewmats, Ks, campos, radii = ctx.saved_tensors
-        kernels, sh_degree, width, height, settings, n_threads = ctx.config
+        kernels, sh_degree, ed, width, height, settings, n_threads = ctx.config
         sh_arg = sh if sh.numel() else None
-        v_colors = v_colors.contiguous() if sh_arg is not None else None
         v_means, v_quats, v_scales, v_sh = kernels.project_backward(
-            means, quats, scales, opacities, sh_arg, sh_degree, viewmats, Ks, campos, width, height, settings,
-            radii, v_means2d.contiguous(), v_depths.contiguous(), v_conics.contiguous(), v_colors, n_threads,
+            means, quats, scales, opacities, sh_arg, sh_degree, ed, viewmats, Ks, campos, width, height, settings,
+            radii, v_means2d, v_depths, v_conics, v_colors if sh_arg is not None else None, n_threads,
         )
         if v_sh is None:
             v_sh = torch.zeros_like(sh)
@@ -405,6 +419,7 @@ def composite(
     width: int,
     height: int,
     backgrounds: Optional[Float[Tensor, "C D"]] = None,
+    expected_depth: bool = False,
     block: Optional[int] = None,
     chunk: int = DEFAULT_CHUNK,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
@@ -412,7 +427,8 @@ def composite(
 ) -> tuple[Float[Tensor, "C H W D"], Float[Tensor, "C H W 1"], int]:
     """Differentiable front-to-back compositing of projected Gaussians.
 
-    ``kernels``: the compiled kernels (:mod:`.native`) or None for the PyTorch path.
+    ``expected_depth``: the last channel is divided by ``max(alpha, 1e-10)`` (gsplat's
+    "ED"). ``kernels``: the compiled kernels (:mod:`.native`) or None for the PyTorch path.
     Returns ``(render, alpha, n_isects)``.
     """
     C, N = opacities.shape
@@ -430,8 +446,8 @@ def composite(
     else:
         bins = bin_gaussians(footprints, C, N, width, height, block=block)
     geometry = _TileGeometry(bins, width, height, colors.dtype, colors.device)
-    plan = _Plan(bins, geometry, footprints, kernels, chunk, max_elements)
-    render, alpha = _Composite.apply(
+    plan = _Plan(bins, geometry, footprints, kernels, chunk, max_elements, expected_depth)
+    args = (
         means2d.reshape(C * N, 2),
         conics.reshape(C * N, 3),
         colors.reshape(C * N, colors.shape[-1]),
@@ -439,6 +455,13 @@ def composite(
         backgrounds,
         plan,
     )
+    if kernels is not None:
+        args = tuple(a.contiguous() if isinstance(a, Tensor) else a for a in args)
+        render, alpha = _CompositeNative.apply(*args)
+    else:
+        render, alpha = _Composite.apply(*args)
+        if expected_depth:
+            render = torch.cat((render[..., :-1], render[..., -1:] / alpha.clamp(min=1e-10)), dim=-1)
     return render, alpha, int(bins.gauss_ids.numel())
 
 
@@ -475,6 +498,9 @@ def rasterize_torch(
     kernels = _load_kernels(native, dtype, device)
     opac = opacities[None, :].expand(C, N)
     settings = dict(eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip)
+    ed = render_mode == "RGB+ED"
+    if ed and backgrounds is not None:
+        backgrounds = torch.cat((backgrounds, backgrounds.new_zeros(C, 1)), dim=-1)
     # The compiled projection has no gradient for cameras (e.g. camera optimisation).
     native_projection = kernels is not None and not (viewmats.requires_grad or Ks.requires_grad)
 
@@ -482,42 +508,37 @@ def rasterize_torch(
         n_threads = max(1, min(torch.get_num_threads(), (C * N) // 8192))
         campos = torch.linalg.inv(viewmats.detach())[:, :3, 3].contiguous()
         sh = colors.contiguous() if sh_degree is not None else means.new_zeros(0)
-        means2d, depths, conics, rgb, radii, rects, sigma_cut = _NativeProject.apply(
+        means2d, depths, conics, feats, radii, rects, sigma_cut, tiles_per_gauss = _NativeProject.apply(
             means.contiguous(), quats.contiguous(), scales.contiguous(), sh,
             opacities.detach().contiguous(), viewmats.detach().contiguous(), Ks.detach().contiguous(), campos,
-            (kernels, sh_degree, width, height, settings, n_threads),
+            (kernels, sh_degree, ed and sh_degree is not None, width, height, settings, n_threads),
         )
         if sh_degree is None:
-            rgb = colors.expand(C, *colors.shape[-2:]) if colors.dim() == 2 else colors
+            feats = colors.expand(C, *colors.shape[-2:]) if colors.dim() == 2 else colors
+            if ed:
+                feats = torch.cat((feats, depths[..., None]), dim=-1)
         # candidates (radius > 0, opacity >= 1/255) have sigma_cut > 0
         footprints = Footprints(ids=kernels.depth_order(depths.detach(), sigma_cut), rects=rects, sigma_cut=sigma_cut)
     else:
         proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height, **settings)
         means2d, depths, conics, radii = proj.means2d, proj.depths, proj.conics, proj.radii
         if sh_degree is None:
-            rgb = colors.expand(C, *colors.shape[-2:]) if colors.dim() == 2 else colors
+            feats = colors.expand(C, *colors.shape[-2:]) if colors.dim() == 2 else colors
         else:
             shs = colors.expand(C, *colors.shape[-3:]) if colors.dim() == 3 else colors
             campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C, 3]
             dirs = means[None, :, :] - campos[:, None, :]
-            rgb = torch.clamp_min(eval_sh(sh_degree, dirs, shs) + 0.5, 0.0)
-            rgb = torch.where(proj.valid[..., None], rgb, torch.zeros((), dtype=rgb.dtype, device=rgb.device))
+            feats = torch.clamp_min(eval_sh(sh_degree, dirs, shs) + 0.5, 0.0)
+            feats = torch.where(proj.valid[..., None], feats, torch.zeros((), dtype=feats.dtype, device=feats.device))
+        if ed:
+            feats = torch.cat((feats, depths[..., None]), dim=-1)
         footprints = gaussian_footprints(means2d, proj.cov2d, opac, radii, depths, width, height)
-
-    if render_mode == "RGB+ED":
-        feats = torch.cat((rgb, depths[..., None]), dim=-1)
-        if backgrounds is not None:
-            backgrounds = torch.cat((backgrounds, backgrounds.new_zeros(C, 1)), dim=-1)
-    else:
-        feats = rgb
+        tiles_per_gauss = gsplat_tiles_per_gauss(means2d, radii, width, height)
 
     render, alpha, n_isects = composite(
-        means2d, conics, feats, opac, footprints, width, height,
-        backgrounds=backgrounds, block=block, chunk=chunk, max_elements=max_elements, kernels=kernels,
+        means2d, conics, feats, opac, footprints, width, height, backgrounds=backgrounds, expected_depth=ed,
+        block=block, chunk=chunk, max_elements=max_elements, kernels=kernels,
     )
-    if render_mode == "RGB+ED":
-        render = torch.cat((render[..., :-1], render[..., -1:] / alpha.clamp(min=1e-10)), dim=-1)
-
     meta = {
         "camera_ids": None,
         "gaussian_ids": None,
@@ -528,7 +549,7 @@ def rasterize_torch(
         "opacities": opac,
         "tile_width": math.ceil(width / 16),
         "tile_height": math.ceil(height / 16),
-        "tiles_per_gauss": gsplat_tiles_per_gauss(means2d, radii, width, height),
+        "tiles_per_gauss": tiles_per_gauss,
         "width": width,
         "height": height,
         "tile_size": 16,

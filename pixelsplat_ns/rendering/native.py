@@ -24,7 +24,7 @@ from torch import Tensor
 __all__ = ["NativeKernels", "load", "available"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "raster.cpp"
-_ABI_VERSION = 8
+_ABI_VERSION = 9
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -43,19 +43,18 @@ class NativeKernels:
         self.lib = lib
         lib.psn_bin_count.argtypes = [_ptr, _i64, _ptr, _i64, _i64, _i64, _i64, _ptr]
         lib.psn_bin_fill.argtypes = [_ptr, _i64, _ptr, _i64, _i64, _i64, _i64, _ptr, _ptr]
-        fwd = [_ptr, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _int]
-        bwd = [_ptr, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _int]
-        for name in ("psn_forward_f32", "psn_forward_f64"):
-            getattr(lib, name).argtypes = fwd
-        for name in ("psn_backward_f32", "psn_backward_f64"):
-            getattr(lib, name).argtypes = bwd
+        composite = [_ptr] * 5 + [_i64, _i64, _int] + [_ptr] * 5 + [_i64] * 6
+        for name in ("psn_composite_fwd_f32", "psn_composite_fwd_f64"):
+            getattr(lib, name).argtypes = composite + [_ptr] * 5 + [_int]
+        for name in ("psn_composite_bwd_f32", "psn_composite_bwd_f64"):
+            getattr(lib, name).argtypes = composite + [_ptr] * 10 + [_int]
         for name in ("psn_depth_order_f32", "psn_depth_order_f64"):
             getattr(lib, name).argtypes = [_ptr, _ptr, _i64, _ptr]
             getattr(lib, name).restype = _i64
         d = ctypes.c_double
-        proj = [_ptr] * 5 + [_i64, _i64, _int, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, d, d, d, d]
+        proj = [_ptr] * 5 + [_i64, _i64, _int, _int, _ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, d, d, d, d]
         for name in ("psn_project_fwd_f32", "psn_project_fwd_f64"):
-            getattr(lib, name).argtypes = proj + [_ptr] * 7 + [_int]
+            getattr(lib, name).argtypes = proj + [_ptr] * 8 + [_int]
         for name in ("psn_project_bwd_f32", "psn_project_bwd_f64"):
             getattr(lib, name).argtypes = proj + [_ptr] * 9 + [_int]
 
@@ -86,33 +85,51 @@ class NativeKernels:
         self.lib.psn_bin_fill(order.data_ptr(), order.numel(), _p(rects), n_per_cam, block, tiles_x, tiles_y, _p(cursor), _p(ids))
         return ids, start, count
 
-    def forward(self, packed, ids, start, count, rects, sigma_cut, block, tiles_x, tiles_y, width, height, n_threads):
-        n_tiles, P, D = count.numel(), block * block, packed.shape[1] - 6
-        T = torch.empty(n_tiles, P, dtype=packed.dtype)
-        acc = torch.empty(n_tiles, P, D, dtype=packed.dtype)
-        used = torch.empty(n_tiles, P, dtype=torch.int32)
-        fn = getattr(self.lib, "psn_forward_" + self._suffix(packed.dtype))
-        fn(
-            _p(packed), D, _p(ids), _p(start), _p(count), _p(rects), _p(sigma_cut),
-            block, tiles_x, tiles_y, width, height, n_tiles, _p(T), _p(acc), _p(used), n_threads,
-        )
-        return T, acc, used
+    @staticmethod
+    def _composite_args(means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height):
+        M, D = colors.shape
+        return [
+            _p(means2d), _p(conics), _p(opacities), _p(colors), None if backgrounds is None else _p(backgrounds),
+            M, D, int(ed), _p(bins.gauss_ids), _p(bins.start), _p(bins.count), _p(rects), _p(sigma_cut),
+            bins.block, bins.tiles_x, bins.tiles_y, width, height, bins.n_tiles,
+        ]
 
-    def backward(self, packed, ids, start, rects, sigma_cut, block, tiles_x, tiles_y, width, height, consumed, v_color, g_total, n_threads):
-        M, D = packed.shape[0], packed.shape[1] - 6
-        n_tiles = consumed.shape[0]
-        grads = torch.zeros(n_threads, M, 6 + D, dtype=packed.dtype)
-        fn = getattr(self.lib, "psn_backward_" + self._suffix(packed.dtype))
-        fn(
-            _p(packed), D, M, _p(ids), _p(start), _p(rects), _p(sigma_cut),
-            block, tiles_x, tiles_y, width, height, n_tiles, _p(consumed),
-            _p(v_color.contiguous()), _p(g_total.contiguous()), _p(grads), n_threads,
-        )
-        return grads.sum(0) if n_threads > 1 else grads[0]
+    def composite_forward(self, means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height, n_threads):
+        """Image-layout ``(render_raw, render, alpha [C, H, W, 1], T [C, H, W], used [C, H, W])``."""
+        C = bins.n_tiles // (bins.tiles_x * bins.tiles_y)
+        D, dtype = colors.shape[1], colors.dtype
+        raw = torch.empty(C, height, width, D, dtype=dtype)
+        out = torch.empty(C, height, width, D, dtype=dtype) if ed else raw
+        alpha = torch.empty(C, height, width, 1, dtype=dtype)
+        T = torch.empty(C, height, width, dtype=dtype)
+        used = torch.empty(C, height, width, dtype=torch.int32)
+        fn = getattr(self.lib, "psn_composite_fwd_" + self._suffix(dtype))
+        args = self._composite_args(means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height)
+        fn(*args, _p(raw), _p(out), _p(alpha), _p(T), _p(used), n_threads)
+        return raw, out, alpha, T, used
 
+    def composite_backward(
+        self, means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height,
+        raw, T, used, v_render, v_alpha, n_threads,
+    ):
+        """``(v_means2d, v_conics, v_opacities, v_colors, v_backgrounds or None)``."""
+        M, D = colors.shape
+        dtype = colors.dtype
+        v_means2d = torch.empty(M, 2, dtype=dtype)
+        v_conics = torch.empty(M, 3, dtype=dtype)
+        v_opac = torch.empty(M, dtype=dtype)
+        v_colors = torch.empty(M, D, dtype=dtype)
+        v_bg = torch.empty_like(backgrounds) if backgrounds is not None else None
+        fn = getattr(self.lib, "psn_composite_bwd_" + self._suffix(dtype))
+        args = self._composite_args(means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height)
+        fn(
+            *args, _p(raw), _p(T), _p(used), _p(v_render), _p(v_alpha),
+            _p(v_means2d), _p(v_conics), _p(v_opac), _p(v_colors), None if v_bg is None else _p(v_bg), n_threads,
+        )
+        return v_means2d, v_conics, v_opac, v_colors, v_bg
 
     @staticmethod
-    def _project_args(means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, campos, width, height, settings):
+    def _project_args(means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings):
         C, N = viewmats.shape[0], means.shape[0]
         if sh is None:
             sh_ptr, stride, K, degree = None, 0, 0, -1
@@ -120,41 +137,51 @@ class NativeKernels:
             K = sh.shape[-2]
             sh_ptr, stride, degree = _p(sh), (N * K * 3 if sh.dim() == 4 else 0), sh_degree
         return [
-            _p(means), _p(quats), _p(scales), _p(opacities), sh_ptr, stride, K, degree,
+            _p(means), _p(quats), _p(scales), _p(opacities), sh_ptr, stride, K, degree, int(ed),
             _p(viewmats), _p(Ks), _p(campos), C, N, width, height,
             settings["eps2d"], settings["near_plane"], settings["far_plane"], settings["radius_clip"],
         ]
 
-    def project_forward(self, means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, campos, width, height, settings, n_threads):
-        """Projection, SH colours and footprints (all inputs contiguous, one dtype)."""
+    def project_forward(self, means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings, n_threads):
+        """Projection, SH colours (+ depth channel if ``ed``), footprints and gsplat's
+        tiles_per_gauss (all inputs contiguous, one dtype)."""
         C, N, dtype = viewmats.shape[0], means.shape[0], means.dtype
         radii = torch.empty(C, N, dtype=torch.int32)
         means2d = torch.empty(C, N, 2, dtype=dtype)
         depths = torch.empty(C, N, dtype=dtype)
         conics = torch.empty(C, N, 3, dtype=dtype)
-        colors = torch.empty(C, N, 3, dtype=dtype) if sh is not None else None
+        colors = torch.empty(C, N, 4 if ed else 3, dtype=dtype) if sh is not None else None
         rects = torch.empty(C * N, 4, dtype=torch.int32)
         sigma_cut = torch.empty(C * N, dtype=dtype)
+        tiles_per_gauss = torch.empty(C, N, dtype=torch.int32)
         fn = getattr(self.lib, "psn_project_fwd_" + self._suffix(dtype))
-        args = self._project_args(means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, campos, width, height, settings)
-        fn(*args, _p(radii), _p(means2d), _p(depths), _p(conics), None if colors is None else _p(colors), _p(rects), _p(sigma_cut), n_threads)
-        return radii, means2d, depths, conics, colors, rects, sigma_cut
+        args = self._project_args(means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings)
+        fn(
+            *args, _p(radii), _p(means2d), _p(depths), _p(conics), None if colors is None else _p(colors),
+            _p(rects), _p(sigma_cut), _p(tiles_per_gauss), n_threads,
+        )
+        return radii, means2d, depths, conics, colors, rects, sigma_cut, tiles_per_gauss
 
     def project_backward(
-        self, means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, campos, width, height, settings,
+        self, means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings,
         radii, v_means2d, v_depths, v_conics, v_colors, n_threads,
     ):
-        """Gradients w.r.t. means, quats, scales and SH coefficients (None without SH)."""
+        """Gradients w.r.t. means, quats, scales and SH coefficients (None without SH);
+        missing (None) output gradients count as zero."""
         v_means = torch.empty_like(means)
         v_quats = torch.empty_like(quats)
         v_scales = torch.empty_like(scales)
         v_sh = torch.empty_like(sh) if sh is not None else None  # cleared by the kernel
         fn = getattr(self.lib, "psn_project_bwd_" + self._suffix(means.dtype))
-        args = self._project_args(means, quats, scales, opacities, sh, sh_degree, viewmats, Ks, campos, width, height, settings)
+        args = self._project_args(means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings)
+
+        def ptr(t):
+            return None if t is None else _p(t.contiguous())
+
+        keep = [t.contiguous() if t is not None else None for t in (v_means2d, v_depths, v_conics, v_colors)]
         fn(
-            *args, _p(radii), _p(v_means2d), _p(v_depths), _p(v_conics),
-            None if v_colors is None else _p(v_colors), _p(v_means), _p(v_quats), _p(v_scales),
-            None if v_sh is None else _p(v_sh), n_threads,
+            *args, _p(radii), *(ptr(t) for t in keep),
+            _p(v_means), _p(v_quats), _p(v_scales), None if v_sh is None else _p(v_sh), n_threads,
         )
         return v_means, v_quats, v_scales, v_sh
 

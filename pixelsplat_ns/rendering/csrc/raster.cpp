@@ -147,10 +147,11 @@ typename Row<S, B>::V lane_centres(int64_t ox) {
     return v;
 }
 
+// Forward over one tile; leaves T, used (list position of the terminating Gaussian, or
+// the list length) and the planar colour sums acc[DC][P] in scratch.
 template <typename S, int B, int DC>
 void forward_tile(const S *packed, const int64_t *list, int64_t n, const int32_t *rects, const S *sigma_cut,
-                  int64_t ox, int64_t oy, int64_t width, int64_t height, S *T_out, S *acc_out, int32_t *used_out,
-                  S *scratch) {
+                  int64_t ox, int64_t oy, int64_t width, int64_t height, S *scratch) {
     static_assert(DC >= 3 && DC <= 4, "3 or 4 channels");
     typedef Row<S, B> R;
     typedef typename R::V V;
@@ -198,18 +199,15 @@ void forward_tile(const S *packed, const int64_t *list, int64_t n, const int32_t
             R::store(used + off, term ? jv : R::load(used + off));
         }
     }
-    for (int p = 0; p < P; ++p) {
-        T_out[p] = T[p];
-        used_out[p] = (int32_t)used[p];
-        for (int k = 0; k < DC; ++k) acc_out[p * DC + k] = acc[k * P + p];
-    }
 }
 
 // Backward over one tile: replays the forward front to back (same alpha code; entries at
 // or beyond a pixel's consumed count are ignored) and accumulates per-Gaussian gradients.
+// Backward over one tile. scratch holds, per pixel, T = 1, G = 0, gt = G_total, used (as
+// S) and the planar colour gradients vc[DC][P]; n = the largest used.
 template <typename S, int B, int DC>
-void backward_tile(const S *packed, const int64_t *list, const int32_t *rects, const S *sigma_cut, int64_t ox,
-                   int64_t oy, const int32_t *used_in, const S *v_color, const S *g_total, S *buf, S *scratch) {
+void backward_tile(const S *packed, const int64_t *list, int64_t n, const int32_t *rects, const S *sigma_cut,
+                   int64_t ox, int64_t oy, S *buf, S *scratch) {
     static_assert(DC >= 3 && DC <= 4, "3 or 4 channels");
     typedef Row<S, B> R;
     typedef typename R::V V;
@@ -217,15 +215,6 @@ void backward_tile(const S *packed, const int64_t *list, const int32_t *rects, c
     constexpr int P = B * B;
     constexpr int64_t stride = 6 + DC;
     S *T = scratch, *G = scratch + P, *gt = scratch + 2 * P, *used = scratch + 3 * P, *vc = scratch + 4 * P;
-    int64_t n = 0;
-    for (int p = 0; p < P; ++p) {
-        T[p] = S(1);
-        G[p] = S(0);
-        gt[p] = g_total[p];
-        used[p] = S(used_in[p]);
-        n = std::max<int64_t>(n, used_in[p]);
-        for (int k = 0; k < DC; ++k) vc[k * P + p] = v_color[p * DC + k];
-    }
     const V px = lane_centres<S, B>(ox);
     for (int64_t j = 0; j < n; ++j) {
         const int64_t gid = list[j];
@@ -286,74 +275,160 @@ void backward_tile(const S *packed, const int64_t *list, const int32_t *rects, c
     }
 }
 
+template <typename S>
+struct CompositeArgs {
+    const S *means2d, *conics, *opac, *colors;  // [M][2], [M][3], [M], [M][D]
+    const S *bg;                                // [C][D] or null
+    int64_t M, D;
+    int ed;  // last channel is depth: output it divided by max(alpha, 1e-10) (gsplat's "ED")
+    const int64_t *ids, *start, *count;
+    const int32_t *rects;
+    const S *sigma_cut;
+    Grid g;
+};
+
+// Gaussian records (mean, conic, opacity, colour) packed for locality.
+template <typename S>
+std::vector<S> pack_gaussians(const CompositeArgs<S> &a, int n_threads) {
+    const int64_t stride = 6 + a.D;
+    std::vector<S> packed(a.M * stride);
+    const int64_t block = 8192;
+    parallel_for((a.M + block - 1) / block, n_threads, [&](int, int64_t b) {
+        for (int64_t i = b * block; i < std::min(a.M, (b + 1) * block); ++i) {
+            S *o = packed.data() + i * stride;
+            o[0] = a.means2d[2 * i], o[1] = a.means2d[2 * i + 1];
+            o[2] = a.conics[3 * i], o[3] = a.conics[3 * i + 1], o[4] = a.conics[3 * i + 2];
+            o[5] = a.opac[i];
+            for (int64_t k = 0; k < a.D; ++k) o[6 + k] = a.colors[i * a.D + k];
+        }
+    });
+    return packed;
+}
+
+// Image-layout outputs: render_raw = sum alpha T c + T bg, render_out = the same with the
+// ED channel divided by max(1 - T, 1e-10), alpha = 1 - T, and T / used for the backward.
 template <typename S, int B, int DC>
-void forward_all(const S *packed, int64_t D, const int64_t *ids, const int64_t *start, const int64_t *count,
-                 const int32_t *rects, const S *sigma_cut, Grid g, S *T_out, S *acc_out, int32_t *used_out,
+void forward_all(const CompositeArgs<S> &a, S *render_raw, S *render_out, S *alpha_out, S *T_img, int32_t *used_img,
                  int n_threads) {
     constexpr int P = B * B;
-    const int64_t per_cam = g.tiles_x * g.tiles_y;
+    const Grid &g = a.g;
+    const int64_t per_cam = g.tiles_x * g.tiles_y, W = g.width, H = g.height;
+    const std::vector<S> packed = pack_gaussians(a, n_threads);
     const int nt = std::max(1, n_threads);
-    std::vector<std::vector<S>> scratch(nt, std::vector<S>((3 + D) * P));
+    std::vector<std::vector<S>> scratch(nt, std::vector<S>((3 + DC) * P));
     parallel_for(g.n_tiles, n_threads, [&](int thread, int64_t t) {
-        const int64_t in_cam = t % per_cam;
+        const int64_t cam = t / per_cam, in_cam = t % per_cam;
         const int64_t ox = (in_cam % g.tiles_x) * B, oy = (in_cam / g.tiles_x) * B;
-        forward_tile<S, B, DC>(packed, ids + start[t], count[t], rects, sigma_cut, ox, oy, g.width, g.height,
-                               T_out + t * P, acc_out + t * P * D, used_out + t * P, scratch[thread].data());
+        S *sc = scratch[thread].data();
+        forward_tile<S, B, DC>(packed.data(), a.ids + a.start[t], a.count[t], a.rects, a.sigma_cut, ox, oy, W, H, sc);
+        const S *T = sc, *used = sc + 2 * P, *acc = sc + 3 * P;
+        const S *bg = a.bg ? a.bg + cam * DC : nullptr;
+        for (int v = 0; v < B && oy + v < H; ++v) {
+            for (int u = 0; u < B && ox + u < W; ++u) {
+                const int p = v * B + u;
+                const int64_t pix = (cam * H + oy + v) * W + ox + u;
+                const S Tp = T[p], alpha = S(1) - Tp;
+                T_img[pix] = Tp;
+                alpha_out[pix] = alpha;
+                used_img[pix] = (int32_t)used[p];
+                for (int k = 0; k < DC; ++k) {
+                    const S raw = bg ? acc[k * P + p] + Tp * bg[k] : acc[k * P + p];
+                    render_raw[pix * DC + k] = raw;
+                    render_out[pix * DC + k] = (a.ed && k == DC - 1) ? raw / std::max(alpha, S(1e-10)) : raw;
+                }
+            }
+        }
     });
 }
 
+// Gradients: v_means2d [M][2], v_conics [M][3], v_opac [M], v_colors [M][D], v_bg [C][D]
+// (optional), from dL/d render_out [C][H][W][D] and dL/d alpha [C][H][W].
 template <typename S, int B, int DC>
-void backward_all(const S *packed, int64_t D, int64_t M, const int64_t *ids, const int64_t *start,
-                  const int32_t *rects, const S *sigma_cut, Grid g, const int32_t *used, const S *v_color,
-                  const S *g_total, S *grads, int n_threads) {
+void backward_all(const CompositeArgs<S> &a, const S *render_raw, const S *T_img, const int32_t *used_img,
+                  const S *v_render, const S *v_alpha, S *v_means2d, S *v_conics, S *v_opac, S *v_colors, S *v_bg,
+                  int n_threads) {
     constexpr int P = B * B;
-    const int64_t per_cam = g.tiles_x * g.tiles_y;
-    const int nt = std::max(1, n_threads);
-    std::vector<std::vector<S>> scratch(nt, std::vector<S>((4 + D) * P));
-    parallel_for(g.n_tiles, n_threads, [&](int thread, int64_t t) {
-        const int64_t in_cam = t % per_cam;
+    constexpr int64_t stride = 6 + DC;
+    const Grid &g = a.g;
+    const int64_t per_cam = g.tiles_x * g.tiles_y, W = g.width, H = g.height, C = g.n_tiles / per_cam;
+    const std::vector<S> packed = pack_gaussians(a, n_threads);
+    const int nt = std::max(1, std::min<int>(n_threads, (int)std::max<int64_t>(1, g.n_tiles)));
+    std::vector<std::vector<S>> scratch(nt, std::vector<S>((4 + DC) * P));
+    std::vector<std::vector<S>> bufs(nt), bg_bufs(nt, std::vector<S>(C * DC, S(0)));
+    parallel_for(nt, nt, [&](int, int64_t k) { bufs[k].assign(a.M * stride, S(0)); });
+    parallel_for(g.n_tiles, nt, [&](int thread, int64_t t) {
+        const int64_t cam = t / per_cam, in_cam = t % per_cam;
         const int64_t ox = (in_cam % g.tiles_x) * B, oy = (in_cam / g.tiles_x) * B;
-        backward_tile<S, B, DC>(packed, ids + start[t], rects, sigma_cut, ox, oy, used + t * P,
-                                v_color + t * P * D, g_total + t * P, grads + (int64_t)thread * M * (6 + D),
-                                scratch[thread].data());
+        S *sc = scratch[thread].data();
+        S *T = sc, *G = sc + P, *gt = sc + 2 * P, *used = sc + 3 * P, *vc = sc + 4 * P;
+        S *vbg = bg_bufs[thread].data() + cam * DC;
+        int64_t n = 0;
+        for (int p = 0; p < P; ++p) {
+            const int u = p % B, v = p / B;
+            T[p] = S(1), G[p] = S(0), gt[p] = S(0), used[p] = S(0);
+            for (int k = 0; k < DC; ++k) vc[k * P + p] = S(0);
+            if (ox + u >= W || oy + v >= H) continue;
+            const int64_t pix = (cam * H + oy + v) * W + ox + u;
+            const S Tp = T_img[pix], alpha = S(1) - Tp;
+            S vA = v_alpha[pix], total = 0;
+            for (int k = 0; k < DC; ++k) {
+                S gk = v_render[pix * DC + k];
+                if (a.ed && k == DC - 1) {  // out = raw / max(alpha, 1e-10)
+                    const S den = std::max(alpha, S(1e-10));
+                    if (alpha >= S(1e-10)) vA -= gk * render_raw[pix * DC + k] / (den * den);
+                    gk = gk / den;
+                }
+                vc[k * P + p] = gk;
+                total += gk * render_raw[pix * DC + k];
+                if (a.bg) vbg[k] += Tp * gk;
+            }
+            // G_total = g.(C_fg + T bg) - T dL/dA, with dL/dA counted through alpha = 1 - T
+            gt[p] = total - Tp * vA;
+            used[p] = S(used_img[pix]);
+            n = std::max<int64_t>(n, used_img[pix]);
+        }
+        if (n > 0)
+            backward_tile<S, B, DC>(packed.data(), a.ids + a.start[t], n, a.rects, a.sigma_cut, ox, oy,
+                                    bufs[thread].data(), sc);
     });
-}
-
-template <typename S, int B>
-void forward_d(const S *packed, int64_t D, const int64_t *ids, const int64_t *start, const int64_t *count,
-               const int32_t *rects, const S *cut, Grid g, S *T, S *acc, int32_t *used, int nt) {
-    switch (D) {
-        case 3: return forward_all<S, B, 3>(packed, D, ids, start, count, rects, cut, g, T, acc, used, nt);
-        case 4: return forward_all<S, B, 4>(packed, D, ids, start, count, rects, cut, g, T, acc, used, nt);
-        default: return;  // only 3 (RGB) and 4 (RGB + depth) channels; Python checks
-    }
-}
-
-template <typename S, int B>
-void backward_d(const S *packed, int64_t D, int64_t M, const int64_t *ids, const int64_t *start,
-                const int32_t *rects, const S *cut, Grid g, const int32_t *used, const S *vc, const S *gt, S *grads,
-                int nt) {
-    switch (D) {
-        case 3: return backward_all<S, B, 3>(packed, D, M, ids, start, rects, cut, g, used, vc, gt, grads, nt);
-        case 4: return backward_all<S, B, 4>(packed, D, M, ids, start, rects, cut, g, used, vc, gt, grads, nt);
-        default: return;  // only 3 (RGB) and 4 (RGB + depth) channels; Python checks
+    const int64_t block = 8192;
+    parallel_for((a.M + block - 1) / block, nt, [&](int, int64_t b) {
+        for (int64_t i = b * block; i < std::min(a.M, (b + 1) * block); ++i) {
+            S r[stride];
+            for (int k = 0; k < stride; ++k) r[k] = bufs[0][i * stride + k];
+            for (int th = 1; th < nt; ++th)
+                for (int k = 0; k < stride; ++k) r[k] += bufs[th][i * stride + k];
+            v_means2d[2 * i] = r[0], v_means2d[2 * i + 1] = r[1];
+            v_conics[3 * i] = r[2], v_conics[3 * i + 1] = r[3], v_conics[3 * i + 2] = r[4];
+            v_opac[i] = r[5];
+            for (int k = 0; k < DC; ++k) v_colors[i * DC + k] = r[6 + k];
+        }
+    });
+    if (v_bg) {
+        for (int64_t i = 0; i < C * DC; ++i) {
+            S acc = 0;
+            for (int th = 0; th < nt; ++th) acc += bg_bufs[th][i];
+            v_bg[i] = acc;
+        }
     }
 }
 
 template <typename S>
-void forward_dispatch(const S *packed, int64_t D, const int64_t *ids, const int64_t *start, const int64_t *count,
-                      const int32_t *rects, const S *cut, Grid g, S *T, S *acc, int32_t *used, int nt) {
-    // only 8x8 and 16x16 tiles; Python checks
-    if (g.block == 8) return forward_d<S, 8>(packed, D, ids, start, count, rects, cut, g, T, acc, used, nt);
-    if (g.block == 16) return forward_d<S, 16>(packed, D, ids, start, count, rects, cut, g, T, acc, used, nt);
+void composite_forward(const CompositeArgs<S> &a, S *raw, S *out, S *alpha, S *T, int32_t *used, int nt) {
+    // only 3 (RGB) / 4 (RGB + depth) channels on 8x8 or 16x16 tiles; Python checks
+    if (a.g.block == 8 && a.D == 3) return forward_all<S, 8, 3>(a, raw, out, alpha, T, used, nt);
+    if (a.g.block == 8 && a.D == 4) return forward_all<S, 8, 4>(a, raw, out, alpha, T, used, nt);
+    if (a.g.block == 16 && a.D == 3) return forward_all<S, 16, 3>(a, raw, out, alpha, T, used, nt);
+    if (a.g.block == 16 && a.D == 4) return forward_all<S, 16, 4>(a, raw, out, alpha, T, used, nt);
 }
 
 template <typename S>
-void backward_dispatch(const S *packed, int64_t D, int64_t M, const int64_t *ids, const int64_t *start,
-                       const int32_t *rects, const S *cut, Grid g, const int32_t *used, const S *vc, const S *gt,
-                       S *grads, int nt) {
-    if (g.block == 8) return backward_d<S, 8>(packed, D, M, ids, start, rects, cut, g, used, vc, gt, grads, nt);
-    if (g.block == 16) return backward_d<S, 16>(packed, D, M, ids, start, rects, cut, g, used, vc, gt, grads, nt);
+void composite_backward(const CompositeArgs<S> &a, const S *raw, const S *T, const int32_t *used, const S *vr,
+                        const S *va, S *vm, S *vcon, S *vo, S *vcol, S *vbg, int nt) {
+    if (a.g.block == 8 && a.D == 3) return backward_all<S, 8, 3>(a, raw, T, used, vr, va, vm, vcon, vo, vcol, vbg, nt);
+    if (a.g.block == 8 && a.D == 4) return backward_all<S, 8, 4>(a, raw, T, used, vr, va, vm, vcon, vo, vcol, vbg, nt);
+    if (a.g.block == 16 && a.D == 3) return backward_all<S, 16, 3>(a, raw, T, used, vr, va, vm, vcon, vo, vcol, vbg, nt);
+    if (a.g.block == 16 && a.D == 4) return backward_all<S, 16, 4>(a, raw, T, used, vr, va, vm, vcon, vo, vcol, vbg, nt);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -426,6 +501,7 @@ struct ProjectArgs {
     const S *means, *quats, *scales, *opac, *sh, *viewmats, *Ks, *campos;
     int64_t sh_cam_stride, K;
     int sh_degree;
+    int ed;  // colours get a 4th channel: the depth (for gsplat's "RGB+ED")
     int64_t C, N, width, height;
     double eps2d, near_plane, far_plane, radius_clip;
 };
@@ -509,7 +585,8 @@ void project_one(const CamConst<S> &k, const S *mean, const S *M, const ProjectA
 
 template <typename S>
 void project_forward(const ProjectArgs<S> &a, int32_t *radii, S *means2d, S *depths, S *conics, S *colors,
-                     int32_t *rects, S *sigma_cut, int n_threads) {
+                     int32_t *rects, S *sigma_cut, int32_t *tiles_per_gauss, int n_threads) {
+    const int64_t DC = 3 + (a.ed ? 1 : 0);
     std::vector<CamConst<S>> cams;
     for (int64_t c = 0; c < a.C; ++c) cams.push_back(camera_constants(a, c));
     const int64_t gs_tx = (a.width + 15) / 16, gs_ty = (a.height + 15) / 16;
@@ -527,6 +604,8 @@ void project_forward(const ProjectArgs<S> &a, int32_t *radii, S *means2d, S *dep
                 ProjState<S> st;
                 project_one(k, mean, M, a, st);
                 depths[i] = st.p[2];
+                if (colors && a.ed) colors[DC * i + 3] = st.p[2];
+                tiles_per_gauss[i] = 0;
                 const S mx = k.fx * st.p[0] * st.rz + k.cx, my = k.fy * st.p[1] * st.rz + k.cy;
                 const S hb = S(0.5) * (st.cxx + st.cyy);
                 const S v1 = hb + std::sqrt(std::max(hb * hb - st.det, S(0.01)));
@@ -540,7 +619,7 @@ void project_forward(const ProjectArgs<S> &a, int32_t *radii, S *means2d, S *dep
                     radii[i] = 0;
                     means2d[2 * i] = means2d[2 * i + 1] = S(0);
                     conics[3 * i] = conics[3 * i + 1] = conics[3 * i + 2] = S(0);
-                    if (colors) colors[3 * i] = colors[3 * i + 1] = colors[3 * i + 2] = S(0);
+                    if (colors) colors[DC * i] = colors[DC * i + 1] = colors[DC * i + 2] = S(0);
                     continue;
                 }
                 radii[i] = (int32_t)radius;
@@ -559,17 +638,19 @@ void project_forward(const ProjectArgs<S> &a, int32_t *radii, S *means2d, S *dep
                     for (int ch = 0; ch < 3; ++ch) {
                         S v = 0;
                         for (int kb = 0; kb < n_bases; ++kb) v += basis[kb] * coef[3 * kb + ch];
-                        colors[3 * i + ch] = std::max(v + S(0.5), S(0));
+                        colors[DC * i + ch] = std::max(v + S(0.5), S(0));
                     }
                 }
-                // Footprint: gsplat's 16-pixel tile rectangle cut to the alpha >= 1/255 box.
-                const S o = a.opac[n];
-                if (!(o >= S(1.0 / 255.0))) continue;
+                // gsplat's 16-pixel tile rectangle (meta "tiles_per_gauss"), then the footprint:
+                // that rectangle cut to the alpha >= 1/255 box.
                 const S tr = S(radii[i]) / S(16), tx = mx / S(16), ty = my / S(16);
                 const int64_t x0 = std::min<int64_t>(std::max<int64_t>((int64_t)std::floor(tx - tr), 0), gs_tx);
                 const int64_t x1 = std::min<int64_t>(std::max<int64_t>((int64_t)std::ceil(tx + tr), 0), gs_tx);
                 const int64_t y0 = std::min<int64_t>(std::max<int64_t>((int64_t)std::floor(ty - tr), 0), gs_ty);
                 const int64_t y1 = std::min<int64_t>(std::max<int64_t>((int64_t)std::ceil(ty + tr), 0), gs_ty);
+                tiles_per_gauss[i] = (int32_t)((x1 - x0) * (y1 - y0));
+                const S o = a.opac[n];
+                if (!(o >= S(1.0 / 255.0))) continue;
                 const double level = std::max(std::log(255.0 * (double)o), 0.0);
                 const double ext_x = std::sqrt(2.0 * level * (double)st.cxx) * 1.001 + 1e-3;
                 const double ext_y = std::sqrt(2.0 * level * (double)st.cyy) * 1.001 + 1e-3;
@@ -598,6 +679,7 @@ void project_backward(const ProjectArgs<S> &a, const int32_t *radii, const S *v_
     for (int64_t c = 0; c < a.C; ++c) cams.push_back(camera_constants(a, c));
     const int64_t block = 2048, n_blocks = (a.N + block - 1) / block;
     const int n_bases = a.sh_degree >= 0 ? (a.sh_degree + 1) * (a.sh_degree + 1) : 0;
+    const int64_t DC = 3 + (a.ed ? 1 : 0);
     parallel_for(n_blocks, n_threads, [&](int, int64_t b) {
         Dual3<S> dbasis[25];
         S basis[25];
@@ -614,7 +696,8 @@ void project_backward(const ProjectArgs<S> &a, const int32_t *radii, const S *v_
             for (int64_t c = 0; c < a.C; ++c) {
                 const int64_t i = c * a.N + n;
                 // depth is always an output (it feeds the expected-depth channel)
-                S g_p[3] = {0, 0, v_depths[i]};
+                S g_p[3] = {0, 0, v_depths ? v_depths[i] : S(0)};
+                if (v_colors && a.ed) g_p[2] += v_colors[DC * i + 3];
                 if (radii[i] > 0) {
                     const CamConst<S> &k = cams[c];
                     ProjState<S> st;
@@ -622,7 +705,8 @@ void project_backward(const ProjectArgs<S> &a, const int32_t *radii, const S *v_
                     // conic = inverse of the dilated covariance: dL/dSigma = -Q V Q
                     const S inv = S(1) / st.det;
                     const S qa = st.cyy * inv, qb = -st.cxy * inv, qc = st.cxx * inv;
-                    const S va = v_conics[3 * i], vb = S(0.5) * v_conics[3 * i + 1], vc = v_conics[3 * i + 2];
+                    const S va = v_conics ? v_conics[3 * i] : S(0), vb = v_conics ? S(0.5) * v_conics[3 * i + 1] : S(0),
+                            vc = v_conics ? v_conics[3 * i + 2] : S(0);
                     // QV
                     const S t00 = qa * va + qb * vb, t01 = qa * vb + qb * vc;
                     const S t10 = qb * va + qc * vb, t11 = qb * vb + qc * vc;
@@ -649,7 +733,7 @@ void project_backward(const ProjectArgs<S> &a, const int32_t *radii, const S *v_
                     }
                     S g_rz = k.fx * g_kx + k.fy * g_ky;
                     // mean2d = (fx x rz + cx, fy y rz + cy)
-                    const S vmx = v_means2d[2 * i], vmy = v_means2d[2 * i + 1];
+                    const S vmx = v_means2d ? v_means2d[2 * i] : S(0), vmy = v_means2d ? v_means2d[2 * i + 1] : S(0);
                     g_p[0] += k.fx * st.rz * vmx;
                     g_p[1] += k.fy * st.rz * vmy;
                     g_rz += k.fx * st.p[0] * vmx + k.fy * st.p[1] * vmy;
@@ -688,7 +772,7 @@ void project_backward(const ProjectArgs<S> &a, const int32_t *radii, const S *v_
                         for (int ch = 0; ch < 3; ++ch) {
                             S v = 0;
                             for (int kb = 0; kb < n_bases; ++kb) v += basis[kb] * coef[3 * kb + ch];
-                            g_raw[ch] = (v + S(0.5) >= S(0)) ? v_colors[3 * i + ch] : S(0);
+                            g_raw[ch] = (v + S(0.5) >= S(0)) ? v_colors[DC * i + ch] : S(0);
                         }
                         S g_u[3] = {0, 0, 0};
                         for (int kb = 0; kb < n_bases; ++kb) {
@@ -804,7 +888,7 @@ int64_t psn_depth_order_f64(const double *depths, const double *cut, int64_t M, 
 }
 
 
-int psn_abi_version() { return 8; }
+int psn_abi_version() { return 9; }
 
 // Count, per tile, the Gaussians of `order` (flat ids, camera = id / n_per_cam) whose pixel
 // rectangle overlaps it.
@@ -838,50 +922,52 @@ void psn_bin_fill(const int64_t *order, int64_t n_order, const int32_t *rects, i
     }
 }
 
-#define PSN_GRID Grid{block, tiles_x, tiles_y, width, height, n_tiles}
+#define PSN_COMPOSITE_ARGS(S)                                                                                \
+    const S *means2d, const S *conics, const S *opac, const S *colors, const S *bg, int64_t M, int64_t D, int ed, \
+        const int64_t *ids, const int64_t *start, const int64_t *count, const int32_t *rects, const S *cut,       \
+        int64_t block, int64_t tiles_x, int64_t tiles_y, int64_t width, int64_t height, int64_t n_tiles
+#define PSN_COMPOSITE_PACK(S)                                                                                  \
+    CompositeArgs<S>{means2d, conics, opac, colors, bg, M, D, ed, ids, start, count, rects, cut,                 \
+                     Grid{block, tiles_x, tiles_y, width, height, n_tiles}}
 
-void psn_forward_f32(const float *packed, int64_t D, const int64_t *ids, const int64_t *start, const int64_t *count,
-                     const int32_t *rects, const float *cut, int64_t block, int64_t tiles_x, int64_t tiles_y,
-                     int64_t width, int64_t height, int64_t n_tiles, float *T, float *acc, int32_t *used, int nt) {
-    forward_dispatch<float>(packed, D, ids, start, count, rects, cut, PSN_GRID, T, acc, used, nt);
+void psn_composite_fwd_f32(PSN_COMPOSITE_ARGS(float), float *raw, float *out, float *alpha, float *T, int32_t *used,
+                           int nt) {
+    composite_forward<float>(PSN_COMPOSITE_PACK(float), raw, out, alpha, T, used, nt);
 }
-
-void psn_forward_f64(const double *packed, int64_t D, const int64_t *ids, const int64_t *start,
-                     const int64_t *count, const int32_t *rects, const double *cut, int64_t block, int64_t tiles_x,
-                     int64_t tiles_y, int64_t width, int64_t height, int64_t n_tiles, double *T, double *acc,
-                     int32_t *used, int nt) {
-    forward_dispatch<double>(packed, D, ids, start, count, rects, cut, PSN_GRID, T, acc, used, nt);
+void psn_composite_fwd_f64(PSN_COMPOSITE_ARGS(double), double *raw, double *out, double *alpha, double *T,
+                           int32_t *used, int nt) {
+    composite_forward<double>(PSN_COMPOSITE_PACK(double), raw, out, alpha, T, used, nt);
 }
-
-void psn_backward_f32(const float *packed, int64_t D, int64_t M, const int64_t *ids, const int64_t *start,
-                      const int32_t *rects, const float *cut, int64_t block, int64_t tiles_x, int64_t tiles_y,
-                      int64_t width, int64_t height, int64_t n_tiles, const int32_t *used, const float *vc,
-                      const float *gt, float *grads, int nt) {
-    backward_dispatch<float>(packed, D, M, ids, start, rects, cut, PSN_GRID, used, vc, gt, grads, nt);
+void psn_composite_bwd_f32(PSN_COMPOSITE_ARGS(float), const float *raw, const float *T, const int32_t *used,
+                           const float *v_render, const float *v_alpha, float *v_means2d, float *v_conics,
+                           float *v_opac, float *v_colors, float *v_bg, int nt) {
+    composite_backward<float>(PSN_COMPOSITE_PACK(float), raw, T, used, v_render, v_alpha, v_means2d, v_conics, v_opac,
+                              v_colors, v_bg, nt);
 }
-
-void psn_backward_f64(const double *packed, int64_t D, int64_t M, const int64_t *ids, const int64_t *start,
-                      const int32_t *rects, const double *cut, int64_t block, int64_t tiles_x, int64_t tiles_y,
-                      int64_t width, int64_t height, int64_t n_tiles, const int32_t *used, const double *vc,
-                      const double *gt, double *grads, int nt) {
-    backward_dispatch<double>(packed, D, M, ids, start, rects, cut, PSN_GRID, used, vc, gt, grads, nt);
+void psn_composite_bwd_f64(PSN_COMPOSITE_ARGS(double), const double *raw, const double *T, const int32_t *used,
+                           const double *v_render, const double *v_alpha, double *v_means2d, double *v_conics,
+                           double *v_opac, double *v_colors, double *v_bg, int nt) {
+    composite_backward<double>(PSN_COMPOSITE_PACK(double), raw, T, used, v_render, v_alpha, v_means2d, v_conics,
+                               v_opac, v_colors, v_bg, nt);
 }
 
 #define PSN_PROJECT_ARGS(S)                                                                                        \
     const S *means, const S *quats, const S *scales, const S *opac, const S *sh, int64_t sh_cam_stride, int64_t K, \
-        int sh_degree, const S *viewmats, const S *Ks, const S *campos, int64_t C, int64_t N, int64_t width,      \
-        int64_t height, double eps2d, double near_plane, double far_plane, double radius_clip
+        int sh_degree, int ed, const S *viewmats, const S *Ks, const S *campos, int64_t C, int64_t N,             \
+        int64_t width, int64_t height, double eps2d, double near_plane, double far_plane, double radius_clip
 #define PSN_PROJECT_PACK(S)                                                                                        \
-    ProjectArgs<S>{means, quats, scales, opac, sh, viewmats, Ks, campos, sh_cam_stride, K, sh_degree, C, N, width, \
-                   height, eps2d, near_plane, far_plane, radius_clip}
+    ProjectArgs<S>{means, quats, scales, opac, sh, viewmats, Ks, campos, sh_cam_stride, K, sh_degree, ed, C, N,    \
+                   width, height, eps2d, near_plane, far_plane, radius_clip}
 
 void psn_project_fwd_f32(PSN_PROJECT_ARGS(float), int32_t *radii, float *means2d, float *depths, float *conics,
-                         float *colors, int32_t *rects, float *sigma_cut, int nt) {
-    project_forward<float>(PSN_PROJECT_PACK(float), radii, means2d, depths, conics, colors, rects, sigma_cut, nt);
+                         float *colors, int32_t *rects, float *sigma_cut, int32_t *tiles_per_gauss, int nt) {
+    project_forward<float>(PSN_PROJECT_PACK(float), radii, means2d, depths, conics, colors, rects, sigma_cut,
+                           tiles_per_gauss, nt);
 }
 void psn_project_fwd_f64(PSN_PROJECT_ARGS(double), int32_t *radii, double *means2d, double *depths, double *conics,
-                         double *colors, int32_t *rects, double *sigma_cut, int nt) {
-    project_forward<double>(PSN_PROJECT_PACK(double), radii, means2d, depths, conics, colors, rects, sigma_cut, nt);
+                         double *colors, int32_t *rects, double *sigma_cut, int32_t *tiles_per_gauss, int nt) {
+    project_forward<double>(PSN_PROJECT_PACK(double), radii, means2d, depths, conics, colors, rects, sigma_cut,
+                            tiles_per_gauss, nt);
 }
 void psn_project_bwd_f32(PSN_PROJECT_ARGS(float), const int32_t *radii, const float *v_means2d, const float *v_depths,
                          const float *v_conics, const float *v_colors, float *v_means, float *v_quats, float *v_scales,
