@@ -77,7 +77,10 @@ class GaussianAdapter(nn.Module):
         raw: Float[Tensor, "batch view ray surface channel"],
         image_shape: tuple[int, int],
         eps: float = 1e-8,
+        sh_blocks: list[Tensor] | None = None,
     ) -> AdaptedGaussians:
+        """``sh_blocks``: Wigner-D matrices of the views' rotations (``wigner_blocks``), if
+        already computed."""
         per_view = (slice(None), slice(None), None, None, None)  # b v -> b v 1 1 1
         scales, rotations, sh = raw.split((3, 4, 3 * self.cfg.d_sh), dim=-1)
 
@@ -99,7 +102,7 @@ class GaussianAdapter(nn.Module):
         means = origins[..., None, :] + directions[..., None, :] * depths[..., None]
 
         sh = rearrange(sh, "... (c d_sh) -> ... c d_sh", c=3) * self.sh_mask
-        harmonics = rotate_sh(sh, c2w)  # b v r srf 3 d_sh, one rotation per view
+        harmonics = rotate_sh(sh, c2w, sh_blocks)  # b v r srf 3 d_sh, one rotation per view
         spp = depths.shape[-1]
         harmonics = harmonics[..., None, :, :].expand(*harmonics.shape[:-2], spp, 3, self.cfg.d_sh)
 

@@ -4,8 +4,7 @@
   ViT patch tokens are repeated over their pixels, the class token over the image, each
   after its own MLP; ResNet stem and stage outputs are projected by 1x1 convs, upsampled
   bilinearly (align_corners=True) and summed. No ImageNet normalisation (images in [0, 1]).
-* ``ResnetBackbone``: the ResNet part alone (torchvision ResNet with instance norm), used
-  by the tiny preset.
+* ``ResnetBackbone``: the ResNet part alone (instance norm), used by the tiny preset.
 
 Modules and parameters are named as in the official checkpoints. Weights are never
 downloaded: they come from checkpoints.
@@ -13,17 +12,17 @@ downloaded: they come from checkpoints.
 
 from __future__ import annotations
 
-import functools
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from .config import BackboneConfig
+from .resnet import ResNet, batch_norm, instance_norm
 
 # --------------------------------------------------------------------------------------
 # DINO vision transformer (same parameter layout as facebookresearch/dino)
@@ -123,68 +122,108 @@ class DinoVit(nn.Module):
 
 
 # --------------------------------------------------------------------------------------
-# ResNet feature pyramid summed at full resolution
+# Full-resolution feature sums (ResNet pyramid + ViT tokens)
 # --------------------------------------------------------------------------------------
 
-
-def _bottleneck_width(stage: nn.Sequential) -> int:
-    last = stage[-1]
-    return (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
+CHANNEL_CHUNK = 32
 
 
-class ResnetBackbone(nn.Module):
+class FullResolutionFeatures(nn.Module):
+    """Features that are a sum of terms at full resolution, then (outside) ReLU + Linear.
+
+    ``forward`` builds the whole [n, d_out, h, w] map. ``forward_projected`` (inference)
+    instead builds it per image, ``CHANNEL_CHUNK`` channels at a time, immediately applying
+    ReLU and its slice of the projection, so the wide map never exists in memory.
+    """
+
+    d_out: int
+
+    def patch_terms(self, images: Tensor) -> list[Tensor]:
+        """Terms constant over patches, shaped [n, d_out, h/p, 1, w/p, 1]."""
+        return []
+
+    def dense_terms(self, images: Tensor) -> list[Callable[[slice], Tensor]]:
+        """Functions giving a channel slice [n, len(slice), h, w] of each full-resolution term."""
+        raise NotImplementedError
+
+    def forward(self, images: Float[Tensor, "n 3 h w"]) -> Float[Tensor, "n d_out h w"]:
+        n, _, h, w = images.shape
+        everything = slice(None)
+        features = sum(term(everything) for term in self.dense_terms(images))
+        for term in self.patch_terms(images):
+            p = h // term.shape[2]
+            features = features + term.expand(-1, -1, -1, p, -1, p).reshape(n, self.d_out, h, w)
+        return features
+
+    def forward_projected(
+        self, images: Float[Tensor, "n 3 h w"], projection: nn.Linear, keep_features: bool = False
+    ) -> tuple[Float[Tensor, "n d_feature h w"], Float[Tensor, "n d_out h w"] | None]:
+        """projection(ReLU(forward(images))) channels-first, computed chunk by chunk."""
+        n, _, h, w = images.shape
+        patch_terms = self.patch_terms(images)  # all images at once (a transformer batches well)
+        out = projection.bias[None, :, None, None].expand(n, -1, h, w).contiguous()
+        kept = []
+        for i in range(n):
+            dense = self.dense_terms(images[i : i + 1])
+            for start in range(0, self.d_out, CHANNEL_CHUNK):
+                part = slice(start, min(start + CHANNEL_CHUNK, self.d_out))
+                chunk = dense[0](part)
+                for term in dense[1:]:
+                    chunk += term(part)
+                for term in patch_terms:
+                    p = h // term.shape[2]
+                    chunk.view(1, -1, h // p, p, w // p, p).add_(term[i : i + 1, part])
+                if keep_features:
+                    kept.append(chunk.clone())
+                chunk.relu_()
+                # out_i += W[:, part] @ chunk, accumulated in place (no full-size temporary)
+                out[i].view(-1, h * w).addmm_(projection.weight[:, part], chunk.view(-1, h * w))
+                del chunk
+            del dense
+        if not keep_features:
+            return out, None
+        return out, rearrange(torch.cat(kept, dim=1), "1 (n c) h w -> n c h w", n=n)
+
+
+def _upsampled(x: Tensor, weight: Tensor, bias: Tensor, size: tuple[int, int]) -> Callable[[slice], Tensor]:
+    def term(part: slice) -> Tensor:
+        projected = F.conv2d(x, weight[part], bias[part])
+        return F.interpolate(projected, size, mode="bilinear", align_corners=True)
+
+    return term
+
+
+class ResnetBackbone(FullResolutionFeatures):
     """Stem (conv1 + norm + ReLU, no max-pool: the official code never pools) and stages
-    1..num_layers-1 of a torchvision ResNet; each output is projected to ``d_out`` by a
-    1x1 conv, upsampled to the input size and summed."""
+    1..num_layers-1 of a ResNet; each output is projected to ``d_out`` by a 1x1 conv,
+    upsampled bilinearly (align_corners=True) to the input size and summed."""
 
     def __init__(self, model: str, num_layers: int, d_out: int, dino: bool, keep_unused: bool = False) -> None:
         super().__init__()
         self.num_layers = num_layers
         self.d_out = d_out
-        if dino:  # DINO's ResNet-50: torchvision's, batch norm, fc removed
-            self.model = torchvision.models.resnet50(weights=None)
-        else:
-            norm = functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
-            self.model = getattr(torchvision.models, model)(weights=None, norm_layer=norm)
-        self.model.fc = nn.Identity()
-        if not keep_unused:  # stages the features never use
-            for index in range(num_layers, 5):
-                delattr(self.model, f"layer{index}")
+        # DINO's ResNet-50 is torchvision's (batch norm); the plain backbone uses instance norm.
+        self.model = ResNet(model, batch_norm if dino else instance_norm, 4 if keep_unused else num_layers - 1)
         self.projections = nn.ModuleDict()
         for index in range(1, num_layers):
-            width = _bottleneck_width(getattr(self.model, f"layer{index}"))
-            self.projections[f"layer{index}"] = nn.Conv2d(width, d_out, 1)
-        self.projections["layer0"] = nn.Conv2d(self.model.conv1.out_channels, d_out, 1)
+            self.projections[f"layer{index}"] = nn.Conv2d(self.model.stage_channels[index], d_out, 1)
+        self.projections["layer0"] = nn.Conv2d(self.model.stage_channels[0], d_out, 1)
 
     @property
     def patch_size(self) -> int:
         return 1
 
-    def pyramid(self, images: Float[Tensor, "n 3 h w"]) -> list[Float[Tensor, "n d_out _ _"]]:
-        """The projected (not yet upsampled) feature maps, finest first."""
-        x = self.model.relu(self.model.bn1(self.model.conv1(images)))
-        levels = [self.projections["layer0"](x)]
-        for index in range(1, self.num_layers):
-            x = getattr(self.model, f"layer{index}")(x)
-            levels.append(self.projections[f"layer{index}"](x))
-        return levels
-
-    def forward(self, images: Float[Tensor, "n 3 h w"]) -> Float[Tensor, "n d_out h w"]:
-        size = images.shape[-2:]
-        levels = self.pyramid(images)
-        if torch.is_grad_enabled():
-            return sum(F.interpolate(level, size, mode="bilinear", align_corners=True) for level in levels)
-        # Inference: accumulate in place, upsampling a few channels at a time.
-        out = levels[0].new_zeros((images.shape[0], self.d_out, *size))
-        chunk = 128
-        for level in levels:
-            for start in range(0, self.d_out, chunk):
-                part = level[:, start : start + chunk]
-                out[:, start : start + chunk] += F.interpolate(part, size, mode="bilinear", align_corners=True)
-        return out
+    def dense_terms(self, images: Tensor) -> list[Callable[[slice], Tensor]]:
+        size = tuple(images.shape[-2:])
+        stages = self.model.stages(images, self.num_layers - 1)
+        terms = []
+        for index, stage in enumerate(stages):
+            projection = self.projections[f"layer{index}"]
+            terms.append(_upsampled(stage, projection.weight, projection.bias, size))
+        return terms
 
 
-class DinoBackbone(nn.Module):
+class DinoBackbone(FullResolutionFeatures):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         name = cfg.model.removeprefix("dino_vit")
@@ -197,28 +236,26 @@ class DinoBackbone(nn.Module):
         self.d_out = cfg.d_out
         self.patch_size = patch
 
-    def forward(self, images: Float[Tensor, "n 3 h w"]) -> Float[Tensor, "n d_out h w"]:
+    def patch_terms(self, images: Tensor) -> list[Tensor]:
+        """ViT patch tokens (repeated over their pixels) plus the class token (over the image)."""
         n, _, h, w = images.shape
         p = self.patch_size
         tokens = self.dino(images)
         global_token = self.global_token_mlp(tokens[:, 0])
         local_tokens = rearrange(self.local_token_mlp(tokens[:, 1:]), "n (h w) c -> n c h () w ()", h=h // p, w=w // p)
-        tokens = local_tokens + global_token[:, :, None, None, None, None]  # n c h/p 1 w/p 1
-        features = self.resnet_backbone(images)
-        if torch.is_grad_enabled():
-            return features + tokens.expand(-1, -1, -1, p, -1, p).reshape(n, self.d_out, h, w)
-        # Inference: broadcast-add into the ResNet features without a full-size copy.
-        features.view(n, self.d_out, h // p, p, w // p, p).add_(tokens)
-        return features
+        return [local_tokens + global_token[:, :, None, None, None, None]]
+
+    def dense_terms(self, images: Tensor) -> list[Callable[[slice], Tensor]]:
+        return self.resnet_backbone.dense_terms(images)
 
 
-def build_backbone(cfg: BackboneConfig) -> nn.Module:
-    """A module mapping images [n, 3, h, w] in [0, 1] to features [n, d_out, h, w], with
-    ``d_out`` and ``patch_size`` (h and w must be multiples of it) attributes."""
+def build_backbone(cfg: BackboneConfig) -> FullResolutionFeatures:
+    """Images [n, 3, h, w] in [0, 1] -> features [n, d_out, h, w]; ``patch_size``: h and w
+    must be multiples of it."""
     if cfg.name == "dino":
         if not cfg.model.startswith("dino_vit"):
             raise ValueError(f"the dino backbone needs a dino_vit* model, got {cfg.model!r}")
         return DinoBackbone(cfg)
     if cfg.model.startswith("dino"):
-        raise ValueError(f"the resnet backbone needs a torchvision resnet model, got {cfg.model!r}")
+        raise ValueError(f"the resnet backbone needs a ResNet model, got {cfg.model!r}")
     return ResnetBackbone(cfg.model, cfg.resnet_layers, cfg.d_out, dino=False)

@@ -7,6 +7,7 @@ backbone -> projection to d_feature -> epipolar transformer -> + high-resolution
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from .depth import DepthPredictor, map_pdf_to_opacity
 from .epipolar.sampler import EpipolarSampling
 from .epipolar.transformer import EpipolarTransformer
 from .geometry import pixel_centers
+from .sh_rotation import wigner_blocks
 
 
 @dataclass
@@ -130,23 +132,86 @@ class PixelSplatEncoder(nn.Module):
     def encode_features(
         self, images: Float[Tensor, "batch view 3 h w"], intermediates: dict[str, Tensor] | None = None
     ) -> Float[Tensor, "batch view channel h w"]:
-        """Backbone + projection to d_feature. Without autograd, images go one at a time
-        and the wide backbone features are reduced in place (much less memory)."""
+        """Backbone + projection to d_feature. Without autograd the wide backbone map is
+        built and projected a few channels at a time (much less memory)."""
         b, v = images.shape[:2]
         flat = rearrange(images, "b v c h w -> (b v) c h w")
-        chunks = [flat] if torch.is_grad_enabled() else list(flat.split(1))
-        linear = self.backbone_projection[1]
-        projected, raw = [], []
-        for chunk in chunks:
-            features = self.backbone(chunk)
-            if intermediates is not None:
-                raw.append(features.clone())
-            features = self.backbone_projection[0](features) if torch.is_grad_enabled() else features.relu_()
-            projected.append(_conv1x1(features, linear))
-            del features
+        if torch.is_grad_enabled():
+            raw = self.backbone(flat)
+            projected = _conv1x1(self.backbone_projection[0](raw), self.backbone_projection[1])
+        else:
+            projected, raw = self.backbone.forward_projected(
+                flat, self.backbone_projection[1], keep_features=intermediates is not None
+            )
         if intermediates is not None:
-            intermediates["backbone"] = rearrange(torch.cat(raw), "(b v) c h w -> b v c h w", b=b, v=v)
-        return rearrange(torch.cat(projected), "(b v) c h w -> b v c h w", b=b, v=v)
+            intermediates["backbone"] = rearrange(raw, "(b v) c h w -> b v c h w", b=b, v=v)
+        return rearrange(projected, "(b v) c h w -> b v c h w", b=b, v=v)
+
+    def predict_pixels(
+        self,
+        features: Float[Tensor, "batch view channel h w"] | Callable[[int, int, int, int], Tensor],
+        images: Float[Tensor, "batch view 3 h w"],
+        extrinsics: Float[Tensor, "batch view 4 4"],
+        intrinsics: Float[Tensor, "batch view 3 3"],
+        near: Float[Tensor, "batch view"],
+        far: Float[Tensor, "batch view"],
+        deterministic: bool,
+        global_step: int,
+        band: int = 64,
+    ) -> dict[str, Tensor]:
+        """High-resolution skip, depth distribution and Gaussian parameters per pixel, in
+        bands of ``band`` rows per view (full-resolution temporaries stay small). ``features``
+        is a tensor or a function (batch, view, top, bottom) -> [channel, bottom - top, w].
+
+        Returns [batch, view, ray, ...] tensors: depth_pdf, depth_offset, depths,
+        depth_index, means, covariances, harmonics, opacities, scales, world_rotations."""
+        b, v, _, h, w = images.shape
+        if self.epipolar_transformer is not None:  # bands must cover whole low-resolution rows
+            r = max(self.cfg.epipolar.downscale, 1)
+            band = r * max(1, band // r)
+        if isinstance(features, Tensor):
+            full = features
+
+            def features(batch: int, view: int, top: int, bottom: int) -> Tensor:
+                return full[batch, view, :, top:bottom]
+
+        samples = 1 if deterministic else self.cfg.gaussians_per_pixel
+        pixel_size = torch.tensor((1 / w, 1 / h), dtype=images.dtype, device=images.device)
+        pixels = rearrange(pixel_centers(h, w, images.device, images.dtype), "h w xy -> (h w) () xy")
+        skip_conv = self.high_resolution_skip[0]
+        half = skip_conv.kernel_size[0] // 2
+        padded = F.pad(images, (0, 0, half, half))  # rows above and below, for the skip conv
+        results: dict[str, Tensor] = {}
+        for view in range(v):
+            views = slice(view, view + 1)
+            sh_blocks = wigner_blocks(extrinsics[:, views, :3, :3], self.cfg.gaussian_adapter.sh_degree, images.dtype)
+            for top in range(0, h, band):
+                bottom = min(top + band, h)
+                skip = F.conv2d(padded[:, view, :, top : bottom + 2 * half], skip_conv.weight, skip_conv.bias, padding=(0, half))
+                band_features = torch.stack([features(i, view, top, bottom) for i in range(b)])
+                band_features = band_features + self.high_resolution_skip[1](skip)
+                band_features = rearrange(band_features, "b c h w -> b () (h w) c")
+                depth = self.depth_predictor(band_features, near[:, views], far[:, views], deterministic, samples)
+                raw = self.to_gaussians(band_features)
+                raw = rearrange(raw, "... (srf c) -> ... srf c", srf=self.cfg.num_surfaces)
+                xy = pixels[top * w : bottom * w] + (raw[..., :2].sigmoid() - 0.5) * pixel_size
+                opacities = map_pdf_to_opacity(depth.densities, self.cfg.opacity_mapping, global_step)
+                opacities = opacities / self.cfg.gaussians_per_pixel
+                adapted = self.gaussian_adapter(
+                    extrinsics[:, views], intrinsics[:, views], xy, depth.depths, opacities, raw[..., 2:], (h, w),
+                    sh_blocks=sh_blocks,
+                )
+                for name, value in (
+                    ("depth_pdf", depth.pdf), ("depth_offset", depth.offsets), ("depths", depth.depths),
+                    ("depth_index", depth.index), ("means", adapted.means), ("covariances", adapted.covariances),
+                    ("harmonics", adapted.harmonics), ("opacities", adapted.opacities),
+                    ("scales", adapted.scales), ("world_rotations", adapted.world_rotations),
+                ):  # fmt: skip
+                    if name not in results:  # [b, 1, rays, ...] per band -> [b, v, h * w, ...]
+                        results[name] = value.new_empty((b, v, h * w, *value.shape[3:]))
+                    results[name][:, view, top * w : bottom * w] = value[:, 0]
+                del band_features, raw, depth, adapted
+        return results
 
     def forward(
         self,
@@ -174,45 +239,44 @@ class PixelSplatEncoder(nn.Module):
 
         sampling, attention = None, None
         if self.epipolar_transformer is not None:
-            epipolar = self.epipolar_transformer(
-                features, extrinsics, intrinsics, near, far, deterministic=deterministic, return_attention=return_attention
-            )
-            features, sampling, attention = epipolar.features, epipolar.sampling, epipolar.attention
-            if intermediates is not None:
-                intermediates["epipolar_transformer"] = features
+            transformer = self.epipolar_transformer
+            low = transformer.downscale(rearrange(features, "b v c h w -> (b v) c h w"))
+            del features  # the full-resolution features are not needed any more
+            epipolar = transformer.attend(
+                rearrange(low, "(b v) c h w -> b v c h w", b=b), extrinsics, intrinsics, near, far,
+                deterministic=deterministic, return_attention=return_attention,
+            )  # fmt: skip
+            sampling, attention = epipolar.sampling, epipolar.attention
+            low = rearrange(epipolar.features, "b v c h w -> (b v) c h w")
+            if torch.is_grad_enabled() or intermediates is not None:
+                features = rearrange(transformer.upscale(low), "(b v) c h w -> b v c h w", b=b)
+                if intermediates is not None:
+                    intermediates["epipolar_transformer"] = features
+            else:  # inference: full-resolution rows are made band by band, as the heads need them
+                def features(batch: int, view: int, top: int, bottom: int) -> Tensor:
+                    r = transformer.cfg.downscale
+                    index = batch * v + view
+                    return transformer.upscale_rows(low[index : index + 1], top // r, bottom // r)[0]
 
-        skip = self.high_resolution_skip(rearrange(images, "b v c h w -> (b v) c h w"))
-        skip = rearrange(skip, "(b v) c h w -> b v c h w", b=b, v=v)
-        features = features + skip
-        features = rearrange(features, "b v c h w -> b v (h w) c")
-
-        samples = 1 if deterministic else self.cfg.gaussians_per_pixel
-        depth = self.depth_predictor(features, near, far, deterministic, samples)
+        heads = self.predict_pixels(features, images, extrinsics, intrinsics, near, far, deterministic, global_step)
         if intermediates is not None:
-            intermediates["depth_pdf"] = depth.pdf
-            intermediates["depth_offset"] = depth.offsets
-
-        raw = rearrange(self.to_gaussians(features), "... (srf c) -> ... srf c", srf=self.cfg.num_surfaces)
-        pixel_size = torch.tensor((1 / w, 1 / h), dtype=raw.dtype, device=raw.device)
-        xy = rearrange(pixel_centers(h, w, raw.device, raw.dtype), "h w xy -> (h w) () xy")
-        xy = xy + (raw[..., :2].sigmoid() - 0.5) * pixel_size
-        opacities = map_pdf_to_opacity(depth.densities, self.cfg.opacity_mapping, global_step) / self.cfg.gaussians_per_pixel
-        adapted = self.gaussian_adapter(extrinsics, intrinsics, xy, depth.depths, opacities, raw[..., 2:], (h, w))
-
+            intermediates["depth_pdf"] = heads["depth_pdf"]
+            intermediates["depth_offset"] = heads["depth_offset"]
         gaussians = Gaussians(
-            means=rearrange(adapted.means, "b v r srf spp xyz -> b (v r srf spp) xyz"),
-            covariances=rearrange(adapted.covariances, "b v r srf spp i j -> b (v r srf spp) i j"),
-            harmonics=rearrange(adapted.harmonics, "b v r srf spp c d -> b (v r srf spp) c d"),
-            opacities=rearrange(adapted.opacities, "b v r srf spp -> b (v r srf spp)"),
-            scales=rearrange(adapted.scales, "b v r srf spp xyz -> b (v r srf spp) xyz"),
-            rotations=rearrange(adapted.world_rotations, "b v r srf spp q -> b (v r srf spp) q"),
+            means=rearrange(heads["means"], "b v r srf spp xyz -> b (v r srf spp) xyz"),
+            covariances=rearrange(heads["covariances"], "b v r srf spp i j -> b (v r srf spp) i j"),
+            harmonics=rearrange(heads["harmonics"], "b v r srf spp c d -> b (v r srf spp) c d"),
+            opacities=rearrange(heads["opacities"], "b v r srf spp -> b (v r srf spp)"),
+            # The covariances' own factors (world frame, wxyz): renderers then need no eigh.
+            scales=rearrange(heads["scales"], "b v r srf spp xyz -> b (v r srf spp) xyz"),
+            rotations=rearrange(heads["world_rotations"], "b v r srf spp q -> b (v r srf spp) q"),
         )
         return EncoderOutput(
             gaussians=gaussians,
-            depth_pdf=depth.pdf,
-            depths=depth.depths,
-            depth_index=depth.index,
-            depth_offset=depth.offsets,
+            depth_pdf=heads["depth_pdf"],
+            depths=heads["depths"],
+            depth_index=heads["depth_index"],
+            depth_offset=heads["depth_offset"],
             sampling=sampling,
             attention=attention,
             intermediates=intermediates or {},

@@ -75,22 +75,33 @@ def wigner_d(degree: int, rotations: Float[Tensor, "*batch 3 3"]) -> Float[Tenso
     return exp(alpha[..., None, None] * g_y) @ exp(beta[..., None, None] * g_x) @ exp(gamma[..., None, None] * g_y)
 
 
-def rotate_sh(
-    coefficients: Float[Tensor, "*batch *rest d_sh"], rotations: Float[Tensor, "*batch 3 3"]
-) -> Float[Tensor, "*batch *rest d_sh"]:
-    """Rotate SH coefficients (last axis: degrees 0..L, (L + 1)^2 entries) by ``rotations``.
+def wigner_blocks(rotations: Float[Tensor, "*batch 3 3"], max_degree: int, dtype: torch.dtype) -> list[Tensor]:
+    """[D^0, ..., D^max_degree] for ``rotations``, cast to ``dtype``."""
+    return [wigner_d(degree, rotations).to(dtype) for degree in range(max_degree + 1)]
 
-    The leading dimensions of ``coefficients`` are those of ``rotations`` (e.g. one
+
+def rotate_sh(
+    coefficients: Float[Tensor, "*batch *rest d_sh"],
+    rotations: Float[Tensor, "*batch 3 3"] | None = None,
+    blocks: list[Tensor] | None = None,
+) -> Float[Tensor, "*batch *rest d_sh"]:
+    """Rotate SH coefficients (last axis: degrees 0..L, (L + 1)^2 entries) by ``rotations``
+    (or by precomputed ``blocks`` from ``wigner_blocks``).
+
+    The leading dimensions of ``coefficients`` are those of the rotations (e.g. one
     rotation per view); all further dimensions share their rotation.
     """
     d_sh = coefficients.shape[-1]
     num_degrees = math.isqrt(d_sh)
     if num_degrees**2 != d_sh:
         raise ValueError(f"{d_sh} SH coefficients is not a square number")
-    batch = rotations.shape[:-2]
+    if blocks is None:
+        if rotations is None:
+            raise ValueError("rotate_sh needs rotations or blocks")
+        blocks = wigner_blocks(rotations, num_degrees - 1, coefficients.dtype)
+    batch = blocks[0].shape[:-2]
     flat = coefficients.reshape(*batch, -1, d_sh)
-    blocks = []
-    for degree in range(num_degrees):
-        d = wigner_d(degree, rotations).to(coefficients.dtype)  # *batch n n
-        blocks.append(flat[..., degree**2 : (degree + 1) ** 2] @ d.transpose(-1, -2))
-    return torch.cat(blocks, dim=-1).reshape(coefficients.shape)
+    rotated = [
+        flat[..., degree**2 : (degree + 1) ** 2] @ blocks[degree].transpose(-1, -2) for degree in range(num_degrees)
+    ]
+    return torch.cat(rotated, dim=-1).reshape(coefficients.shape)

@@ -51,20 +51,51 @@ class ImageSelfAttentionBlock(nn.Module):
         return self.self_attention(x) + x
 
 
-class ChannelLayerNorm(nn.Module):
-    """Applies a LayerNorm over the channels of an NCHW map (keeps the LayerNorm's keys)."""
+def channel_layer_norm(x: Float[Tensor, "n c h w"], norm: nn.LayerNorm) -> Float[Tensor, "n c h w"]:
+    """A LayerNorm over the channels of an NCHW map."""
+    return rearrange(norm(rearrange(x, "n c h w -> n h w c")), "n h w c -> n c h w")
 
-    def __init__(self, norm: nn.LayerNorm) -> None:
-        super().__init__()
-        self.norm = norm
 
-    def forward(self, x: Tensor) -> Tensor:
-        return rearrange(self.norm(rearrange(x, "n c h w -> n h w c")), "n h w c -> n c h w")
+class EpipolarKeys:
+    """Keys/values of the cross-attention, built on demand for a block of rays: the other
+    views' features sampled along each ray's epipolar lines, plus the encoded depth each
+    sample stands for, plus (> 2 views) per-view embeddings. Never held for all rays at once."""
+
+    def __init__(
+        self,
+        features: Float[Tensor, "batch view channel height width"],
+        sampling: EpipolarSampling,
+        depth_encoding: nn.Module | None,
+        disparity: Float[Tensor, "batch view other_view ray sample"] | None,
+        view_embeddings: Float[Tensor, "other_view channel"] | None,
+    ) -> None:
+        self.features = features
+        self.sampling = sampling
+        self.depth_encoding = depth_encoding
+        self.disparity = disparity
+        self.view_embeddings = view_embeddings
+
+    def __call__(self, batch: int, view: int, rays: slice) -> Float[Tensor, "ray token channel"]:
+        s = self.sampling
+        blocks = []
+        for k in range(s.other_views.shape[1]):
+            grid = 2 * s.xy_sample[batch : batch + 1, view, k, rays] - 1  # 1 r s 2
+            other = self.features[batch : batch + 1, int(s.other_views[view, k])]
+            sampled = F.grid_sample(other, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+            sampled = rearrange(sampled, "c r s -> r s c") * s.valid[batch, view, k, rays, None, None]
+            if self.depth_encoding is not None:
+                sampled += self.depth_encoding(self.disparity[batch, view, k, rays, :, None])
+            if self.view_embeddings is not None:
+                sampled += self.view_embeddings[k]
+            blocks.append(sampled)
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)  # r (ov s) c
 
 
 class EpipolarLayers(nn.Module):
     """``layers.N.0``: PreNorm cross-attention to epipolar samples; ``layers.N.1``: PreNorm
-    image self-attention block. Queries live on [images, channel, h, w] grids."""
+    image self-attention block. Queries live on [batch * view, channel, h, w] grids."""
+
+    ray_block = 1024
 
     def __init__(self, cfg: EpipolarConfig, dim: int) -> None:
         super().__init__()
@@ -81,20 +112,27 @@ class EpipolarLayers(nn.Module):
     def forward(
         self,
         x: Float[Tensor, "image channel height width"],
-        kv: Float[Tensor, "image ray token channel"],
-        return_attention: bool = False,
-    ) -> tuple[Float[Tensor, "image channel height width"], list[Tensor]]:
+        keys: EpipolarKeys,
+        views: int,
+        attention: Tensor | None = None,
+    ) -> Float[Tensor, "image channel height width"]:
+        """``attention`` ([b, v, layer, head, ray, tokens]), when given, receives the
+        cross-attention weights."""
         n, c, h, w = x.shape
-        attention = []
-        for cross, image_block in self.layers:
-            queries = rearrange(x, "n c h w -> (n h w) c")
-            update, weights = cross.fn(cross.norm(queries), rearrange(kv, "n r t c -> (n r) t c"), return_attention)
-            x = x + rearrange(update, "(n h w) c -> n c h w", n=n, h=h, w=w)
-            normed = ChannelLayerNorm(image_block.norm)(x)
-            x = x + image_block.fn(normed)
-            if weights is not None:
-                attention.append(rearrange(weights, "(n r) head t -> n head r t", n=n))
-        return x, attention
+        for layer, (cross, image_block) in enumerate(self.layers):
+            queries = cross.norm(rearrange(x, "n c h w -> n (h w) c"))
+            updates = []
+            for image in range(n):
+                batch, view = divmod(image, views)
+                for start in range(0, h * w, self.ray_block):
+                    rays = slice(start, min(start + self.ray_block, h * w))
+                    update, weights = cross.fn(queries[image, rays], keys(batch, view, rays), attention is not None)
+                    updates.append(update)
+                    if attention is not None:
+                        attention[batch, view, layer, :, rays] = weights.transpose(0, 1)
+            x = x + rearrange(torch.cat(updates), "(n h w) c -> n c h w", n=n, h=h, w=w)
+            x = x + image_block.fn(channel_layer_norm(x, image_block.norm))
+        return x
 
 
 @dataclass
@@ -102,6 +140,38 @@ class EpipolarOutput:
     features: Float[Tensor, "batch view channel height width"]
     sampling: EpipolarSampling
     attention: Float[Tensor, "batch view layer head ray other_view sample"] | None
+
+
+def _phase_kernel(
+    up_weight: Float[Tensor, "c_in c_mid r r"],
+    up_bias: Float[Tensor, "c_mid"],
+    conv_weight: Float[Tensor, "c_out c_mid k k"],
+) -> Float[Tensor, "c_out_r2 c_in_plus_1 3 3"]:
+    """Weights of one 3x3 convolution on the low-resolution map equal to
+    conv(k x k, pad k//2) after a stride-r, kernel-r transposed conv (upsampling by r).
+
+    Output channel (o, a, b) is output pixel (r i + a, r j + b); the extra input channel
+    is 1 inside the image and carries the transposed conv's bias (zero padding outside
+    is then exact). Requires k // 2 <= r.
+    """
+    c_in, c_mid, r, _ = up_weight.shape
+    c_out, _, k, _ = conv_weight.shape
+    half = k // 2
+    up = torch.cat((up_weight, up_bias[None, :, None, None].expand(1, c_mid, r, r)), dim=0)  # (c_in + 1) m r r
+    kernel = conv_weight.new_zeros((c_out, r, r, c_in + 1, 3, 3))
+    offsets = torch.arange(k)
+    for phase_y in range(r):
+        shift_y = phase_y + offsets - half  # input row offset (in upsampled pixels) of each tap
+        cell_y, sub_y = torch.div(shift_y, r, rounding_mode="floor"), shift_y % r
+        for phase_x in range(r):
+            shift_x = phase_x + offsets - half
+            cell_x, sub_x = torch.div(shift_x, r, rounding_mode="floor"), shift_x % r
+            selected = up[:, :, sub_y][:, :, :, sub_x]  # (c_in+1) m k k: sub-pixel each tap reads
+            taps = torch.einsum("omuv,cmuv->ocuv", conv_weight, selected)
+            select_y = F.one_hot(cell_y + 1, 3).to(taps.dtype)  # k 3
+            select_x = F.one_hot(cell_x + 1, 3).to(taps.dtype)
+            kernel[:, phase_y, phase_x] = torch.einsum("ocuv,ud,ve->ocde", taps, select_y, select_x)
+    return rearrange(kernel, "o a b c d e -> (o a b) c d e")
 
 
 class EpipolarTransformer(nn.Module):
@@ -122,6 +192,7 @@ class EpipolarTransformer(nn.Module):
             )
         if num_views > 2:
             self.view_embeddings = nn.Embedding(num_views, d_in)
+        self._phase_cache: tuple[tuple, Tensor] | None = None
 
     def forward(
         self,
@@ -133,37 +204,116 @@ class EpipolarTransformer(nn.Module):
         deterministic: bool = True,
         return_attention: bool = False,
     ) -> EpipolarOutput:
-        b, v, c, h, w = features.shape
+        b, v = features.shape[:2]
+        low = rearrange(self.downscale(rearrange(features, "b v c h w -> (b v) c h w")), "(b v) c h w -> b v c h w", b=b)
+        out = self.attend(low, extrinsics, intrinsics, near, far, deterministic, return_attention)
+        out.features = rearrange(self.upscale(rearrange(out.features, "b v c h w -> (b v) c h w")), "(b v) c h w -> b v c h w", b=b)
+        return out
+
+    def downscale(self, images: Float[Tensor, "n channel height width"]) -> Float[Tensor, "n channel h_low w_low"]:
+        return self.downscaler(images) if self.cfg.downscale > 1 else images
+
+    def attend(
+        self,
+        features: Float[Tensor, "batch view channel h_low w_low"],
+        extrinsics: Float[Tensor, "batch view 4 4"],
+        intrinsics: Float[Tensor, "batch view 3 3"],
+        near: Float[Tensor, "batch view"],
+        far: Float[Tensor, "batch view"],
+        deterministic: bool = True,
+        return_attention: bool = False,
+    ) -> EpipolarOutput:
+        """The transformer on already downscaled features (``features`` of the result stay
+        at the low resolution: ``upscale`` / ``upscale_rows`` bring them to full resolution)."""
+        b, v, c, hd, wd = features.shape
         images = rearrange(features, "b v c h w -> (b v) c h w")
-        if self.cfg.downscale > 1:
-            images = self.downscaler(images)
-        hd, wd = images.shape[-2:]
-        features = rearrange(images, "(b v) c h w -> b v c h w", b=b, v=v)
 
         sampler = self.epipolar_sampler
-        sampling = sampler(features.shape[-2:], extrinsics, intrinsics, near, far)
-        kv = sampler.sample_features(features, sampling)  # b v r ov s c
+        sampling = sampler((hd, wd), extrinsics, intrinsics, near, far)
+        disparity = None
         if self.cfg.num_octaves > 0:
-            depths = sampler.sample_depths(sampling, extrinsics, intrinsics, near, far)
-            sampling.depths = depths
+            sampling.depths = sampler.sample_depths(sampling, extrinsics, intrinsics, near, far)
             bound = (slice(None), slice(None), None, None, None)
-            disparity = depth_to_relative_disparity(depths, near[bound], far[bound])
-            encoding = self.depth_encoding(rearrange(disparity, "b v ov r s -> b v r ov s ()"))
-            kv = kv + encoding
+            disparity = depth_to_relative_disparity(sampling.depths, near[bound], far[bound])
+        view_embeddings = None
         if v > 2:
             if not hasattr(self, "view_embeddings"):
                 raise ValueError(f"this encoder was built for 2 context views, got {v}")
-            order = torch.arange(v - 1, device=kv.device) if deterministic else torch.randperm(v - 1, device=kv.device)
-            kv = kv + self.view_embeddings(order)[:, None, :]
+            order = torch.arange(v - 1, device=images.device)
+            if not deterministic:
+                order = torch.randperm(v - 1, device=images.device)
+            view_embeddings = self.view_embeddings(order)
+        keys = EpipolarKeys(
+            rearrange(images, "(b v) c h w -> b v c h w", b=b, v=v),
+            sampling,
+            self.depth_encoding if self.cfg.num_octaves > 0 else None,
+            disparity,
+            view_embeddings,
+        )
 
-        kv = rearrange(kv, "b v r ov s c -> (b v) r (ov s) c")
-        images, attention = self.transformer(images, kv, return_attention)
-        weights = None
+        attention = None
         if return_attention:
-            weights = torch.stack(attention, dim=1)  # (b v) layer head r (ov s)
-            weights = rearrange(weights, "(b v) l hd r (ov s) -> b v l hd r ov s", b=b, v=v, s=self.cfg.num_samples)
+            tokens = (v - 1) * self.cfg.num_samples
+            attention = images.new_empty((b, v, self.cfg.num_layers, self.cfg.num_heads, hd * wd, tokens))
+        images = self.transformer(images, keys, v, attention)
+        if attention is not None:
+            attention = rearrange(attention, "b v l hd r (ov s) -> b v l hd r ov s", s=self.cfg.num_samples)
 
-        if self.cfg.downscale > 1:
-            images = self.upscaler(images)
-            images = self.upscale_refinement(images) + images
-        return EpipolarOutput(rearrange(images, "(b v) c h w -> b v c h w", b=b, v=v), sampling, weights)
+        return EpipolarOutput(rearrange(images, "(b v) c h w -> b v c h w", b=b, v=v), sampling, attention)
+
+    # ------------------------------------------------------------------ upscaling
+    def upscale(self, x: Float[Tensor, "n c hd wd"]) -> Float[Tensor, "n c h w"]:
+        """upscaler, then upscale_refinement(up) + up (identity without downscaling)."""
+        if self.cfg.downscale <= 1:
+            return x
+        if torch.is_grad_enabled() or not self._can_fuse():
+            up = self.upscaler(x)
+            return self.upscale_refinement(up) + up
+        n, c, hd, wd = x.shape
+        r = self.cfg.downscale
+        out = x.new_empty((n, c, hd * r, wd * r))
+        band = 8
+        for i in range(n):
+            for top in range(0, hd, band):
+                bottom = min(top + band, hd)
+                out[i : i + 1, :, top * r : bottom * r] = self.upscale_rows(x[i : i + 1], top, bottom)
+        return out
+
+    def _can_fuse(self) -> bool:
+        return self.upscale_refinement[0].kernel_size[0] // 2 <= self.cfg.downscale
+
+    def _phase_weights(self) -> Tensor:
+        parameters = (self.upscaler.weight, self.upscaler.bias, self.upscale_refinement[0].weight)
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
+        if self._phase_cache is None or self._phase_cache[0] != key:
+            self._phase_cache = (key, _phase_kernel(*parameters))
+        return self._phase_cache[1]
+
+    def upscale_rows(self, x: Float[Tensor, "1 c hd wd"], top: int, bottom: int) -> Float[Tensor, "1 c rows w"]:
+        """Full-resolution rows [top * r, bottom * r) of ``upscale(x)``, for inference.
+
+        Cheaper than the plain modules: the refinement's first 7x7 conv runs as a 3x3 conv
+        on the low-resolution map (see ``_phase_kernel``), and only the rows asked for (plus
+        a 3-row halo) ever exist at full resolution."""
+        if torch.is_grad_enabled() or self.cfg.downscale <= 1 or not self._can_fuse():
+            r = max(self.cfg.downscale, 1)
+            return self.upscale(x)[:, :, top * r : bottom * r]
+        r = self.cfg.downscale
+        conv1, conv2 = self.upscale_refinement[0], self.upscale_refinement[2]
+        hd = x.shape[2]
+        half = conv2.kernel_size[0] // 2
+        # Low-res rows top-1 .. bottom (one halo row each side); their 3x3 phase conv reads
+        # rows top-2 .. bottom+1, zero (including the ones channel) outside the image.
+        first, last = top - 2, bottom + 2
+        rows = x[:, :, max(first, 0) : min(last, hd)]
+        rows = torch.cat((rows, torch.ones_like(rows[:, :1])), dim=1)
+        rows = F.pad(rows, (0, 0, max(first, 0) - first, last - min(last, hd)))
+        hidden = F.pixel_shuffle(F.conv2d(rows, self._phase_weights(), padding=(0, 1)), r)  # rows (top-1)r .. (bottom+1)r
+        hidden += conv1.bias[None, :, None, None]
+        if top == 0:
+            hidden[:, :, :r] = 0  # outside the image: conv2 zero-pads its input
+        if bottom == hd:
+            hidden[:, :, -r:] = 0
+        hidden = F.gelu(hidden)[:, :, r - half : hidden.shape[2] - (r - half)]  # the halo conv2 needs
+        refined = F.conv2d(hidden, conv2.weight, conv2.bias, padding=(0, half))
+        return refined.add_(self.upscaler(x[:, :, top:bottom]))
