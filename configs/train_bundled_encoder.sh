@@ -30,7 +30,7 @@ for scene in $SCENES; do ln -s "$(realpath "$DATA/$scene")" "$scenes_dir/$scene"
   --optimizers.encoder.optimizer.lr 3e-4 \
   --optimizers.encoder.scheduler.warmup-steps 50 --optimizers.encoder.scheduler.max-steps "$STEPS"
 
-final=$(ls "$OUT"/tiny/pixelsplat-pretrain/run/nerfstudio_models/encoder-step-*.ckpt | sort | tail -n 1)
+final=$(ls "$OUT"/tiny/pixelsplat-pretrain/run/encoders/encoder-step-*.ckpt | sort | tail -n 1)
 mkdir -p pixelsplat_ns/assets/weights
 cp "$final" pixelsplat_ns/assets/weights/tiny.ckpt
 echo "bundled encoder: $final -> pixelsplat_ns/assets/weights/tiny.ckpt"

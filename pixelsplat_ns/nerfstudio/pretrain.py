@@ -204,7 +204,7 @@ class PretrainModel(Model):
         self.lpips = build_lpips()
         self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
         self.step = 0
-        self.checkpoint_dir: Optional[Path] = None  # set from the trainer (its nerfstudio_models folder)
+        self.checkpoint_dir: Optional[Path] = None  # set from the trainer: <run>/encoders
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
         return {"encoder": list(self.encoder.parameters())}
@@ -214,7 +214,8 @@ class PretrainModel(Model):
             self.step = step
 
         if attributes.trainer is not None:
-            self.checkpoint_dir = attributes.trainer.checkpoint_dir
+            # Beside nerfstudio_models/, whose older *.ckpt files nerfstudio deletes at each save.
+            self.checkpoint_dir = attributes.trainer.checkpoint_dir.parent / "encoders"
         return [
             TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], set_step),
             TrainingCallback(
