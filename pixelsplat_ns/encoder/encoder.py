@@ -15,6 +15,7 @@ from einops import rearrange
 from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
+from ..errors import PixelSplatInputError
 from ..gaussians import Gaussians
 from .adapter import GaussianAdapter
 from .backbone import build_backbone
@@ -123,7 +124,10 @@ class PixelSplatEncoder(nn.Module):
             if v < 2:
                 raise ValueError(f"the epipolar transformer needs at least 2 context views, got {v}")
             if v > 2 and v > self.cfg.num_views:
-                raise ValueError(f"this encoder was built for {self.cfg.num_views} context views, got {v}")
+                raise PixelSplatInputError(
+                    f"this encoder was built for {self.cfg.num_views} context views, got {v}: give "
+                    f"{self.cfg.num_views} context views, or a checkpoint trained with {v} (official 3-view checkpoints load)"
+                )
         determinant = torch.linalg.det(extrinsics[..., :3, :3].double())
         if ((determinant - 1).abs() > 1e-3).any():
             raise ValueError("extrinsics' rotation parts are not rotations (determinant != 1)")
