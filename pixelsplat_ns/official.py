@@ -65,10 +65,13 @@ def deterministic_weights(keys_and_shapes: Mapping[str, Iterable[int]]) -> dict[
 
 
 def fill_deterministic(encoder: PixelSplatEncoder) -> PixelSplatEncoder:
-    """Overwrite every state-dict entry of ``encoder`` with the recipe (in place, no copy of the model)."""
+    """Overwrite every state-dict entry of ``encoder`` with the recipe (in place, no copy
+    of the model; placeholders of unused weights are skipped)."""
+    unused = set(encoder.unused_state_keys())
     with torch.no_grad():
         for key, value in sorted(encoder.state_dict(keep_vars=True).items()):
-            value.copy_(deterministic_tensor(key, value.shape))
+            if key not in unused:
+                value.copy_(deterministic_tensor(key, value.shape))
     return encoder
 
 

@@ -13,7 +13,6 @@ downloaded: they come from checkpoints.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +21,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .config import BackboneConfig
-from .resnet import ResNet, batch_norm, instance_norm
+from .resnet import ResNet, batch_norm, instance_norm, pointwise_conv
+from .unused import UnusedWeights
 
 # --------------------------------------------------------------------------------------
 # DINO vision transformer (same parameter layout as facebookresearch/dino)
@@ -125,15 +125,28 @@ class DinoVit(nn.Module):
 # Full-resolution feature sums (ResNet pyramid + ViT tokens)
 # --------------------------------------------------------------------------------------
 
-CHANNEL_CHUNK = 32
+ROW_BAND = 32
+
+
+def _linear_taps(
+    out_size: int, in_size: int, start: int, stop: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Bilinear (align_corners=True) taps for output positions [start, stop): (lower index,
+    upper index, upper weight), as PyTorch's upsampling computes them."""
+    scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    source = torch.arange(start, stop, device=device, dtype=dtype) * torch.tensor(scale, dtype=dtype)
+    lower = source.long().clamp(max=in_size - 1)
+    upper = (lower + 1).clamp(max=in_size - 1)
+    return lower, upper, source - lower
 
 
 class FullResolutionFeatures(nn.Module):
     """Features that are a sum of terms at full resolution, then (outside) ReLU + Linear.
 
-    ``forward`` builds the whole [n, d_out, h, w] map. ``forward_projected`` (inference)
-    instead builds it per image, ``CHANNEL_CHUNK`` channels at a time, immediately applying
-    ReLU and its slice of the projection, so the wide map never exists in memory.
+    Terms: low-resolution maps (``levels``) upsampled bilinearly (align_corners=True), and
+    ``patch_terms`` constant over patches. ``forward`` builds the whole [n, d_out, h, w]
+    map. ``forward_projected`` (inference) builds it per image in bands of rows and applies
+    ReLU and the projection to each band at once, so the wide map never exists in memory.
     """
 
     d_out: int
@@ -142,14 +155,17 @@ class FullResolutionFeatures(nn.Module):
         """Terms constant over patches, shaped [n, d_out, h/p, 1, w/p, 1]."""
         return []
 
-    def dense_terms(self, images: Tensor) -> list[Callable[[slice], Tensor]]:
-        """Functions giving a channel slice [n, len(slice), h, w] of each full-resolution term."""
+    def levels(self, images: Tensor) -> list[list[tuple[Tensor, nn.Conv2d]]]:
+        """Groups of (feature map, 1x1 projection to d_out) sharing a resolution: each
+        group is projected and summed, then upsampled once."""
         raise NotImplementedError
 
     def forward(self, images: Float[Tensor, "n 3 h w"]) -> Float[Tensor, "n d_out h w"]:
         n, _, h, w = images.shape
-        everything = slice(None)
-        features = sum(term(everything) for term in self.dense_terms(images))
+        features = 0
+        for group in self.levels(images):
+            for stage, projection in group:
+                features = features + F.interpolate(projection(stage), (h, w), mode="bilinear", align_corners=True)
         for term in self.patch_terms(images):
             p = h // term.shape[2]
             features = features + term.expand(-1, -1, -1, p, -1, p).reshape(n, self.d_out, h, w)
@@ -158,39 +174,51 @@ class FullResolutionFeatures(nn.Module):
     def forward_projected(
         self, images: Float[Tensor, "n 3 h w"], projection: nn.Linear, keep_features: bool = False
     ) -> tuple[Float[Tensor, "n d_feature h w"], Float[Tensor, "n d_out h w"] | None]:
-        """projection(ReLU(forward(images))) channels-first, computed chunk by chunk."""
+        """projection(ReLU(forward(images))) channels-first, computed band by band."""
         n, _, h, w = images.shape
+        device = images.device
         patch_terms = self.patch_terms(images)  # all images at once (a transformer batches well)
-        out = projection.bias[None, :, None, None].expand(n, -1, h, w).contiguous()
-        kept = []
+        out = images.new_empty((n, projection.out_features, h, w))
+        kept = images.new_empty((n, self.d_out, h, w)) if keep_features else None
         for i in range(n):
-            dense = self.dense_terms(images[i : i + 1])
-            for start in range(0, self.d_out, CHANNEL_CHUNK):
-                part = slice(start, min(start + CHANNEL_CHUNK, self.d_out))
-                chunk = dense[0](part)
-                for term in dense[1:]:
-                    chunk += term(part)
+            groups = self.levels(images[i : i + 1])
+            for top in range(0, h, ROW_BAND):
+                bottom = min(top + ROW_BAND, h)
+                band = self._upsampled_band(groups, (h, w), top, bottom, device)
                 for term in patch_terms:
                     p = h // term.shape[2]
-                    chunk.view(1, -1, h // p, p, w // p, p).add_(term[i : i + 1, part])
-                if keep_features:
-                    kept.append(chunk.clone())
-                chunk.relu_()
-                # out_i += W[:, part] @ chunk, accumulated in place (no full-size temporary)
-                out[i].view(-1, h * w).addmm_(projection.weight[:, part], chunk.view(-1, h * w))
-                del chunk
-            del dense
-        if not keep_features:
-            return out, None
-        return out, rearrange(torch.cat(kept, dim=1), "1 (n c) h w -> n c h w", n=n)
+                    patches = term[i, :, top // p : -(-bottom // p), 0, :, 0]  # c, patch rows, w/p
+                    patches = patches.repeat_interleave(p, dim=1)[:, top % p : top % p + bottom - top]
+                    band.view(self.d_out, bottom - top, w // p, p).add_(patches[..., None])
+                if kept is not None:
+                    kept[i, :, top:bottom] = band
+                band.relu_()
+                projected = torch.addmm(projection.bias[:, None], projection.weight, band.view(self.d_out, -1))
+                out[i, :, top:bottom] = projected.view(-1, bottom - top, w)
+                del band, projected
+            del groups
+        return out, kept
 
-
-def _upsampled(x: Tensor, weight: Tensor, bias: Tensor, size: tuple[int, int]) -> Callable[[slice], Tensor]:
-    def term(part: slice) -> Tensor:
-        projected = F.conv2d(x, weight[part], bias[part])
-        return F.interpolate(projected, size, mode="bilinear", align_corners=True)
-
-    return term
+    def _upsampled_band(
+        self, groups: list[list[tuple[Tensor, nn.Conv2d]]], size: tuple[int, int], top: int, bottom: int, device
+    ) -> Float[Tensor, "d_out rows w"]:
+        """Rows [top, bottom) of the sum of the upsampled, projected levels (one image)."""
+        h, w = size
+        band = None
+        for group in groups:
+            h_in, w_in = group[0][0].shape[-2:]
+            lower, upper, weight_y = _linear_taps(h, h_in, top, bottom, device, group[0][0].dtype)
+            first, last = int(lower[0]), int(upper[-1]) + 1
+            rows = None
+            for stage, conv in group:  # only the source rows this band reads
+                projected = pointwise_conv(stage[:, :, first:last], conv.weight, conv.bias)[0]
+                rows = projected if rows is None else rows.add_(projected)
+            below, above = rows.index_select(1, lower - first), rows.index_select(1, upper - first)
+            vertical = torch.lerp(below, above, weight_y[None, :, None])
+            # Horizontally, the rows are plain full-width bilinear upsampling.
+            upsampled = F.interpolate(vertical[None], (bottom - top, w), mode="bilinear", align_corners=True)[0]
+            band = upsampled if band is None else band.add_(upsampled)
+        return band
 
 
 class ResnetBackbone(FullResolutionFeatures):
@@ -204,6 +232,9 @@ class ResnetBackbone(FullResolutionFeatures):
         self.d_out = d_out
         # DINO's ResNet-50 is torchvision's (batch norm); the plain backbone uses instance norm.
         self.model = ResNet(model, batch_norm if dino else instance_norm, 4 if keep_unused else num_layers - 1)
+        if keep_unused:  # stages the features never read: keys for checkpoints, no memory
+            for index in range(num_layers, 5):
+                setattr(self.model, f"layer{index}", UnusedWeights(getattr(self.model, f"layer{index}")))
         self.projections = nn.ModuleDict()
         for index in range(1, num_layers):
             self.projections[f"layer{index}"] = nn.Conv2d(self.model.stage_channels[index], d_out, 1)
@@ -213,14 +244,12 @@ class ResnetBackbone(FullResolutionFeatures):
     def patch_size(self) -> int:
         return 1
 
-    def dense_terms(self, images: Tensor) -> list[Callable[[slice], Tensor]]:
-        size = tuple(images.shape[-2:])
+    def levels(self, images: Tensor) -> list[list[tuple[Tensor, nn.Conv2d]]]:
         stages = self.model.stages(images, self.num_layers - 1)
-        terms = []
+        groups: dict[tuple[int, int], list[tuple[Tensor, nn.Conv2d]]] = {}
         for index, stage in enumerate(stages):
-            projection = self.projections[f"layer{index}"]
-            terms.append(_upsampled(stage, projection.weight, projection.bias, size))
-        return terms
+            groups.setdefault(tuple(stage.shape[-2:]), []).append((stage, self.projections[f"layer{index}"]))
+        return list(groups.values())
 
 
 class DinoBackbone(FullResolutionFeatures):
@@ -245,8 +274,8 @@ class DinoBackbone(FullResolutionFeatures):
         local_tokens = rearrange(self.local_token_mlp(tokens[:, 1:]), "n (h w) c -> n c h () w ()", h=h // p, w=w // p)
         return [local_tokens + global_token[:, :, None, None, None, None]]
 
-    def dense_terms(self, images: Tensor) -> list[Callable[[slice], Tensor]]:
-        return self.resnet_backbone.dense_terms(images)
+    def levels(self, images: Tensor) -> list[list[tuple[Tensor, nn.Conv2d]]]:
+        return self.resnet_backbone.levels(images)
 
 
 def build_backbone(cfg: BackboneConfig) -> FullResolutionFeatures:

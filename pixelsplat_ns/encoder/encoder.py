@@ -25,6 +25,8 @@ from .epipolar.sampler import EpipolarSampling
 from .epipolar.transformer import EpipolarTransformer
 from .geometry import pixel_centers
 from .sh_rotation import wigner_blocks
+from .memory import release_free_memory
+from .unused import UnusedWeights
 
 
 @dataclass
@@ -77,6 +79,16 @@ class PixelSplatEncoder(nn.Module):
     def image_multiple(self) -> int:
         """Image heights and widths must be multiples of this."""
         return self.cfg.image_multiple
+
+    def unused_state_keys(self) -> list[str]:
+        """State-dict keys of weights the forward pass never reads (zero-stride
+        placeholders: loading drops their values)."""
+        return [
+            key
+            for name, module in self.named_modules()
+            if isinstance(module, UnusedWeights)
+            for key in module.state_keys(f"{name}.")
+        ]
 
     @property
     def epipolar_sampler(self):
@@ -275,6 +287,8 @@ class PixelSplatEncoder(nn.Module):
             scales=rearrange(heads["scales"], "b v r srf spp xyz -> b (v r srf spp) xyz"),
             rotations=rearrange(heads["world_rotations"], "b v r srf spp q -> b (v r srf spp) q"),
         )
+        if not torch.is_grad_enabled():
+            release_free_memory()  # the large temporaries of this pass, kept by the allocator
         return EncoderOutput(
             gaussians=gaussians,
             depth_pdf=heads["depth_pdf"],

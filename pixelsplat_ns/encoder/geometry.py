@@ -7,6 +7,8 @@ means distance along the *unit* ray direction, as in the official code.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 from einops import einsum
 from jaxtyping import Float
@@ -131,6 +133,22 @@ def ray_distance_to_closest_point(
     # Parallel rays: a harmless system in place of the singular one (result replaced below).
     flat_parallel = parallel.reshape(-1)
     lhs = torch.where(flat_parallel[:, None, None], eye, lhs)
-    point = torch.linalg.lstsq(lhs, rhs).solution.reshape(shape)
+    point = _lstsq(lhs, rhs).reshape(shape)
     point = torch.where(parallel[..., None], torch.full_like(point, infinity), point)
     return (point - origins).norm(dim=-1)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _lstsq(lhs: Float[Tensor, "n 3 3"], rhs: Float[Tensor, "n 3"]) -> Float[Tensor, "n 3"]:
+    """``torch.linalg.lstsq`` on many small systems. PyTorch solves them one after the
+    other on one core; split the batch over threads (same per-system results)."""
+    workers = torch.get_num_threads()
+    if workers <= 1 or lhs.shape[0] < 8192 or lhs.device.type != "cpu":
+        return torch.linalg.lstsq(lhs, rhs).solution
+    global _POOL
+    if _POOL is None or _POOL._max_workers < workers:
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pixelsplat-lstsq")
+    parts = _POOL.map(lambda pair: torch.linalg.lstsq(*pair).solution, zip(lhs.chunk(workers), rhs.chunk(workers)))
+    return torch.cat(list(parts))

@@ -25,6 +25,19 @@ def instance_norm(channels: int) -> nn.Module:
     return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
 
 
+def pointwise_conv(x: Float[Tensor, "n c h w"], weight: Tensor, bias: Tensor | None, stride: int = 1) -> Tensor:
+    """A 1x1 convolution as one matrix product per image (PyTorch's CPU path for 1x1
+    convolutions copies its input first)."""
+    if stride > 1:
+        x = x[:, :, ::stride, ::stride]
+    n, c, h, w = x.shape
+    weight = weight.reshape(weight.shape[0], c)
+    out = weight @ x.reshape(n, c, h * w)
+    if bias is not None:
+        out += bias[:, None]
+    return out.view(n, -1, h, w)
+
+
 def conv_norm(x: Tensor, conv: nn.Conv2d, norm: nn.Module) -> Tensor:
     """norm(conv(x)); eval-mode batch norm is folded into the convolution when autograd is off."""
     if isinstance(norm, nn.BatchNorm2d) and not norm.training and not torch.is_grad_enabled():
@@ -33,6 +46,8 @@ def conv_norm(x: Tensor, conv: nn.Conv2d, norm: nn.Module) -> Tensor:
         bias = norm.bias - norm.running_mean * scale
         if conv.bias is not None:
             bias = bias + conv.bias * scale
+        if conv.kernel_size == (1, 1) and conv.padding == (0, 0) and conv.groups == 1:
+            return pointwise_conv(x, weight, bias, conv.stride[0])
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     return norm(conv(x))
 

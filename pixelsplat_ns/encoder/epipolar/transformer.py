@@ -309,11 +309,13 @@ class EpipolarTransformer(nn.Module):
         rows = torch.cat((rows, torch.ones_like(rows[:, :1])), dim=1)
         rows = F.pad(rows, (0, 0, max(first, 0) - first, last - min(last, hd)))
         hidden = F.pixel_shuffle(F.conv2d(rows, self._phase_weights(), padding=(0, 1)), r)  # rows (top-1)r .. (bottom+1)r
-        hidden += conv1.bias[None, :, None, None]
         if top == 0:
-            hidden[:, :, :r] = 0  # outside the image: conv2 zero-pads its input
-        if bottom == hd:
-            hidden[:, :, -r:] = 0
-        hidden = F.gelu(hidden)[:, :, r - half : hidden.shape[2] - (r - half)]  # the halo conv2 needs
+            hidden[:, :, :r] = -conv1.bias[None, :, None, None]  # outside the image: conv2's
+        if bottom == hd:  # zero padding (the bias is added next; GELU(0) = 0)
+            hidden[:, :, -r:] = -conv1.bias[None, :, None, None]
+        hidden = hidden[:, :, r - half : hidden.shape[2] - (r - half)].contiguous()  # the halo conv2 needs
+        hidden += conv1.bias[None, :, None, None]
+        torch.ops.aten.gelu_(hidden)
         refined = F.conv2d(hidden, conv2.weight, conv2.bias, padding=(0, half))
+        del hidden
         return refined.add_(self.upscaler(x[:, :, top:bottom]))
