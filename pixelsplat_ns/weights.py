@@ -56,12 +56,9 @@ def load_encoder(
         from pixelsplat_ns.official import load_checkpoint
 
         return load_checkpoint(BUNDLED_ENCODER, device=device)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
+        torch.manual_seed(seed)
         encoder = PixelSplatEncoder(encoder_config(preset)).to(device).eval()
-    finally:
-        torch.random.set_rng_state(state)
     if untrained:
         CONSOLE.print(f"pixelsplat: the '{preset}' encoder runs with untrained (random) weights, as requested")
     elif preset not in _untrained_warned:

@@ -17,7 +17,6 @@ from pixelsplat_ns.encoder import (
     config_to_dict,
     encoder_config,
 )
-from pixelsplat_ns.encoder.geometry import world_rays
 from pixelsplat_ns.gaussians import Gaussians
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import torch
-from jaxtyping import Float
 from PIL import Image
 from torch import Tensor
 

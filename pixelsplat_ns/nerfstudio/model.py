@@ -130,15 +130,12 @@ class PixelSplatModel(SplatfactoModel):
             near_disparity=self.config.near_disparity,
             names=context.names,
         )
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(self.config.seed)
-        try:
+        with torch.random.fork_rng(devices=[]):  # seeded depth sampling, caller's RNG untouched
+            torch.manual_seed(self.config.seed)
             output = encoder(
                 views.image, views.extrinsics, views.intrinsics, views.near, views.far,
                 deterministic=self.config.deterministic, global_step=0,
             )
-        finally:
-            torch.random.set_rng_state(generator_state)
         gaussians = output.gaussians
         means, covariances = gaussians_to_caller_frame(gaussians.means[0], gaussians.covariances[0], views.scene_scale)
         self.set_gaussians(means, covariances, gaussians.harmonics[0], gaussians.opacities[0])
