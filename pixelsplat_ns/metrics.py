@@ -17,6 +17,11 @@ from torch import nn
 _warned = False
 
 
+def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio (dB) of images in [0, 1], over all elements."""
+    return -10 * torch.log10(((prediction - truth) ** 2).mean())
+
+
 def alexnet_weights_path() -> Path:
     """Where torchvision looks for the AlexNet weights LPIPS needs."""
     from torchvision.models import AlexNet_Weights

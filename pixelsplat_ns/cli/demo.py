@@ -12,7 +12,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal, Optional
 
-import torch
 from rich.table import Table
 
 DEMO_SCENE = Path(str(files("pixelsplat_ns") / "assets" / "demo" / "pavilion-chair-midday"))
@@ -41,6 +40,7 @@ class Demo:
 
         from pixelsplat_ns.export import export_splat_ply
         from pixelsplat_ns.io import save_image
+        from pixelsplat_ns.metrics import psnr
         from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
 
         config = pixelsplat_trainer_config()
@@ -75,14 +75,14 @@ class Demo:
             truth = truth / 255.0 if truth.max() > 1.5 else truth
             rgb = outputs["rgb"].cpu()
             nearest = (context_centres - camera.camera_to_worlds[0, :3, 3]).norm(dim=-1).argmin()
-            psnr = float(-10 * torch.log10(((rgb - truth[..., :3]) ** 2).mean()))
-            baseline = float(-10 * torch.log10(((context.images[nearest] - truth[..., :3]) ** 2).mean()))
-            scores.append(psnr)
+            score = float(psnr(rgb, truth[..., :3]))
+            baseline = float(psnr(context.images[nearest], truth[..., :3]))
+            scores.append(score)
             save_image(renders_dir / f"{filename.stem}_rgb.png", rgb.numpy())
             depth = outputs["depth"].cpu()[..., 0]
             depth = (depth - depth.min()) / (depth.max() - depth.min()).clamp_min(1e-8)
             save_image(renders_dir / f"{filename.stem}_depth.png", depth[..., None].expand(-1, -1, 3).numpy())
-            table.add_row(filename.name, f"{psnr:.2f}", f"{baseline:.2f}")
+            table.add_row(filename.name, f"{score:.2f}", f"{baseline:.2f}")
         CONSOLE.print(table)
 
         ply_path = run_dir / "splat.ply"

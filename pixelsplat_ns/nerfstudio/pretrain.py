@@ -25,7 +25,7 @@ from pytorch_msssim import SSIM
 from torch.optim import Optimizer, lr_scheduler
 
 from pixelsplat_ns.data import ExampleConfig, example_loader, open_scene_source
-from pixelsplat_ns.metrics import build_lpips
+from pixelsplat_ns.metrics import build_lpips, psnr
 from pixelsplat_ns.views import render_views
 
 # ----------------------------------------------------------------------------- schedule
@@ -255,8 +255,7 @@ class PretrainModel(Model):
         return batch["target"]["image"].permute(0, 1, 3, 4, 2)  # b t 3 h w -> b t h w 3
 
     def get_metrics_dict(self, outputs: dict, batch: dict) -> Dict[str, torch.Tensor]:
-        mse = F.mse_loss(outputs["rgb"].detach(), self._targets(batch))
-        return {"psnr": -10 * torch.log10(mse)}
+        return {"psnr": psnr(outputs["rgb"].detach(), self._targets(batch))}
 
     def get_loss_dict(self, outputs: dict, batch: dict, metrics_dict: Optional[dict] = None) -> Dict[str, torch.Tensor]:
         prediction, truth = outputs["rgb"], self._targets(batch)
@@ -270,7 +269,7 @@ class PretrainModel(Model):
         prediction, truth = outputs["rgb"][0], self._targets(batch)[0]  # t h w 3
         p, t = prediction.permute(0, 3, 1, 2), truth.permute(0, 3, 1, 2)
         metrics = {
-            "psnr": float(-10 * torch.log10(F.mse_loss(p, t))),
+            "psnr": float(psnr(p, t)),
             "ssim": float(self.ssim(t, p)),
         }
         if self.lpips is not None:
