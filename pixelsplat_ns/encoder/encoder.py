@@ -263,6 +263,8 @@ class PixelSplatEncoder(nn.Module):
                 deterministic=deterministic, return_attention=return_attention,
             )  # fmt: skip
             sampling, attention = epipolar.sampling, epipolar.attention
+            if not torch.is_grad_enabled():
+                release_free_memory()  # the backbone's and the transformer's temporaries
             low = rearrange(epipolar.features, "b v c h w -> (b v) c h w")
             if torch.is_grad_enabled() or intermediates is not None:
                 features = rearrange(transformer.upscale(low), "(b v) c h w -> b v c h w", b=b)

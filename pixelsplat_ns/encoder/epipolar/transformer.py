@@ -14,8 +14,11 @@ from torch import Tensor, nn
 
 from ..config import EpipolarConfig, SelfAttentionConfig
 from ..geometry import depth_to_relative_disparity, pixel_centers
+from ..spectral_conv import kernel_spectrum, spectral_conv2d
 from ..transformer import CrossAttention, PositionalEncoding, PreNorm, Transformer
 from .sampler import EpipolarSampler, EpipolarSampling
+
+SPECTRAL_TILE = 16  # output rows/columns per FFT tile: 22 x 22 transforms, a 69 MB spectrum
 
 
 class ImageSelfAttention(nn.Module):
@@ -193,6 +196,7 @@ class EpipolarTransformer(nn.Module):
         if num_views > 2:
             self.view_embeddings = nn.Embedding(num_views, d_in)
         self._phase_cache: tuple[tuple, Tensor] | None = None
+        self._spectrum_cache: tuple[tuple, Tensor] | None = None
 
     def forward(
         self,
@@ -289,6 +293,14 @@ class EpipolarTransformer(nn.Module):
             self._phase_cache = (key, _phase_kernel(*parameters))
         return self._phase_cache[1]
 
+    def _refinement_spectrum(self) -> Tensor:
+        """The last refinement conv's kernel spectrum (see ``spectral_conv``), cached."""
+        weight = self.upscale_refinement[2].weight
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if self._spectrum_cache is None or self._spectrum_cache[0] != key:
+            self._spectrum_cache = (key, kernel_spectrum(weight, SPECTRAL_TILE))
+        return self._spectrum_cache[1]
+
     def upscale_rows(self, x: Float[Tensor, "1 c hd wd"], top: int, bottom: int) -> Float[Tensor, "1 c rows w"]:
         """Full-resolution rows [top * r, bottom * r) of ``upscale(x)``, for inference.
 
@@ -316,6 +328,7 @@ class EpipolarTransformer(nn.Module):
         hidden = hidden[:, :, r - half : hidden.shape[2] - (r - half)].contiguous()  # the halo conv2 needs
         hidden += conv1.bias[None, :, None, None]
         torch.ops.aten.gelu_(hidden)
-        refined = F.conv2d(hidden, conv2.weight, conv2.bias, padding=(0, half))
+        # The full-resolution 7x7 conv (2 d_in -> d_in) dominates inference: FFT it.
+        refined = spectral_conv2d(hidden, self._refinement_spectrum(), conv2.bias, conv2.kernel_size[0], SPECTRAL_TILE, (0, half))
         del hidden
         return refined.add_(self.upscaler(x[:, :, top:bottom]))
