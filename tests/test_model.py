@@ -107,3 +107,35 @@ def test_lpips_is_skipped_with_one_warning_when_alexnet_weights_are_absent(monke
     messages = [str(w.message) for w in caught if "LPIPS" in str(w.message)]
     assert len(messages) == 1
     assert str(tmp_path / "hub" / "checkpoints") in messages[0]
+
+
+def test_viewer_renders_lower_resolution_while_moving_through_the_cpu_rasteriser(pipeline):
+    """nerfstudio's viewer picks the resolution from the measured render speed while the
+    camera moves ("low_move") and renders max_res when it stops ("high"); both go through
+    ``get_outputs_for_camera`` and the project's CPU rasteriser."""
+    from types import SimpleNamespace
+
+    from nerfstudio.viewer.render_state_machine import RenderStateMachine
+
+    model = pipeline.model
+    model.eval()
+    camera = pipeline.datamanager.eval_dataset.cameras[0:1]
+    aspect = float(camera.width) / float(camera.height)
+
+    machine = RenderStateMachine.__new__(RenderStateMachine)  # resolution logic only: no viser client
+    machine.viewer = SimpleNamespace(control_panel=SimpleNamespace(max_res=512))
+    machine.target_fps = 24
+    sizes = {}
+    for state in ("low_move", "high"):
+        machine.state = state
+        sizes[state] = machine._calculate_image_res(aspect)
+    # Without a measured speed nerfstudio assumes 100k rays/s: about 4k pixels per frame at 24 fps.
+    assert sizes["low_move"][0] * sizes["low_move"][1] < 0.05 * sizes["high"][0] * sizes["high"][1]
+
+    for state, (height, width) in sizes.items():
+        view = camera.to("cpu")
+        view.rescale_output_resolution(height / int(view.height))
+        outputs = model.get_outputs_for_camera(view)
+        assert outputs["rgb"].shape[:2] == (int(view.height), int(view.width)), state
+        assert model.info["backend"] == "torch"  # CPU tensors: the project's rasteriser, never gsplat
+        assert torch.isfinite(outputs["rgb"]).all()
