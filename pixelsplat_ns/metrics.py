@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
-_warned = False
+_warned: set[str] = set()
 
 
 def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -22,31 +23,41 @@ def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(((prediction - truth) ** 2).mean())
 
 
-def alexnet_weights_path() -> Path:
-    """Where torchvision looks for the AlexNet weights LPIPS needs."""
-    from torchvision.models import AlexNet_Weights
+LpipsNet = Literal["alex", "vgg"]
 
-    filename = AlexNet_Weights.DEFAULT.url.rsplit("/", 1)[-1]
+
+def backbone_weights_path(net: LpipsNet = "alex") -> Path:
+    """Where torchvision looks for the ImageNet weights of LPIPS' ``net`` (AlexNet or VGG16)."""
+    from torchvision.models import AlexNet_Weights, VGG16_Weights
+
+    weights = {"alex": AlexNet_Weights, "vgg": VGG16_Weights}[net]
+    filename = weights.DEFAULT.url.rsplit("/", 1)[-1]
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def build_lpips() -> nn.Module | None:
-    """torchmetrics' LPIPS (AlexNet, inputs in [0, 1]) if its weights are local, else None.
+def alexnet_weights_path() -> Path:
+    """Where torchvision looks for the AlexNet weights LPIPS needs."""
+    return backbone_weights_path("alex")
 
-    Warns once per process when the weights are missing.
+
+def build_lpips(net: LpipsNet = "alex") -> nn.Module | None:
+    """torchmetrics' LPIPS (inputs in [0, 1]) on ``net`` if its weights are local, else None.
+
+    AlexNet is what nerfstudio reports; the pixelSplat paper's numbers use VGG. Warns once
+    per process and network when the weights are missing.
     """
-    global _warned
-    path = alexnet_weights_path()
+    path = backbone_weights_path(net)
     if not path.is_file():
-        if not _warned:
+        if net not in _warned:
+            names = {"alex": "AlexNet_Weights.IMAGENET1K_V1", "vgg": "VGG16_Weights.IMAGENET1K_V1"}
             warnings.warn(
-                f"LPIPS is skipped: torchvision's AlexNet weights are not on this machine and nothing is "
+                f"LPIPS ({net}) is skipped: torchvision's {net} weights are not on this machine and nothing is "
                 f"downloaded at run time. To enable LPIPS, place the file '{path.name}' "
-                f"(torchvision AlexNet_Weights.IMAGENET1K_V1) at {path}.",
+                f"(torchvision {names[net]}) at {path}.",
                 stacklevel=2,
             )
-            _warned = True
+            _warned.add(net)
         return None
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-    return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+    return LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True)

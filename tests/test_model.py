@@ -99,7 +99,7 @@ def test_lpips_is_skipped_with_one_warning_when_alexnet_weights_are_absent(monke
     import pixelsplat_ns.metrics as metrics
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(metrics, "_warned", False)
+    monkeypatch.setattr(metrics, "_warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert metrics.build_lpips() is None

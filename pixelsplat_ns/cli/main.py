@@ -6,8 +6,9 @@ import tyro
 
 from pixelsplat_ns.cli.convert import Convert
 from pixelsplat_ns.cli.demo import Demo
+from pixelsplat_ns.cli.evaluate import Evaluate
 
-COMMANDS = {"demo": Demo, "convert": Convert}
+COMMANDS = {"demo": Demo, "convert": Convert, "evaluate": Evaluate}
 
 
 def entrypoint() -> None:
