@@ -195,8 +195,7 @@ class EpipolarTransformer(nn.Module):
             )
         if num_views > 2:
             self.view_embeddings = nn.Embedding(num_views, d_in)
-        self._phase_cache: tuple[tuple, Tensor] | None = None
-        self._spectrum_cache: tuple[tuple, Tensor] | None = None
+        self._derived: dict[str, tuple[tuple, Tensor]] = {}  # inference-only weight transforms
 
     def forward(
         self,
@@ -286,20 +285,22 @@ class EpipolarTransformer(nn.Module):
     def _can_fuse(self) -> bool:
         return self.upscale_refinement[0].kernel_size[0] // 2 <= self.cfg.downscale
 
+    def _derived_weights(self, name: str, parameters: tuple[Tensor, ...], derive) -> Tensor:
+        """``derive(*parameters)``, cached until one of the parameters changes."""
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
+        cached = self._derived.get(name)
+        if cached is None or cached[0] != key:
+            cached = self._derived[name] = (key, derive(*parameters))
+        return cached[1]
+
     def _phase_weights(self) -> Tensor:
         parameters = (self.upscaler.weight, self.upscaler.bias, self.upscale_refinement[0].weight)
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
-        if self._phase_cache is None or self._phase_cache[0] != key:
-            self._phase_cache = (key, _phase_kernel(*parameters))
-        return self._phase_cache[1]
+        return self._derived_weights("phase", parameters, _phase_kernel)
 
     def _refinement_spectrum(self) -> Tensor:
-        """The last refinement conv's kernel spectrum (see ``spectral_conv``), cached."""
+        """The last refinement conv's kernel spectrum (see ``spectral_conv``)."""
         weight = self.upscale_refinement[2].weight
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        if self._spectrum_cache is None or self._spectrum_cache[0] != key:
-            self._spectrum_cache = (key, kernel_spectrum(weight, SPECTRAL_TILE))
-        return self._spectrum_cache[1]
+        return self._derived_weights("spectrum", (weight,), lambda w: kernel_spectrum(w, SPECTRAL_TILE))
 
     def upscale_rows(self, x: Float[Tensor, "1 c hd wd"], top: int, bottom: int) -> Float[Tensor, "1 c rows w"]:
         """Full-resolution rows [top * r, bottom * r) of ``upscale(x)``, for inference.
