@@ -4,6 +4,9 @@
     encoder = PixelSplatEncoder(encoder_config("tiny"))      # or "official"
     out = encoder(images, extrinsics, intrinsics, near, far, deterministic=True)
     out.gaussians, out.depth_pdf, out.depths, out.sampling, out.attention
+
+    # one pixel's epipolar samples, attention, depth distribution and Gaussians
+    trace = trace_pixel(encoder(..., return_attention=True), extrinsics, intrinsics, near, far, (h, w), view, row, col)
 """
 
 from .config import (
@@ -19,6 +22,7 @@ from .config import (
 )
 from .encoder import EncoderOutput, PixelSplatEncoder
 from .epipolar.sampler import EpipolarSampler, EpipolarSampling
+from .trace import EpipolarTrace, PixelTrace, trace_pixel
 
 __all__ = [
     "BackboneConfig",
@@ -27,11 +31,14 @@ __all__ = [
     "EpipolarConfig",
     "EpipolarSampler",
     "EpipolarSampling",
+    "EpipolarTrace",
     "GaussianAdapterConfig",
     "OpacityMappingConfig",
     "PixelSplatEncoder",
+    "PixelTrace",
     "SelfAttentionConfig",
     "config_from_dict",
     "config_to_dict",
     "encoder_config",
+    "trace_pixel",
 ]
