@@ -26,18 +26,16 @@ def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 LpipsNet = Literal["alex", "vgg"]
 
 
-def backbone_weights_path(net: LpipsNet = "alex") -> Path:
-    """Where torchvision looks for the ImageNet weights of LPIPS' ``net`` (AlexNet or VGG16)."""
+def _torchvision_weights(net: LpipsNet):
     from torchvision.models import AlexNet_Weights, VGG16_Weights
 
-    weights = {"alex": AlexNet_Weights, "vgg": VGG16_Weights}[net]
-    filename = weights.DEFAULT.url.rsplit("/", 1)[-1]
+    return {"alex": AlexNet_Weights, "vgg": VGG16_Weights}[net].DEFAULT
+
+
+def backbone_weights_path(net: LpipsNet = "alex") -> Path:
+    """Where torchvision looks for the ImageNet weights of LPIPS' ``net`` (AlexNet or VGG16)."""
+    filename = _torchvision_weights(net).url.rsplit("/", 1)[-1]
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
-
-
-def alexnet_weights_path() -> Path:
-    """Where torchvision looks for the AlexNet weights LPIPS needs."""
-    return backbone_weights_path("alex")
 
 
 def build_lpips(net: LpipsNet = "alex") -> nn.Module | None:
@@ -49,11 +47,11 @@ def build_lpips(net: LpipsNet = "alex") -> nn.Module | None:
     path = backbone_weights_path(net)
     if not path.is_file():
         if net not in _warned:
-            names = {"alex": "AlexNet_Weights.IMAGENET1K_V1", "vgg": "VGG16_Weights.IMAGENET1K_V1"}
+            weights = _torchvision_weights(net)
             warnings.warn(
                 f"LPIPS ({net}) is skipped: torchvision's {net} weights are not on this machine and nothing is "
                 f"downloaded at run time. To enable LPIPS, place the file '{path.name}' "
-                f"(torchvision {names[net]}) at {path}.",
+                f"(torchvision {type(weights).__name__}.{weights.name}) at {path}.",
                 stacklevel=2,
             )
             _warned.add(net)
