@@ -153,3 +153,14 @@ def test_cli_reports_a_missing_index_in_one_line(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "evaluation index" in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+def test_scenes_missing_last_time_are_evaluated_once_they_appear(encoder, dataset, tmp_path):
+    data, index = dataset
+    output = tmp_path / "results.json"
+    first = run_evaluation(encoder, data, index, output, "bundled", SHAPE, lpips_net=None)
+    assert "delta" in first.skipped
+    write_chunk(data / "test" / "000002.torch", [synthetic_item("delta", 4, seed=4)])
+    second = run_evaluation(encoder, data, index, output, "bundled", SHAPE, lpips_net=None)
+    assert "delta" in second.scenes and "delta" not in second.skipped
+    assert len(second.scenes["delta"].psnr) == 1

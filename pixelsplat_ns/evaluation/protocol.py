@@ -33,6 +33,7 @@ from pixelsplat_ns.metrics import LpipsNet, build_lpips, psnr
 from pixelsplat_ns.views import render_views
 
 RESULTS_VERSION = 1
+NOT_FOUND = "not found in the data"
 
 
 class EvaluationIndexError(PixelSplatInputError):
@@ -214,13 +215,15 @@ def run_evaluation(
     if lpips is not None:
         lpips = lpips.to(device)
     config = ExampleConfig(image_shape=tuple(image_shape))
-    done = set(results.scenes) | set(results.skipped)
+    # Scenes missing from the data last time are looked for again (the data may have grown).
+    done = set(results.scenes) | {key for key, why in results.skipped.items() if why != NOT_FOUND}
     evaluated = 0
     for scene in _scenes(open_scene_source(data, split="test"), wanted):
         if scene.key in done:
             continue
         if limit is not None and evaluated >= limit:
             break
+        results.skipped.pop(scene.key, None)
         try:
             results.scenes[scene.key] = evaluate_scene(encoder, scene, index[scene.key], config, lpips, device)
         except SkipExample as reason:
@@ -233,7 +236,7 @@ def run_evaluation(
             progress(scene.key, len(done), len(wanted))
     missing = wanted - done
     if missing and limit is None:
-        results.skipped.update({key: "not found in the data" for key in sorted(missing)})
+        results.skipped.update({key: NOT_FOUND for key in sorted(missing)})
     results.save(output)
     return results
 
