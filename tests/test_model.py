@@ -139,3 +139,88 @@ def test_viewer_renders_lower_resolution_while_moving_through_the_cpu_rasteriser
         assert outputs["rgb"].shape[:2] == (int(view.height), int(view.width)), state
         assert model.info["backend"] == "torch"  # CPU tensors: the project's rasteriser, never gsplat
         assert torch.isfinite(outputs["rgb"]).all()
+
+
+def test_walkthrough_traces_a_pixel_and_draws_it_in_nerfstudio_world(pipeline):
+    """The viewer's walkthrough: a traced pixel's Gaussian drawn where the model's Gaussian is
+    (frame conversion), its epipolar samples and depth buckets on the pixel's ray, clicking a
+    Gaussian traces the pixel that made it, and the context cameras sit at their poses."""
+    import socket
+    from types import SimpleNamespace
+
+    import viser
+
+    from pixelsplat_ns.nerfstudio.walkthrough import camera_items, pixel_of_gaussian, scene_items
+
+    model = pipeline.model
+    model.predict_gaussians()  # undo the fine-tuning of the tests above: the predicted Gaussians
+    walkthrough = model.walkthrough
+    run = walkthrough.run
+    assert run.output.attention is not None and walkthrough.view.options == ["0", "1"]
+    h, w = run.image_shape
+
+    trace = walkthrough.trace(1, h // 2, w // 3)
+    items = scene_items(trace, run)
+    index = trace.gaussian_indices[0]
+    torch.testing.assert_close(torch.from_numpy(items["gaussian"].points[0]), model.means[index].detach(), atol=1e-4, rtol=1e-4)
+    assert pixel_of_gaussian(index, run.output, run.image_shape) == (1, h // 2, w // 3)
+    assert "epipolar_0" in items and items["epipolar_0"].points.shape == (trace.epipolar[0].xy.shape[0], 3)
+    # Depth buckets lie on the pixel's ray (nerfstudio world): collinear with the camera centre.
+    centre = torch.from_numpy(camera_items(run)[1].position).float()
+    rays = torch.from_numpy(items["depth"].points) - centre
+    directions = rays / rays.norm(dim=-1, keepdim=True)
+    assert float((directions @ directions[0]).min()) > 0.9999
+    assert "frame_00045_train" in walkthrough.readout.value and "depth" in walkthrough.readout.value
+
+    # A click on the ray through a Gaussian traces that Gaussian's pixel.
+    target = int(torch.sigmoid(model.opacities.detach()[h * w :, 0]).argmax()) + h * w  # an opaque one of view 1
+    origin = centre + torch.tensor([0.05, -0.02, 0.03])
+    picked = walkthrough.pick(origin, model.means[target].detach() - origin)
+    assert picked is not None and target in picked.gaussian_indices and picked.view == 1
+
+    # Context cameras: at the context views' centres in nerfstudio's world.
+    cameras = pipeline.datamanager.train_dataset.cameras
+    names = [p.name for p in pipeline.datamanager.train_dataset.image_filenames]
+    for item in camera_items(run):
+        pose = cameras.camera_to_worlds[names.index(item.name)]
+        torch.testing.assert_close(torch.from_numpy(item.position).float(), pose[:3, 3], atol=1e-4, rtol=1e-4)
+        assert item.image.shape == (h, w, 3)
+
+    # Drawn into a real viser server.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = viser.ViserServer(host="127.0.0.1", port=port)
+    try:
+        walkthrough.control._setup(SimpleNamespace(viser_server=server))
+        walkthrough.trace(0, 3, 4)
+        walkthrough.draw_cameras(True)
+        nodes = set(server.scene._handle_from_node_name)
+        assert {"/pixelsplat/trace/ray", "/pixelsplat/trace/depth", "/pixelsplat/trace/gaussian"} <= nodes
+        assert {f"/pixelsplat/context/{name}" for name in run.names} <= nodes
+    finally:
+        server.stop()
+
+
+def test_nerfstudio_viewer_installs_the_walkthrough_panel(pipeline, tmp_path):
+    """nerfstudio's own Viewer finds the panel's elements under "Custom Elements" and hands
+    its control the viser server (what ns-train / ns-viewer do at start-up)."""
+    import socket
+
+    from nerfstudio.configs.base_config import ViewerConfig
+    from nerfstudio.viewer.viewer import Viewer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    viewer = Viewer(
+        ViewerConfig(websocket_port=port, websocket_host="127.0.0.1"),
+        log_filename=tmp_path / "viewer.log", datapath=tmp_path, pipeline=pipeline,
+    )  # fmt: skip
+    try:
+        installed = {path for path, _ in viewer.viewer_elements}
+        panel = "Custom Elements/model/walkthrough"
+        assert {f"{panel}/trace_button", f"{panel}/pick_button", f"{panel}/show_cameras", f"{panel}/view"} <= installed
+        assert pipeline.model.walkthrough.control.viser_server is viewer.viser_server
+    finally:
+        viewer.viser_server.stop()

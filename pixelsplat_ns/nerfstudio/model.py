@@ -27,6 +27,7 @@ from pixelsplat_ns.cameras import gaussians_to_caller_frame, opengl_c2w_to_viewm
 from pixelsplat_ns.gaussians import Gaussians, covariance_to_scales_quaternions, official_to_gsplat_sh
 from pixelsplat_ns.metrics import build_lpips
 from pixelsplat_ns.nerfstudio.context import ContextImages
+from pixelsplat_ns.nerfstudio.walkthrough import ContextRun, Walkthrough
 from pixelsplat_ns.weights import default_long_side, load_encoder
 from pixelsplat_ns.rendering import rasterize
 
@@ -104,6 +105,11 @@ class PixelSplatModel(SplatfactoModel):
         self.info: dict = {}
         self.context_provider: Optional[Callable[[], ContextImages]] = None
         self.context_names: List[str] = []
+        # The viewer's walkthrough panel; runs the encoder (with attention) on first use.
+        self.walkthrough = Walkthrough(lambda: self.run_encoder(return_attention=True))
+        self.walkthrough.set_gaussian_source(
+            lambda: (self.means.detach(), torch.sigmoid(self.opacities.detach()).squeeze(-1))
+        )
 
     def set_context_provider(self, provider: Callable[[], ContextImages]) -> None:
         """Where the context views come from (called lazily: reloaded runs never need them)."""
@@ -111,9 +117,8 @@ class PixelSplatModel(SplatfactoModel):
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
-    def predict_gaussians(self) -> Gaussians:
-        """Run the encoder on the context views and write its Gaussians into splatfacto's
-        parameters (means, log-scales, wxyz quaternions, SH DC/rest, logit opacities)."""
+    def run_encoder(self, return_attention: bool = False) -> ContextRun:
+        """The encoder on the context views (pixelSplat's conventions, see ``prepare_context``)."""
         if self.context_provider is None:
             raise RuntimeError("PixelSplatModel has no context views: call set_context_provider() first")
         context = self.context_provider()
@@ -134,14 +139,20 @@ class PixelSplatModel(SplatfactoModel):
             torch.manual_seed(self.config.seed)
             output = encoder(
                 views.image, views.extrinsics, views.intrinsics, views.near, views.far,
-                deterministic=self.config.deterministic, global_step=0,
-            )
-        gaussians = output.gaussians
+                deterministic=self.config.deterministic, global_step=0, return_attention=return_attention,
+            )  # fmt: skip
+        return ContextRun(views, output, list(context.names))
+
+    def predict_gaussians(self) -> Gaussians:
+        """Run the encoder on the context views and write its Gaussians into splatfacto's
+        parameters (means, log-scales, wxyz quaternions, SH DC/rest, logit opacities)."""
+        run = self.run_encoder()
+        views, gaussians = run.views, run.output.gaussians
         means, covariances = gaussians_to_caller_frame(gaussians.means[0], gaussians.covariances[0], views.scene_scale)
         self.set_gaussians(means, covariances, gaussians.harmonics[0], gaussians.opacities[0])
-        self.context_names = list(context.names)
+        self.context_names = run.names
         CONSOLE.print(
-            f"pixelsplat: predicted {means.shape[0]:,} Gaussians from context views {', '.join(context.names)} "
+            f"pixelsplat: predicted {means.shape[0]:,} Gaussians from context views {', '.join(run.names)} "
             f"({views.image.shape[-1]}x{views.image.shape[-2]} px each)"
         )
         return gaussians
