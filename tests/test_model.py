@@ -224,3 +224,32 @@ def test_nerfstudio_viewer_installs_the_walkthrough_panel(pipeline, tmp_path):
         assert pipeline.model.walkthrough.control.viser_server is viewer.viser_server
     finally:
         viewer.viser_server.stop()
+
+
+def test_walkthrough_predicts_again_from_a_picked_pair(pipeline):
+    model, walkthrough = pipeline.model, pipeline.model.walkthrough
+    original = (walkthrough.first.value, walkthrough.second.value)
+    assert original == ("frame_00040_train.png", "frame_00045_train.png")
+    assert walkthrough.first.options == [p.name for p in pipeline.datamanager.train_dataset.image_filenames]
+    try:
+        before = model.means.detach().clone()
+        walkthrough.trace(0, 0, 0)  # a traced run of the old pair exists ...
+        walkthrough.first.value, walkthrough.second.value = "frame_00041_train.png", "frame_00046_train.png"
+        assert walkthrough.predict_pair()
+        assert model.context_names == ["frame_00041_train.png", "frame_00046_train.png"]
+        assert not torch.allclose(model.means.detach(), before)
+        assert walkthrough.run.names == model.context_names  # ... and is replaced by the new pair's
+
+        walkthrough.second.value = "frame_00041_train.png"  # the same image twice
+        assert not walkthrough.predict_pair()
+        assert "pair refused" in walkthrough.readout.value
+        assert model.context_names == ["frame_00041_train.png", "frame_00046_train.png"]
+        assert pipeline.datamanager.config.context_views == ("frame_00041_train.png", "frame_00046_train.png")
+
+        model.step = 3  # fine-tuning has started: its optimisers own the Gaussians
+        walkthrough.second.value = "frame_00045_train.png"
+        assert not walkthrough.predict_pair() and "fine-tuned" in walkthrough.readout.value
+    finally:
+        model.step = 0
+        walkthrough.first.value, walkthrough.second.value = original
+        assert walkthrough.predict_pair()

@@ -40,6 +40,25 @@ class PixelSplatPipeline(VanillaPipeline):
             self.model.set_context_provider(self.datamanager.context_views)
             if test_mode == "val":
                 self.model.predict_gaussians()
+            self.model.walkthrough.set_pair_choice(
+                [path.name for path in self.datamanager.train_dataset.image_filenames],
+                [self.datamanager.train_dataset.image_filenames[i].name for i in self.datamanager.context_indices()],
+                self.predict_from_pair,
+            )
         except (PixelSplatInputError, FileNotFoundError) as error:  # bad input: one clear message
             CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
             raise SystemExit(2) from None
+
+    def predict_from_pair(self, first: str, second: str) -> None:
+        """Predict the Gaussians again from two other training images (the viewer's pair
+        picking). Refused once fine-tuning has started: its optimisers own the Gaussians."""
+        if self.model.step > 0:
+            raise PixelSplatInputError("the Gaussians are being fine-tuned; pick pairs in a feed-forward run (0 iterations)")
+        previous = self.datamanager.config.context_views
+        self.datamanager.config.context_views = (first, second)
+        try:
+            self.datamanager.context_indices()  # validates the names (unknown, eval-split, identical)
+            self.model.predict_gaussians()
+        except Exception:
+            self.datamanager.config.context_views = previous
+            raise

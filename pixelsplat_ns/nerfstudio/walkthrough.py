@@ -186,6 +186,38 @@ class Walkthrough(nn.Module):
         self.pick_button = ViewerButton("Pick: click a Gaussian", cb_hook=lambda _: self.start_picking())
         self.readout = ViewerText("Traced", "", disabled=True)
         self._means: Callable[[], tuple[Tensor, Tensor]] | None = None
+        # Live pair picking (enabled by ``set_pair_choice``).
+        self.first = ViewerDropdown("First context view", "-", ["-"], visible=False)
+        self.second = ViewerDropdown("Second context view", "-", ["-"], visible=False)
+        self.predict_button = ViewerButton("Predict from this pair", cb_hook=lambda _: self.predict_pair(), visible=False)
+        self._choose_pair: Callable[[str, str], None] | None = None
+
+    def set_pair_choice(self, names: list[str], current: list[str], choose: Callable[[str, str], None]) -> None:
+        """Offer the training images as context views; ``choose(a, b)`` re-predicts from a pair."""
+        self._choose_pair = choose
+        for dropdown, value in ((self.first, current[0]), (self.second, current[-1])):
+            dropdown.set_options(names)
+            dropdown.value = value
+            dropdown.visible = True
+        self.predict_button.visible = True
+
+    def predict_pair(self) -> bool:
+        """Re-predict the Gaussians from the selected pair; False (with the reason shown) if refused."""
+        from pixelsplat_ns.errors import PixelSplatInputError
+
+        if self._choose_pair is None:
+            return False
+        try:
+            self._choose_pair(self.first.value, self.second.value)
+        except PixelSplatInputError as error:
+            self.readout.value = f"pair refused: {error}"
+            return False
+        self._run = None  # traces now describe the new prediction
+        self.readout.value = f"predicted from {self.first.value} and {self.second.value}"
+        viewer = getattr(self.control, "viewer", None)
+        if viewer is not None and hasattr(viewer, "_trigger_rerender"):
+            viewer._trigger_rerender()
+        return True
 
     def set_gaussian_source(self, source: Callable[[], tuple[Tensor, Tensor]]) -> None:
         """Where the current Gaussians (means, opacities in [0, 1], nerfstudio world) come from."""
