@@ -200,6 +200,7 @@ def test_walkthrough_traces_a_pixel_and_draws_it_in_nerfstudio_world(pipeline):
         assert {f"/pixelsplat/context/{name}" for name in run.names} <= nodes
     finally:
         server.stop()
+        walkthrough.control = type(walkthrough.control)()  # detach from the stopped server
 
 
 def test_nerfstudio_viewer_installs_the_walkthrough_panel(pipeline, tmp_path):
@@ -224,6 +225,7 @@ def test_nerfstudio_viewer_installs_the_walkthrough_panel(pipeline, tmp_path):
         assert pipeline.model.walkthrough.control.viser_server is viewer.viser_server
     finally:
         viewer.viser_server.stop()
+        pipeline.model.walkthrough.control = type(pipeline.model.walkthrough.control)()  # detach from it
 
 
 def test_walkthrough_predicts_again_from_a_picked_pair(pipeline):
