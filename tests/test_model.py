@@ -225,7 +225,10 @@ def test_nerfstudio_viewer_installs_the_walkthrough_panel(pipeline, tmp_path):
         assert pipeline.model.walkthrough.control.viser_server is viewer.viser_server
     finally:
         viewer.viser_server.stop()
-        pipeline.model.walkthrough.control = type(pipeline.model.walkthrough.control)()  # detach from it
+        # Detach the shared pipeline's panel from the stopped server (the other tests reuse it).
+        for _, element in viewer.viewer_elements:
+            element.gui_handle = None
+        pipeline.model.walkthrough.control = type(pipeline.model.walkthrough.control)()
 
 
 def test_walkthrough_predicts_again_from_a_picked_pair(pipeline):
