@@ -132,7 +132,7 @@ def test_viewer_renders_lower_resolution_while_moving_through_the_cpu_rasteriser
     # Without a measured speed nerfstudio assumes 100k rays/s: about 4k pixels per frame at 24 fps.
     assert sizes["low_move"][0] * sizes["low_move"][1] < 0.05 * sizes["high"][0] * sizes["high"][1]
 
-    for state, (height, width) in sizes.items():
+    for state, (height, _) in sizes.items():
         view = camera.to("cpu")
         view.rescale_output_resolution(height / int(view.height))
         outputs = model.get_outputs_for_camera(view)
