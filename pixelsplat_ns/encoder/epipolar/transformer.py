@@ -329,7 +329,11 @@ class EpipolarTransformer(nn.Module):
         hidden = hidden[:, :, r - half : hidden.shape[2] - (r - half)].contiguous()  # the halo conv2 needs
         hidden += conv1.bias[None, :, None, None]
         torch.ops.aten.gelu_(hidden)
-        # The full-resolution 7x7 conv (2 d_in -> d_in) dominates inference: FFT it.
-        refined = spectral_conv2d(hidden, self._refinement_spectrum(), conv2.bias, conv2.kernel_size[0], SPECTRAL_TILE, (0, half))
+        if hidden.device.type == "cpu":  # the full-resolution 7x7 conv dominates CPU inference: FFT it
+            refined = spectral_conv2d(
+                hidden, self._refinement_spectrum(), conv2.bias, conv2.kernel_size[0], SPECTRAL_TILE, (0, half)
+            )
+        else:  # cuDNN picks its own algorithm
+            refined = F.conv2d(hidden, conv2.weight, conv2.bias, padding=(0, half))
         del hidden
         return refined.add_(self.upscaler(x[:, :, top:bottom]))
