@@ -254,5 +254,6 @@ def format_summary(summary: dict) -> str:
 
     return (
         f"PSNR {show(summary['psnr'], 2)} dB, SSIM {show(summary['ssim'], 3)}, LPIPS {show(summary['lpips'], 3)} "
-        f"over {summary['targets']} targets of {summary['scenes']} scenes ({summary['skipped']} skipped)"
+        f"over {summary['targets']} targets of {summary['scenes']} scene{'s' * (summary['scenes'] != 1)} "
+        f"({summary['skipped']} skipped)"
     )
