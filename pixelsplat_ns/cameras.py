@@ -219,11 +219,17 @@ def prepare_context(
     return ContextViews(image[None], extrinsics[None], intrinsics[None], near, far, scene_scale)
 
 
+def to_caller_frame(values: Tensor, scene_scale: float) -> Tensor:
+    """Undo ``prepare_context``'s scaling on encoder-world points, distances or depths
+    (the frames differ by a scale only)."""
+    return values / scene_scale
+
+
 def gaussians_to_caller_frame(
     means: Float[Tensor, "*batch 3"], covariances: Float[Tensor, "*batch 3 3"], scene_scale: float
 ) -> tuple[Float[Tensor, "*batch 3"], Float[Tensor, "*batch 3 3"]]:
     """Undo ``prepare_context``'s scaling on predicted means and covariances."""
-    return means / scene_scale, covariances / scene_scale**2
+    return to_caller_frame(means, scene_scale), covariances / scene_scale**2
 
 
 # The RE10K/ACID chunk format's camera rows: fx fy cx cy (normalised), two unused values,

@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from pixelsplat_ns.cameras import ContextViews
+from pixelsplat_ns.cameras import ContextViews, to_caller_frame
 from pixelsplat_ns.encoder import EncoderOutput, PixelTrace, trace_pixel
 
 
@@ -92,7 +92,7 @@ def scene_items(trace: PixelTrace, run: ContextRun, samples_on_ray: int = 64) ->
 
 
 def _world(points: Float[Tensor, "n 3"], scene_scale: float) -> np.ndarray:
-    return (points / scene_scale).detach().cpu().numpy().astype(np.float32)
+    return to_caller_frame(points, scene_scale).detach().cpu().numpy().astype(np.float32)
 
 
 @dataclass
@@ -118,7 +118,7 @@ def camera_items(run: ContextRun) -> list[CameraItem]:
         items.append(
             CameraItem(
                 name=name,
-                position=(c2w[:3, 3] / run.views.scene_scale).numpy(),
+                position=to_caller_frame(c2w[:3, 3], run.views.scene_scale).numpy(),
                 wxyz=vtf.SO3.from_matrix(c2w[:3, :3].numpy()).wxyz,
                 fov=float(2 * np.arctan(0.5 / fy)),
                 aspect=w / h,
@@ -249,7 +249,7 @@ class Walkthrough(nn.Module):
                 )
         pdf = trace.depth_pdf[0]
         self.readout.value = (
-            f"{self.run.names[view]} pixel ({row}, {col}): depth {float(trace.depths[0, 0]) / self.run.views.scene_scale:.3g}, "
+            f"{self.run.names[view]} pixel ({row}, {col}): depth {float(to_caller_frame(trace.depths[0, 0], self.run.views.scene_scale)):.3g}, "
             f"top bucket {int(pdf.argmax())} of {pdf.numel()} (p = {float(pdf.max()):.2f})"
         )
         return trace
