@@ -23,15 +23,12 @@ from rich.table import Table
 
 from pixelsplat_ns.encoder import PixelSplatEncoder
 from pixelsplat_ns.data import ExampleConfig, SkipExample, example_from_indices, open_scene_source
-from pixelsplat_ns.views import render_views
+from pixelsplat_ns.evaluation import render_targets
+from pixelsplat_ns.metrics import psnr
 from pixelsplat_ns.weights import BUNDLED_ENCODER, load_encoder
 
 HELD_OUT = ("llff-fern", "strecha-entry-p10", "strecha-castle-p19", "strecha-castle-p30")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> float:
-    return float(-10 * torch.log10(((prediction - truth) ** 2).mean().clamp_min(1e-10)))
 
 
 @torch.no_grad()
@@ -47,16 +44,12 @@ def evaluate_scene(scene, encoders: dict, config: ExampleConfig, gap: int, strid
         c, t = example["context"], example["target"]
         truth = t["image"].permute(0, 2, 3, 1)  # t h w 3
         for name, encoder in encoders.items():
-            output = encoder(
-                c["image"][None], c["extrinsics"][None], c["intrinsics"][None], c["near"][None], c["far"][None],
-                deterministic=True,
-            )
-            rendered = render_views(output.gaussians, t["extrinsics"][None], t["intrinsics"][None], config.image_shape)[0]
-            scores[name] += [psnr(rendered[i], truth[i]) for i in range(len(targets))]
+            rendered = render_targets(encoder, example, config.image_shape)
+            scores[name] += [float(psnr(rendered[i], truth[i])) for i in range(len(targets))]
         centres = c["extrinsics"][:, :3, 3]
         for i in range(len(targets)):
             nearest = (centres - t["extrinsics"][i, :3, 3]).norm(dim=-1).argmin()
-            scores["nearest context"].append(psnr(c["image"][nearest].permute(1, 2, 0), truth[i]))
+            scores["nearest context"].append(float(psnr(c["image"][nearest].permute(1, 2, 0), truth[i])))
     return scores
 
 

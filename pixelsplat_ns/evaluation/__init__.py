@@ -8,6 +8,7 @@ from pixelsplat_ns.evaluation.protocol import (
     evaluate_scene,
     format_summary,
     load_evaluation_index,
+    render_targets,
     run_evaluation,
     score_views,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "evaluate_scene",
     "format_summary",
     "load_evaluation_index",
+    "render_targets",
     "run_evaluation",
     "score_views",
 ]

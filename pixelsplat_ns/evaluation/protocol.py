@@ -183,15 +183,24 @@ def evaluate_scene(
     if max(*views.context, *views.target) >= len(scene):
         raise SkipExample(f"frame indices {views} exceed the scene's {len(scene)} frames")
     example = example_from_indices(scene, torch.tensor(views.context), torch.tensor(views.target), config)
+    rendered = render_targets(encoder, example, config.image_shape, device)
+    truth = example["target"]["image"].permute(0, 2, 3, 1)
+    return score_views(rendered, truth, lpips)
+
+
+def render_targets(
+    encoder: torch.nn.Module, example: dict, image_shape: tuple[int, int], device: str = "cpu"
+) -> Float[Tensor, "target h w 3"]:
+    """Deterministic prediction from an example's context views (``example_from_indices``),
+    rendered into its target views; returned on the CPU."""
     context, target = example["context"], example["target"]
     inputs = [context[name][None].to(device) for name in ("image", "extrinsics", "intrinsics", "near", "far")]
     with torch.inference_mode():
         gaussians = encoder(*inputs, deterministic=True).gaussians
         rendered = render_views(
-            gaussians, target["extrinsics"][None].to(device), target["intrinsics"][None].to(device), config.image_shape
+            gaussians, target["extrinsics"][None].to(device), target["intrinsics"][None].to(device), image_shape
         )[0]
-    truth = target["image"].permute(0, 2, 3, 1).to(rendered)
-    return score_views(rendered.cpu(), truth.cpu(), lpips)
+    return rendered.cpu()
 
 
 def run_evaluation(
