@@ -132,4 +132,4 @@ def test_banded_inference_matches(official, fixture, run):
     with torch.inference_mode():
         out = official(inputs["image"], inputs["extrinsics"], inputs["intrinsics"], inputs["near"], inputs["far"])
     for name in ("means", "covariances", "harmonics", "opacities"):
-        assert relative_max_error(getattr(out.gaussians, name), getattr(run.gaussians, name)) <= 1e-6, name
+        assert relative_max_error(getattr(out.gaussians, name), getattr(run.gaussians, name)) <= 1e-5, name

@@ -21,6 +21,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .config import BackboneConfig
+from .onednn_linear import Linear
 from .resnet import ResNet, batch_norm, instance_norm, pointwise_conv
 from .unused import UnusedWeights
 
@@ -45,8 +46,8 @@ class VitAttention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: Float[Tensor, "n token dim"]) -> Float[Tensor, "n token dim"]:
         q, k, v = rearrange(self.qkv(x), "n t (three h d) -> three n h t d", three=3, h=self.heads)
@@ -57,9 +58,9 @@ class VitAttention(nn.Module):
 class VitMlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -211,12 +212,16 @@ class FullResolutionFeatures(nn.Module):
             first, last = int(lower[0]), int(upper[-1]) + 1
             rows = None
             for stage, conv in group:  # only the source rows this band reads
-                projected = pointwise_conv(stage[:, :, first:last], conv.weight, conv.bias)[0]
+                projected = pointwise_conv(stage[:, :, first:last], conv.weight, conv.bias)[0].contiguous()
                 rows = projected if rows is None else rows.add_(projected)
             below, above = rows.index_select(1, lower - first), rows.index_select(1, upper - first)
             vertical = torch.lerp(below, above, weight_y[None, :, None])
-            # Horizontally, the rows are plain full-width bilinear upsampling.
-            upsampled = F.interpolate(vertical[None], (bottom - top, w), mode="bilinear", align_corners=True)[0]
+            # Horizontally, the rows are plain full-width linear upsampling (the 1-D kernel
+            # gives the same values as the 2-D one, in half the time).
+            c, rows_out, _ = vertical.shape
+            upsampled = F.interpolate(
+                vertical.reshape(1, c * rows_out, w_in), w, mode="linear", align_corners=True
+            ).view(c, rows_out, w)
             band = upsampled if band is None else band.add_(upsampled)
         return band
 
@@ -260,8 +265,8 @@ class DinoBackbone(FullResolutionFeatures):
         self.dino = DinoVit(patch, size)
         self.resnet_backbone = ResnetBackbone("resnet50", cfg.resnet_layers, cfg.d_out, dino=True, keep_unused=True)
         dim = self.dino.dim
-        self.global_token_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, cfg.d_out))
-        self.local_token_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, cfg.d_out))
+        self.global_token_mlp = nn.Sequential(Linear(dim, dim), nn.ReLU(), Linear(dim, cfg.d_out))
+        self.local_token_mlp = nn.Sequential(Linear(dim, dim), nn.ReLU(), Linear(dim, cfg.d_out))
         self.d_out = cfg.d_out
         self.patch_size = patch
 

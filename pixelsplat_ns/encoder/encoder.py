@@ -24,8 +24,9 @@ from .depth import DepthPredictor, map_pdf_to_opacity
 from .epipolar.sampler import EpipolarSampling
 from .epipolar.transformer import EpipolarTransformer
 from .geometry import pixel_centers
-from .sh_rotation import wigner_blocks
 from .memory import release_free_memory
+from .onednn_linear import Linear
+from .sh_rotation import wigner_blocks
 from .unused import UnusedWeights
 
 
@@ -61,7 +62,7 @@ class PixelSplatEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = build_backbone(cfg.backbone)
-        self.backbone_projection = nn.Sequential(nn.ReLU(), nn.Linear(self.backbone.d_out, cfg.d_feature))
+        self.backbone_projection = nn.Sequential(nn.ReLU(), Linear(self.backbone.d_out, cfg.d_feature))
         if cfg.use_epipolar_transformer:
             self.epipolar_transformer = EpipolarTransformer(cfg.epipolar, cfg.d_feature, cfg.num_views)
         else:
@@ -71,7 +72,7 @@ class PixelSplatEncoder(nn.Module):
         )
         self.gaussian_adapter = GaussianAdapter(cfg.gaussian_adapter)
         self.to_gaussians = nn.Sequential(
-            nn.ReLU(), nn.Linear(cfg.d_feature, cfg.num_surfaces * (2 + self.gaussian_adapter.d_in))
+            nn.ReLU(), Linear(cfg.d_feature, cfg.num_surfaces * (2 + self.gaussian_adapter.d_in))
         )
         self.high_resolution_skip = nn.Sequential(nn.Conv2d(3, cfg.d_feature, 7, 1, 3), nn.ReLU())
 
@@ -173,10 +174,11 @@ class PixelSplatEncoder(nn.Module):
         far: Float[Tensor, "batch view"],
         deterministic: bool,
         global_step: int,
-        band: int = 64,
+        band: int = 52,
     ) -> dict[str, Tensor]:
         """High-resolution skip, depth distribution and Gaussian parameters per pixel, in
-        bands of ``band`` rows per view (full-resolution temporaries stay small). ``features``
+        bands of ``band`` rows per view (full-resolution temporaries stay small; 52 rows are
+        two of the refinement conv's FFT tiles, ``SPECTRAL_TILE``). ``features``
         is a tensor or a function (batch, view, top, bottom) -> [channel, bottom - top, w].
 
         Returns [batch, view, ray, ...] tensors: depth_pdf, depth_offset, depths,

