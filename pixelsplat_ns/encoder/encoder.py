@@ -174,11 +174,11 @@ class PixelSplatEncoder(nn.Module):
         far: Float[Tensor, "batch view"],
         deterministic: bool,
         global_step: int,
-        band: int = 52,
+        band: int = 64,
     ) -> dict[str, Tensor]:
         """High-resolution skip, depth distribution and Gaussian parameters per pixel, in
-        bands of ``band`` rows per view (full-resolution temporaries stay small; 52 rows are
-        two of the refinement conv's FFT tiles, ``SPECTRAL_TILE``). ``features``
+        bands of ``band`` rows per view (full-resolution temporaries stay small; 64 rows are
+        four of the refinement conv's FFT tiles, ``SPECTRAL_TILE``). ``features``
         is a tensor or a function (batch, view, top, bottom) -> [channel, bottom - top, w].
 
         Returns [batch, view, ray, ...] tensors: depth_pdf, depth_offset, depths,
@@ -258,6 +258,8 @@ class PixelSplatEncoder(nn.Module):
         sampling, attention = None, None
         if self.epipolar_transformer is not None:
             transformer = self.epipolar_transformer
+            if not torch.is_grad_enabled():
+                release_free_memory()  # the backbone's temporaries (the process's peak follows)
             low = transformer.downscale(rearrange(features, "b v c h w -> (b v) c h w"))
             del features  # the full-resolution features are not needed any more
             epipolar = transformer.attend(

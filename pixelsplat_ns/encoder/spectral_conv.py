@@ -26,10 +26,14 @@ def kernel_spectrum(
 
     ``F.conv2d`` is a correlation: the flipped kernel turns it into the convolution that
     the FFT computes."""
-    k = weight.shape[-1]
+    c_out, c_in, k, _ = weight.shape
     size = tile + k - 1
-    spectrum = torch.fft.rfft2(torch.flip(weight, (-2, -1)), s=(size, size))
-    return rearrange(spectrum, "o c a b -> (a b) c o").contiguous()
+    complex_dtype = torch.complex128 if weight.dtype == torch.float64 else torch.complex64
+    spectrum = weight.new_empty((size * (size // 2 + 1), c_in, c_out), dtype=complex_dtype)
+    for start in range(0, c_out, 16):  # a few output channels at a time: no second full-size copy
+        chunk = torch.fft.rfft2(torch.flip(weight[start : start + 16], (-2, -1)), s=(size, size))
+        spectrum[:, :, start : start + 16] = rearrange(chunk, "o c a b -> (a b) c o")
+    return spectrum
 
 
 def spectral_conv2d(

@@ -19,7 +19,7 @@ from ..spectral_conv import kernel_spectrum, spectral_conv2d
 from ..transformer import CrossAttention, PositionalEncoding, PreNorm, Transformer
 from .sampler import EpipolarSampler, EpipolarSampling
 
-SPECTRAL_TILE = 26  # output rows/columns per FFT tile: 32 x 32 transforms, a 143 MB spectrum
+SPECTRAL_TILE = 16  # output rows/columns per FFT tile: 22 x 22 transforms, a 69 MB spectrum (26: ~0.15 s faster, +74 MB peak)
 
 
 class ImageSelfAttention(nn.Module):
@@ -225,7 +225,12 @@ class EpipolarTransformer(nn.Module):
         return out
 
     def downscale(self, images: Float[Tensor, "n channel height width"]) -> Float[Tensor, "n channel h_low w_low"]:
-        return self.downscaler(images) if self.cfg.downscale > 1 else images
+        if self.cfg.downscale <= 1:
+            return images
+        if torch.is_grad_enabled():
+            return self.downscaler(images)
+        # One image at a time: the convolution's reordered copy of its input stays small.
+        return torch.cat([self.downscaler(image[None]) for image in images])
 
     def attend(
         self,
