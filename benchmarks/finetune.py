@@ -3,14 +3,16 @@ scratch, with the same optimiser, loss and step budget?
 
 For each scene, a window of 9 consecutive frames: frames 2 and 6 are the encoder's context
 pair, frames 3 and 5 (between them, as in pixelSplat's evaluation) are held out for testing,
-and the other 7 are the training views. Three starts, each with as many Gaussians as the encoder predicts (2 x h x w), are
-fine-tuned on the training views (``pixelsplat_ns.finetune``: splatfacto's loss and rates,
-one view per step, no densification):
+and the other 7 are the training views. Each start is fine-tuned on the training views
+(``pixelsplat_ns.finetune``: splatfacto's loss and rates, one view per step, no densification):
 
 * encoder: the bundled encoder's prediction from the context pair;
+* encoder, every training pair: its predictions from each pair of consecutive training
+  frames, merged (``splats_from_pairs``; 6x as many Gaussians);
 * pixels, random depth: one Gaussian per context pixel with its colour, at a random depth
   between the near and far planes (everything the encoder gives except learned depth/shape);
-* random cube: splatfacto's start without points (uniform in a cube around the cameras).
+* random cube: splatfacto's start without points (uniform in a cube around the cameras),
+  with as many Gaussians as the single-pair start, and as the every-pair start.
 
 Printed: mean test PSNR (dB) after each number of steps in ``--report``.
 
@@ -59,23 +61,30 @@ def scene_views(scene, shape: tuple[int, int]) -> dict:
     context = torch.tensor(CONTEXT) + start
     train = example_from_indices(scene, context, torch.tensor(TRAIN) + start, config)
     test = example_from_indices(scene, context, torch.tensor(TEST) + start, config)
-    return {"context": train["context"], "train": train["target"], "test": test["target"]}
+    return {"context": train["context"], "train": train["target"], "test": test["target"], "start": start}
 
 
-def starts(views: dict, encoder) -> dict:
+def starts(scene, views: dict, encoder, shape: tuple[int, int]) -> dict:
     c = views["context"]
     with torch.inference_mode():
         inputs = [c[name][None] for name in ("image", "extrinsics", "intrinsics", "near", "far")]
         predicted = encoder(*inputs, deterministic=True).gaussians
     encoded = splats_from_gaussians(predicted)
-    count = len(encoded)
+    frames = [views["start"] + i for i in TRAIN]
+    every_pair = splats_from_pairs(
+        encoder, scene, list(zip(frames[:-1], frames[1:])), tuple(views["start"] + i for i in CONTEXT),
+        ExampleConfig(image_shape=shape),
+    )  # fmt: skip
     cameras = torch.cat((c["extrinsics"], views["train"]["extrinsics"]))
+    degree = encoded.sh_degree
     return {
-        "encoder": encoded,
-        "pixels, random depth": pixel_splats(
-            c["image"], c["extrinsics"], c["intrinsics"], c["near"], c["far"], sh_degree=encoded.sh_degree
+        f"encoder ({len(encoded):,})": encoded,
+        f"encoder, every training pair ({len(every_pair):,})": every_pair,
+        f"pixels, random depth ({len(encoded):,})": pixel_splats(
+            c["image"], c["extrinsics"], c["intrinsics"], c["near"], c["far"], sh_degree=degree
         ),
-        "random cube": random_splats(count, cameras, sh_degree=encoded.sh_degree),
+        f"random cube ({len(encoded):,})": random_splats(len(encoded), cameras, sh_degree=degree),
+        f"random cube ({len(every_pair):,})": random_splats(len(every_pair), cameras, sh_degree=degree),
     }
 
 
@@ -96,10 +105,11 @@ def main() -> None:
     scores: dict[str, dict[int, list[float]]] = {}
     seconds: dict[str, float] = {}
     for name in args.scenes:
-        views = scene_views(load_scene(DATA / name), shape)
+        scene = load_scene(DATA / name)
+        views = scene_views(scene, shape)
         test, train = views["test"], views["train"]
         truth = test["image"].permute(0, 2, 3, 1)
-        for method, start in starts(views, encoder).items():
+        for method, start in starts(scene, views, encoder, shape).items():
             per_step = scores.setdefault(method, {step: [] for step in report})
 
             def score(step: int, splats, per_step=per_step, test=test, truth=truth) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -11,11 +13,13 @@ from pixelsplat_ns.finetune import (
     FitConfig,
     Splats,
     fit_splats,
+    merge_splats,
     photometric_loss,
     pixel_splats,
     random_splats,
     render_splats,
     splats_from_gaussians,
+    splats_from_pairs,
 )
 from pixelsplat_ns.metrics import psnr
 from pixelsplat_ns.views import render_views
@@ -128,3 +132,30 @@ def test_bad_inputs_name_the_problem(views, predicted):
     with pytest.raises(PixelSplatInputError, match="batch"):
         splats_from_gaussians(type(predicted)(*(torch.cat((t, t)) for t in (
             predicted.means, predicted.covariances, predicted.harmonics, predicted.opacities))))
+
+
+def test_every_pair_start_is_in_the_reference_frame(views):
+    """Gaussians predicted from another pair (another world scale) render like they do in
+    their own example's world once brought to the reference pair's frame."""
+    source = open_scene_source(require(DATA / "strecha-castle-p19"))
+    scene = next(iter(source.scenes(source.shards()[0])))
+    config = ExampleConfig(image_shape=SHAPE)
+    encoder = load_encoder("tiny")
+    alone = splats_from_pairs(encoder, scene, [(4, 6)], (4, 6), config)
+    own = example_from_indices(scene, torch.tensor([6, 7]), torch.tensor([5]), config)
+    reference_scale = example_from_indices(scene, torch.tensor([4, 6]), torch.tensor([5]), config)["scale"]
+    assert abs(math.log(own["scale"] / reference_scale)) > math.log(1.2)  # the two worlds differ in scale
+    moved = splats_from_pairs(encoder, scene, [(6, 7)], (4, 6), config)
+    c = own["context"]
+    with torch.inference_mode():
+        raw = splats_from_gaussians(encoder(*(c[k][None] for k in ("image", "extrinsics", "intrinsics", "near", "far"))).gaussians)
+    target_own, target_ref = own["target"], views["test"]  # frame 5 in both worlds
+    image_own = render_splats(raw, target_own["extrinsics"], target_own["intrinsics"], SHAPE)
+    image_ref = render_splats(moved, target_ref["extrinsics"], target_ref["intrinsics"], SHAPE)
+    assert (image_own - image_ref).abs().max() <= 1e-4 and image_own.std() > 0.05
+    both = merge_splats([alone, moved])
+    assert len(both) == len(alone) + len(moved) and torch.equal(both.means[len(alone):], moved.means)
+    with pytest.raises(PixelSplatInputError, match="SH degrees"):
+        merge_splats([alone, Splats(moved.means, moved.log_scales, moved.quats, moved.sh[:, :1], moved.logit_opacities)])
+    with pytest.raises(PixelSplatInputError, match="at least one pair"):
+        splats_from_pairs(encoder, scene, [], (4, 6), config)
