@@ -38,6 +38,7 @@ from pixelsplat_ns.finetune import (
     random_splats,
     render_splats,
     splats_from_gaussians,
+    splats_from_pairs,
 )
 from pixelsplat_ns.metrics import psnr
 from pixelsplat_ns.weights import BUNDLED_ENCODER, load_encoder
