@@ -6,6 +6,7 @@ import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -150,7 +151,11 @@ def test_walkthrough_traces_a_pixel_and_draws_it_in_nerfstudio_world(pipeline):
 
     import viser
 
-    from pixelsplat_ns.nerfstudio.walkthrough import camera_items, pixel_of_gaussian, scene_items
+    from pixelsplat_ns.nerfstudio.walkthrough import (
+        camera_items,
+        pixel_of_gaussian,
+        scene_items,
+    )
 
     model = pipeline.model
     model.predict_gaussians()  # undo the fine-tuning of the tests above: the predicted Gaussians
@@ -184,7 +189,17 @@ def test_walkthrough_traces_a_pixel_and_draws_it_in_nerfstudio_world(pipeline):
     for item in camera_items(run):
         pose = cameras.camera_to_worlds[names.index(item.name)]
         torch.testing.assert_close(torch.from_numpy(item.position).float(), pose[:3, 3], atol=1e-4, rtol=1e-4)
-        assert item.image.shape == (h, w, 3)
+        assert item.image.shape == (h, w, 3) and item.depth.shape == (h, w, 3)
+
+    # Pseudo-depth: a pixel's colour encodes the disparity of the Gaussian its trace reports.
+    from pixelsplat_ns.nerfstudio.walkthrough import _colormap, pseudo_depth_image
+
+    near, far = float(run.views.near[0, 1]), float(run.views.far[0, 1])
+    disparity = (1 / trace.depths[0, 0].double() - 1 / far) / (1 / near - 1 / far)
+    assert 0 <= float(disparity) <= 1
+    depth_map = pseudo_depth_image(run, 1)
+    assert (depth_map[h // 2, w // 3] == _colormap(disparity.reshape(1))[0]).all()
+    assert len(np.unique(depth_map.reshape(-1, 3), axis=0)) > 20  # a map, not one colour
 
     # Drawn into a real viser server.
     with socket.socket() as s:
@@ -198,6 +213,9 @@ def test_walkthrough_traces_a_pixel_and_draws_it_in_nerfstudio_world(pipeline):
         nodes = set(server.scene._handle_from_node_name)
         assert {"/pixelsplat/trace/ray", "/pixelsplat/trace/depth", "/pixelsplat/trace/gaussian"} <= nodes
         assert {f"/pixelsplat/context/{name}" for name in run.names} <= nodes
+        walkthrough.frustum_images.value = "pseudo-depth"
+        walkthrough.draw_cameras(True)
+        assert {f"/pixelsplat/context/{name}" for name in run.names} <= set(server.scene._handle_from_node_name)
     finally:
         server.stop()
         walkthrough.control = type(walkthrough.control)()  # detach from the stopped server

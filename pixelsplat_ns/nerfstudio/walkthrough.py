@@ -103,6 +103,18 @@ class CameraItem:
     fov: float  # vertical, radians
     aspect: float
     image: np.ndarray  # [h, w, 3] uint8
+    depth: np.ndarray  # [h, w, 3] uint8, the pseudo-depth map (``pseudo_depth_image``)
+
+
+def pseudo_depth_image(run: ContextRun, view: int) -> np.ndarray:
+    """Where the encoder put each pixel's Gaussian, as an image: the depth of the pixel's
+    first Gaussian as a disparity between the view's far (0, dark blue) and near (1,
+    yellow) planes, the axis the depth buckets are spaced along. [h, w, 3] uint8."""
+    h, w = run.image_shape
+    depth = run.output.depths[0, view, :, 0, 0].double()
+    near, far = run.views.near[0, view].double(), run.views.far[0, view].double()
+    disparity = (1 / depth - 1 / far) / (1 / near - 1 / far)
+    return _colormap(disparity).reshape(h, w, 3)
 
 
 def camera_items(run: ContextRun) -> list[CameraItem]:
@@ -123,6 +135,7 @@ def camera_items(run: ContextRun) -> list[CameraItem]:
                 fov=float(2 * np.arctan(0.5 / fy)),
                 aspect=w / h,
                 image=image,
+                depth=pseudo_depth_image(run, v),
             )
         )
     return items
@@ -178,6 +191,11 @@ class Walkthrough(nn.Module):
         self.show_cameras = ViewerCheckbox(
             "Context cameras", False, cb_hook=lambda element: self.draw_cameras(element.value),
             hint="Show the context views as the encoder saw them",
+        )  # fmt: skip
+        self.frustum_images = ViewerDropdown(
+            "Context images", "colour", ["colour", "pseudo-depth"],
+            cb_hook=lambda _: self.draw_cameras(self.show_cameras.value),
+            hint="On the context cameras: the images, or where the encoder put each pixel's Gaussian (near: yellow)",
         )  # fmt: skip
         self.view = ViewerDropdown("Context view", "0", ["0", "1"], hint="The view the traced pixel belongs to")
         self.row = ViewerSlider("Pixel row", 0.5, 0.0, 1.0, 0.01, hint="Fraction of the image height")
@@ -283,6 +301,7 @@ class Walkthrough(nn.Module):
         for camera in camera_items(self.run):
             handle = server.scene.add_camera_frustum(
                 f"/pixelsplat/context/{camera.name}", fov=camera.fov, aspect=camera.aspect, scale=0.15,
-                wxyz=camera.wxyz, position=camera.position * ratio, image=camera.image, color=(255, 80, 40),
+                wxyz=camera.wxyz, position=camera.position * ratio, color=(255, 80, 40),
+                image=camera.depth if self.frustum_images.value == "pseudo-depth" else camera.image,
             )  # fmt: skip
             handle.visible = visible
