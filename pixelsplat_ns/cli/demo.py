@@ -33,7 +33,38 @@ class Demo:
     data: Path = DEMO_SCENE
     """The scene (nerfstudio format, file names carrying _train / _eval)."""
 
+    def check_inputs(self) -> None:
+        """Fail before anything is written: the scene must be a nerfstudio folder and the
+        checkpoint (when given) a readable encoder checkpoint."""
+        from pixelsplat_ns.errors import PixelSplatInputError
+        from pixelsplat_ns.official import read_encoder_weights
+
+        if not (self.data / "transforms.json").is_file():
+            raise PixelSplatInputError(
+                f"{self.data} is not a nerfstudio scene: it has no transforms.json "
+                "(a scene folder holds transforms.json and the images it lists, e.g. from ns-process-data)"
+            )
+        if self.encoder_checkpoint is not None:
+            read_encoder_weights(self.encoder_checkpoint)  # names the file and the problem
+        if self.max_num_iterations < 0:
+            raise PixelSplatInputError(f"max_num_iterations must be 0 or more, got {self.max_num_iterations}")
+
     def main(self) -> None:
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        from pixelsplat_ns.errors import PixelSplatInputError
+
+        try:
+            self.check_inputs()
+        except (PixelSplatInputError, FileNotFoundError) as error:
+            CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
+            raise SystemExit(2) from None
+        self.run()
+
+    def run(self) -> None:
+        """The demo itself (inputs already checked)."""
+        import shutil
+
         from nerfstudio.scripts.train import main as train_main
         from nerfstudio.utils.eval_utils import eval_setup
         from nerfstudio.utils.rich_utils import CONSOLE
@@ -55,9 +86,16 @@ class Demo:
         config.pipeline.model.encoder = self.encoder
         config.pipeline.model.encoder_checkpoint = self.encoder_checkpoint
         config.set_timestamp()
-        train_main(config)
-
         run_dir = config.get_base_dir()
+        created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+        try:
+            train_main(config)
+        except BaseException:  # nothing half-written: the folders this attempt created go
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for folder in created[1:]:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            raise
         config_path = run_dir / "config.yml"
         _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
         model, datamanager = pipeline.model, pipeline.datamanager
