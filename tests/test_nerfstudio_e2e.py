@@ -151,6 +151,7 @@ def test_single_image_dataset_fails_with_one_clear_message(tmp_path: Path):
     output = result.stdout + result.stderr
     assert "needs two context views" in output and "1 image" in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
+    assert not list((tmp_path / "outputs").rglob("config.yml")), "the refused run's folder stayed behind"
 
 
 def test_identical_context_cameras_fail_with_one_clear_message(tmp_path: Path):
@@ -160,6 +161,7 @@ def test_identical_context_cameras_fail_with_one_clear_message(tmp_path: Path):
     output = result.stdout + result.stderr
     assert "identical camera positions" in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
+    assert not list((tmp_path / "outputs").rglob("config.yml")), "the refused run's folder stayed behind"
 
 
 def test_wrong_checkpoint_fails_with_one_clear_message(tmp_path: Path):
@@ -170,3 +172,4 @@ def test_wrong_checkpoint_fails_with_one_clear_message(tmp_path: Path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "re10k.ckpt" in output and "Traceback" not in output, output[-3000:]
+    assert not list((tmp_path / "outputs").rglob("config.yml")), "the refused run's folder stayed behind"

@@ -1,9 +1,11 @@
-"""nerfstudio's trainer, made to accept a run of zero iterations (pure feed-forward)."""
+"""nerfstudio's trainer, made to accept a run of zero iterations (pure feed-forward) and to
+leave no run folder behind when the pipeline refuses its input."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
-from typing import Type
+from typing import Literal, Type
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import writer
@@ -15,6 +17,26 @@ class PixelSplatTrainerConfig(TrainerConfig):
 
 
 class PixelSplatTrainer(Trainer):
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        try:
+            super().setup(test_mode)
+        except SystemExit:
+            # Bad input, refused with its message while the pipeline was set up. Nothing was
+            # trained, so the folder nerfstudio made for this run (its config only) goes too.
+            self._remove_untrained_run()
+            raise
+
+    def _remove_untrained_run(self) -> None:
+        base = self.base_dir
+        if not base.is_dir() or any(base.rglob("*.ckpt")):
+            return
+        shutil.rmtree(base, ignore_errors=True)
+        top = self.config.output_dir.resolve()
+        for folder in base.resolve().parents:  # outputs/<experiment>/<method>/ when now empty
+            if folder == top or top not in folder.parents or any(folder.iterdir()):
+                break
+            folder.rmdir()
+
     def _after_train(self) -> None:
         if self.config.max_num_iterations == 0:
             # nerfstudio's console statistics divide by the iteration count and need a
