@@ -60,9 +60,9 @@ def resolve_context_names(
 
 
 def default_context_pair(train_paths: Sequence[str], gap: int | None = None) -> list[int]:
-    """The automatic choice: in file-name (capture) order, the middle training image and
-    the one ``gap`` training images after it (default: a tenth of the training images,
-    at least 1), so that held-out frames between them are natural targets."""
+    """The automatic choice: in file-name (capture) order, two training images ``gap``
+    apart (default: a tenth of the training images, at least 1), centred on the middle
+    one, so that held-out frames between them are natural targets."""
     n = len(train_paths)
     if n < 2:
         names = ", ".join(PurePath(p).name for p in train_paths) or "none"

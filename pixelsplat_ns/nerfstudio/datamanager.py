@@ -25,7 +25,7 @@ class PixelSplatDataManagerConfig(FullImageDatamanagerConfig):
     _target: Type = field(default_factory=lambda: PixelSplatDataManager)
     context_views: Tuple[str, ...] = ()
     """Training images given to the encoder, by file name, stem or path suffix (e.g. frame_00040 frame_00052).
-    Empty: the middle training image and the one context-gap training images after it, in file-name order."""
+    Empty: two training images context-gap apart, centred on the middle one, in file-name order."""
     context_gap: Optional[int] = None
     """Gap of the automatic pair, in training images (default: a tenth of them, at least 1)."""
     cache_images: Literal["cpu", "gpu"] = "cpu"
