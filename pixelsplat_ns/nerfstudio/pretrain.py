@@ -186,6 +186,9 @@ class PretrainModelConfig(ModelConfig):
     gaussians_per_pixel: Optional[int] = None
     """Depths sampled per pixel while training (default: the architecture's, 3 as in the reference).
     Fewer makes CPU training cheaper; it is stored with the checkpoint."""
+    sampling_seed: int = 0
+    """Seed of the training-time depth sampling, drawn afresh from (seed, step, rank) at every step,
+    so that a resumed run (--load-dir) samples exactly as an uninterrupted one."""
 
 
 class PretrainModel(Model):
@@ -204,6 +207,7 @@ class PretrainModel(Model):
         self.lpips = build_lpips()
         self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
         self.step = 0
+        self.rank = 0  # set by the pipeline under DDP
         self.checkpoint_dir: Optional[Path] = None  # set from the trainer: <run>/encoders
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
@@ -237,11 +241,17 @@ class PretrainModel(Model):
 
     def render(self, batch: dict, deterministic: bool) -> torch.Tensor:
         """Predict Gaussians from each example's context, render its targets: [b, t, h, w, 3]."""
+        from pixelsplat_ns.data.sampling import example_generator
+
         context, target = batch["context"], batch["target"]
-        output = self.encoder(
-            context["image"], context["extrinsics"], context["intrinsics"], context["near"], context["far"],
-            deterministic=deterministic, global_step=self.step,
-        )
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the caller's RNG stays untouched
+            seed = int(torch.randint(2**62, (), generator=example_generator(self.config.sampling_seed, self.step, self.rank)))
+            torch.manual_seed(seed)  # this step's depth samples, whatever ran before
+            output = self.encoder(
+                context["image"], context["extrinsics"], context["intrinsics"], context["near"], context["far"],
+                deterministic=deterministic, global_step=self.step,
+            )
         return render_views(output.gaussians, target["extrinsics"], target["intrinsics"], target["image"].shape[-2:])
 
     def get_outputs(self, batch: dict) -> Dict[str, torch.Tensor]:  # type: ignore[override]
@@ -317,6 +327,7 @@ class PretrainPipeline(VanillaPipeline):
             scene_box=None, num_train_data=0, metadata={}, device=device, grad_scaler=grad_scaler
         )
         self.model.to(device)
+        self.model.rank = local_rank
         if world_size > 1:
             self._model = torch.nn.parallel.DistributedDataParallel(
                 self._model, device_ids=[local_rank] if torch.cuda.is_available() else None,
