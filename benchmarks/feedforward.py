@@ -21,8 +21,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from pixelsplat_ns.encoder import PixelSplatEncoder
 from pixelsplat_ns.data import ExampleConfig, SkipExample, example_from_indices, open_scene_source
+from pixelsplat_ns.encoder import PixelSplatEncoder
 from pixelsplat_ns.evaluation import render_targets
 from pixelsplat_ns.metrics import psnr
 from pixelsplat_ns.weights import BUNDLED_ENCODER, load_encoder

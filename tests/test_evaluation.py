@@ -16,10 +16,10 @@ from pixelsplat_ns.evaluation import (
     EvaluationIndexError,
     ViewChoice,
     load_evaluation_index,
+    protocol,
     run_evaluation,
     score_views,
 )
-from pixelsplat_ns.evaluation import protocol
 from pixelsplat_ns.metrics import psnr
 from pixelsplat_ns.views import render_views
 from pixelsplat_ns.weights import load_encoder

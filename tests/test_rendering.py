@@ -19,7 +19,6 @@ from pixelsplat_ns.rendering.cpu import rasterize_torch
 from pixelsplat_ns.rendering.projection import project_gaussians
 from pixelsplat_ns.rendering.sh import eval_sh
 
-
 # --------------------------------------------------------------------------------------
 # Brute-force reference
 # --------------------------------------------------------------------------------------
@@ -31,7 +30,7 @@ def reference_rasterize(
     radius_clip=0.0,
 ):
     """Per-pixel, per-Gaussian rendering with gsplat's rules. Returns (render, alpha, n_terminated)."""
-    C, N = viewmats.shape[0], means.shape[0]
+    C = viewmats.shape[0]
     dtype = means.dtype
     covars, _ = _quat_scale_to_covar_preci(quats, scales, True, False)
     radii, means2d, depths, conics, _ = _fully_fused_projection(
@@ -95,7 +94,7 @@ def reference_rasterize(
 def look_at_viewmats(offsets, dtype=torch.float32):
     """World-to-camera matrices of cameras near the origin looking roughly down +z."""
     mats = []
-    for i, (tx, ty, tz, yaw) in enumerate(offsets):
+    for tx, ty, tz, yaw in offsets:
         c, s = math.cos(yaw), math.sin(yaw)
         rot = torch.tensor([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]], dtype=dtype)
         mat = torch.eye(4, dtype=dtype)
@@ -447,7 +446,7 @@ def test_gradients_match_autograd_through_reference(render):
         loss = (image * w_render).sum() + (alpha * w_alpha).sum()
         grads.append(torch.autograd.grad(loss, [inputs[k] for k in names]))
     for name, ours, ref in zip(names, *grads):
-        torch.testing.assert_close(ours, ref, atol=1e-8, rtol=1e-7, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(ours, ref, atol=1e-8, rtol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_camera_gradients_match_reference(render):

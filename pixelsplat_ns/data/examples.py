@@ -204,7 +204,7 @@ def example_from_indices(
         config.near_disparity,
         config.far_disparity,
     )
-    for name, value in views.items():
+    for value in views.values():
         count = value["index"].shape[0]
         value["near"] = near[0, :1].expand(count).clone()
         value["far"] = far[0, :1].expand(count).clone()

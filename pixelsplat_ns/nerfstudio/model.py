@@ -28,8 +28,8 @@ from pixelsplat_ns.gaussians import Gaussians, covariance_to_scales_quaternions,
 from pixelsplat_ns.metrics import build_lpips
 from pixelsplat_ns.nerfstudio.context import ContextImages
 from pixelsplat_ns.nerfstudio.walkthrough import ContextRun, Walkthrough
-from pixelsplat_ns.weights import default_long_side, load_encoder
 from pixelsplat_ns.rendering import rasterize
+from pixelsplat_ns.weights import default_long_side, load_encoder
 
 GAUSSIAN_PARAMS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
 

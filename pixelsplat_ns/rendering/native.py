@@ -259,7 +259,7 @@ def load() -> Optional[NativeKernels]:
             try:
                 _state["kernels"] = _build()
             except Exception as error:  # no compiler, build failure, ...
-                warnings.warn(f"pixelsplat_ns: C++ rasteriser unavailable ({error!s:.200}); using the PyTorch path")
+                warnings.warn(f"pixelsplat_ns: C++ rasteriser unavailable ({error!s:.200}); using the PyTorch path", stacklevel=2)
                 _state["kernels"] = None
         return _state["kernels"]
 
