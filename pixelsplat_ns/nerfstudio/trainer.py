@@ -28,7 +28,10 @@ class PixelSplatTrainer(Trainer):
 
     def _remove_untrained_run(self) -> None:
         base = self.base_dir
-        if not base.is_dir() or any(base.rglob("*.ckpt")):
+        # Only a folder holding nothing but what nerfstudio writes before set-up (never a
+        # run with checkpoints, renders or anything of the user's).
+        before_setup = {"config.yml", "dataparser_transforms.json"}
+        if not base.is_dir() or any(p.is_file() and p.name not in before_setup for p in base.rglob("*")):
             return
         shutil.rmtree(base, ignore_errors=True)
         top = self.config.output_dir.resolve()
