@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--lr-means", type=float, default=FitConfig.lr_means, help="position rate per unit of camera extent")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    report = sorted({s for s in args.report if s <= args.steps})
+    report = sorted({s for s in args.report if s <= args.steps}) or [args.steps]
     shape = tuple(args.size)
     encoder = load_encoder("tiny", args.checkpoint)
 

@@ -91,7 +91,8 @@ class Demo:
         try:
             train_main(config)
         except BaseException:  # nothing half-written: the folders this attempt created go
-            shutil.rmtree(run_dir, ignore_errors=True)
+            if run_dir in created and not any(run_dir.rglob("*.ckpt")):  # never a run that saved weights
+                shutil.rmtree(run_dir, ignore_errors=True)
             for folder in created[1:]:
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()

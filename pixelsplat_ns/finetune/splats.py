@@ -67,17 +67,22 @@ def splats_from_gaussians(gaussians: Gaussians, sh_degree: int = 3) -> Splats:
     opacities = gaussians.opacities[0].clamp(1e-6, 1 - 1e-6)
     return Splats(
         means=gaussians.means[0].detach().clone(),
-        log_scales=scales[0].clamp_min(1e-10).log(),
+        log_scales=scales[0].detach().clamp_min(1e-10).log(),
         quats=rotations[0].detach().clone(),
         sh=official_to_gsplat_sh(gaussians.harmonics[0], sh_degree).detach().clone(),
-        logit_opacities=torch.logit(opacities),
+        logit_opacities=torch.logit(opacities.detach()),
     )
 
 
-def _k_nearest_distance(points: Float[Tensor, "n 3"], k: int = 3, chunk: int = 4096) -> Float[Tensor, "n"]:
+def _k_nearest_distance(points: Float[Tensor, "n 3"], k: int = 3) -> Float[Tensor, "n"]:
     """Mean distance to the k nearest other points (splatfacto's initial scale rule)."""
+    n = len(points)
+    if n < 2:
+        return torch.ones(n, dtype=points.dtype, device=points.device)
+    k = min(k, n - 1)
+    chunk = max(1, 2**25 // n)  # distance blocks of at most 128 MB
     out = []
-    for start in range(0, len(points), chunk):
+    for start in range(0, n, chunk):
         d = torch.cdist(points[start : start + chunk], points)
         out.append(d.topk(k + 1, largest=False).values[:, 1:].mean(dim=1))
     return torch.cat(out)
@@ -105,11 +110,12 @@ def random_splats(
     uniform in a cube around the cameras (half-side ``spread`` times the cameras' extent,
     at least ``spread``), random colours, scales from neighbour distances, opacity 0.1."""
     generator = torch.Generator().manual_seed(seed)
-    centres = extrinsics[:, :3, 3]
+    centres = extrinsics[:, :3, 3].detach().cpu().float()
     middle = centres.mean(dim=0)
     extent = max(float((centres - middle).norm(dim=-1).max()), 1.0)
     means = middle + (torch.rand((count, 3), generator=generator) * 2 - 1) * spread * extent
-    return _initial_splats(means, torch.rand((count, 3), generator=generator), sh_degree, generator)
+    splats = _initial_splats(means, torch.rand((count, 3), generator=generator), sh_degree, generator)
+    return _to(splats, extrinsics.device)
 
 
 def pixel_splats(
@@ -124,7 +130,9 @@ def pixel_splats(
     """A stronger start from scratch: one Gaussian per context pixel, on its ray at a
     random depth in [near, far] (uniform in disparity, as the encoder's buckets), with the
     pixel's colour. Everything pixelSplat predicts except the learned depth and shape."""
-    generator = torch.Generator().manual_seed(seed)
+    device = images.device
+    images, extrinsics, intrinsics, near, far = (t.detach().cpu().float() for t in (images, extrinsics, intrinsics, near, far))
+    generator = torch.Generator().manual_seed(seed)  # CPU draws: the same start on every device
     v, _, h, w = images.shape
     ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")
     pixels = torch.stack((xs, ys, torch.ones_like(xs)), dim=-1).reshape(-1, 3)  # normalised image coords
@@ -136,7 +144,11 @@ def pixel_splats(
         points = directions / disparity[:, None]
         means.append(points @ extrinsics[view, :3, :3].T + extrinsics[view, :3, 3])
         colors.append(images[view].reshape(3, -1).T)
-    return _initial_splats(torch.cat(means), torch.cat(colors), sh_degree, generator)
+    return _to(_initial_splats(torch.cat(means), torch.cat(colors), sh_degree, generator), device)
+
+
+def _to(splats: Splats, device: torch.device) -> Splats:
+    return Splats(**{name: value.to(device) for name, value in splats.tensors().items()})
 
 
 def render_splats(

@@ -244,9 +244,11 @@ class PretrainModel(Model):
         from pixelsplat_ns.data.sampling import example_generator
 
         context, target = batch["context"], batch["target"]
-        devices = [self.device] if self.device.type == "cuda" else []
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):  # the caller's RNG stays untouched
-            seed = int(torch.randint(2**62, (), generator=example_generator(self.config.sampling_seed, self.step, self.rank)))
+            # slot -1: bits of their own, not the example sampler's (slots 0, 1, ...)
+            generator = example_generator(self.config.sampling_seed, self.step, self.rank, slot=-1)
+            seed = int(torch.randint(2**62, (), generator=generator))
             torch.manual_seed(seed)  # this step's depth samples, whatever ran before
             output = self.encoder(
                 context["image"], context["extrinsics"], context["intrinsics"], context["near"], context["far"],

@@ -4,11 +4,14 @@ leave no run folder behind when the pipeline refuses its input."""
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass, field
 from typing import Literal, Type
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import writer
+
+_IMPORTED_AT = time.time()  # before ns-train writes this run's config.yml
 
 
 @dataclass
@@ -30,15 +33,23 @@ class PixelSplatTrainer(Trainer):
         base = self.base_dir
         # Only a folder holding nothing but what nerfstudio writes before set-up (never a
         # run with checkpoints, renders or anything of the user's).
+        # ... and only one this process wrote (not an earlier run's folder reused by --load-config).
         before_setup = {"config.yml", "dataparser_transforms.json"}
-        if not base.is_dir() or any(p.is_file() and p.name not in before_setup for p in base.rglob("*")):
-            return
-        shutil.rmtree(base, ignore_errors=True)
-        top = self.config.output_dir.resolve()
-        for folder in base.resolve().parents:  # outputs/<experiment>/<method>/ when now empty
-            if folder == top or top not in folder.parents or any(folder.iterdir()):
-                break
-            folder.rmdir()
+        try:
+            if not base.is_dir() or any(
+                p.is_file() and str(p.relative_to(base)) not in before_setup for p in base.rglob("*")
+            ):
+                return
+            if (base / "config.yml").stat().st_mtime < _IMPORTED_AT:
+                return
+            shutil.rmtree(base, ignore_errors=True)
+            top = self.config.output_dir.resolve()
+            for folder in base.resolve().parents:  # outputs/<experiment>/<method>/ when now empty
+                if folder == top or top not in folder.parents or any(folder.iterdir()):
+                    break
+                folder.rmdir()
+        except OSError:  # another rank got there first; the refusal's message matters more
+            pass
 
     def _after_train(self) -> None:
         if self.config.max_num_iterations == 0:
