@@ -16,6 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from pixelsplat_ns.cameras import denormalize_intrinsics
+from pixelsplat_ns.encoder.geometry import pixel_centers
 from pixelsplat_ns.errors import PixelSplatInputError
 from pixelsplat_ns.gaussians import Gaussians, official_to_gsplat_sh
 from pixelsplat_ns.rendering import rasterize
@@ -134,8 +135,8 @@ def pixel_splats(
     images, extrinsics, intrinsics, near, far = (t.detach().cpu().float() for t in (images, extrinsics, intrinsics, near, far))
     generator = torch.Generator().manual_seed(seed)  # CPU draws: the same start on every device
     v, _, h, w = images.shape
-    ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")
-    pixels = torch.stack((xs, ys, torch.ones_like(xs)), dim=-1).reshape(-1, 3)  # normalised image coords
+    xy = pixel_centers(h, w).reshape(-1, 2)  # normalised image coordinates, row-major
+    pixels = torch.cat((xy, torch.ones_like(xy[:, :1])), dim=-1)
     means, colors = [], []
     for view in range(v):
         directions = pixels @ torch.linalg.inv(intrinsics[view]).T  # camera frame, z = 1
