@@ -1,105 +1,162 @@
-"""Feed-forward quality on held-out scenes: encoder vs copying the nearest context view.
+"""Feed-forward quality on held-out scenes, measured the way a user runs it.
 
 For every held-out scene (default: the real scenes the bundled encoder never trains on)
-and every pair of frames (i, i + gap), the encoder predicts Gaussians from the pair and
-renders the frames strictly between them. Printed per scene and overall: PSNR of
+and every pair of frames (i, i + gap), a nerfstudio scene is cut with the pair as its
+training images and the frames between them as its eval split; then, as a user would:
 
-* the encoder under test (default: the bundled one),
-* the same architecture untrained (seeded random weights),
-* copying the context image nearest to the target camera (the baseline to beat).
+* ``ns-train pixelsplat`` with its defaults (0 iterations: feed-forward), once per
+  ``--gaussian-resolution`` under test;
+* the run is loaded back as ``ns-render dataset`` / ``ns-eval`` load it (``eval_setup``) and
+  renders the eval frames (targets) and the two context cameras at the images' own size.
+
+Printed per scene and overall: PSNR/SSIM (pixelSplat's SSIM: 11x11 Gaussian window, sigma
+1.5) on the targets, PSNR at the context cameras against the context photos, and the same
+for copying the context photo nearest to the target camera (the baseline to beat).
 
     .venv/bin/python benchmarks/feedforward.py
-    .venv/bin/python benchmarks/feedforward.py --checkpoint outputs/.../encoder-step-000003000.ckpt --gap 3
+    .venv/bin/python benchmarks/feedforward.py --modes encoder native --scenes llff-fern --stride 4
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
 import torch
+from pytorch_msssim import ssim
 from rich.console import Console
 from rich.table import Table
 
-from pixelsplat_ns.data import ExampleConfig, SkipExample, example_from_indices, open_scene_source
-from pixelsplat_ns.encoder import PixelSplatEncoder
-from pixelsplat_ns.evaluation import render_targets
 from pixelsplat_ns.metrics import psnr
-from pixelsplat_ns.weights import BUNDLED_ENCODER, load_encoder
 
 HELD_OUT = ("llff-fern", "strecha-entry-p10", "strecha-castle-p19", "strecha-castle-p30")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def cut_pair(source: Path, first: int, gap: int, destination: Path) -> Path:
+    """A nerfstudio scene of frames first..first+gap: the two ends as training images (the
+    context pair), the frames between as the eval split (nerfstudio's filename split)."""
+    meta = json.loads((source / "transforms.json").read_text())
+    (destination / "images").mkdir(parents=True)
+    frames = []
+    for i in range(first, first + gap + 1):
+        frame = dict(meta["frames"][i])
+        name = f"frame_{i:05d}_{'train' if i in (first, first + gap) else 'eval'}{Path(frame['file_path']).suffix}"
+        os.symlink((source / frame["file_path"]).resolve(), destination / "images" / name)
+        frame["file_path"] = f"images/{name}"
+        frames.append(frame)
+    (destination / "transforms.json").write_text(json.dumps({**{k: v for k, v in meta.items() if k != "frames"}, "frames": frames}))
+    return destination
+
+
+def score(rendered: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    """(PSNR, SSIM) of two [h, w, 3] images in [0, 1]."""
+    a, b = rendered.clamp(0, 1).permute(2, 0, 1)[None], truth.permute(2, 0, 1)[None]
+    return float(psnr(rendered.clamp(0, 1), truth)), float(ssim(a, b, data_range=1.0, win_size=11, win_sigma=1.5))
+
+
+def _image(cache: dict) -> torch.Tensor:
+    image = cache["image"].float()
+    return (image / 255.0 if cache["image"].dtype == torch.uint8 else image)[..., :3]
+
+
 @torch.no_grad()
-def evaluate_scene(scene, encoders: dict, config: ExampleConfig, gap: int, stride: int) -> dict[str, list[float]]:
-    scores: dict[str, list[float]] = {name: [] for name in (*encoders, "nearest context")}
-    for first in range(0, len(scene) - gap, stride):
-        context = torch.tensor([first, first + gap])
-        targets = torch.arange(first + 1, first + gap)
-        try:
-            example = example_from_indices(scene, context, targets, config)
-        except SkipExample:
-            continue
-        c, t = example["context"], example["target"]
-        truth = t["image"].permute(0, 2, 3, 1)  # t h w 3
-        for name, encoder in encoders.items():
-            rendered = render_targets(encoder, example, config.image_shape)
-            scores[name] += [float(psnr(rendered[i], truth[i])) for i in range(len(targets))]
-        centres = c["extrinsics"][:, :3, 3]
-        for i in range(len(targets)):
-            nearest = (centres - t["extrinsics"][i, :3, 3]).norm(dim=-1).argmin()
-            scores["nearest context"].append(float(psnr(c["image"][nearest].permute(1, 2, 0), truth[i])))
+def run_pair(scene: Path, mode: str, output_dir: Path, checkpoint: Path | None) -> dict[str, list[tuple[float, float]]]:
+    """ns-train pixelsplat (defaults, feed-forward) then the ns-render/ns-eval load path."""
+    from nerfstudio.scripts.train import main as train_main
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+
+    config = pixelsplat_trainer_config()
+    config.data = scene
+    config.output_dir = output_dir
+    config.vis = "tensorboard"
+    config.viewer.quit_on_train_completion = True
+    config.pipeline.datamanager.dataparser.eval_mode = "filename"
+    config.pipeline.model.gaussian_resolution = mode
+    config.pipeline.model.encoder_checkpoint = checkpoint
+    config.set_timestamp()
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_main(config)
+        _, pipeline, _, _ = eval_setup(config.get_base_dir() / "config.yml", test_mode="test")
+    model, data = pipeline.model, pipeline.datamanager
+    model.eval()
+    scores: dict[str, list[tuple[float, float]]] = {"target": [], "context": [], "copy": []}
+    context = data.context_views()
+    for index in range(len(data.eval_dataset)):
+        camera = data.eval_dataset.cameras[index : index + 1]
+        truth = _image(data.cached_eval[index])
+        scores["target"].append(score(model.get_outputs_for_camera(camera)["rgb"].cpu(), truth))
+        nearest = (context.c2w[:, :3, 3] - camera.camera_to_worlds[0, :3, 3]).norm(dim=-1).argmin()
+        scores["copy"].append(score(context.images[nearest], truth))
+    for index in data.context_indices():
+        camera = data.train_dataset.cameras[index : index + 1]
+        scores["context"].append(score(model.get_outputs_for_camera(camera)["rgb"].cpu(), _image(data.cached_train[index])))
     return scores
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=BUNDLED_ENCODER, help="encoder under test")
     parser.add_argument("--scenes", nargs="+", default=list(HELD_OUT), help=f"scene folders under {DATA}")
     parser.add_argument("--gap", type=int, default=3, help="context pair (i, i + gap), targets between")
     parser.add_argument("--stride", type=int, default=2, help="step between consecutive pairs' first frames")
-    parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
+    parser.add_argument("--modes", nargs="+", default=["encoder", "native"], choices=["encoder", "native"],
+                        help="--pipeline.model.gaussian-resolution values to measure")  # fmt: skip
+    parser.add_argument("--encoder-checkpoint", type=Path, default=None, help="default: the bundled encoder")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    trained = load_encoder("tiny", args.checkpoint)
-    torch.manual_seed(0)
-    untrained = PixelSplatEncoder(trained.cfg).eval()  # same architecture, seeded random weights
-    encoders = {"encoder": trained, "untrained": untrained}
-    config = ExampleConfig(image_shape=tuple(args.size))
-
-    console = Console()
-    table = Table(title=f"feed-forward PSNR (dB), pairs (i, i+{args.gap}), targets between, {args.size[0]}x{args.size[1]}")
-    for column in ("scene", "targets", "encoder", "untrained", "nearest context", "encoder - nearest"):
+    console = Console(width=200)
+    columns = ["scene", "targets"]
+    for mode in args.modes:
+        columns += [f"{mode}: target PSNR", f"{mode}: SSIM", f"{mode}: at context"]
+    columns += ["copy nearest: PSNR", "copy nearest: SSIM"]
+    table = Table(title=f"feed-forward through ns-train/ns-render, native resolution, pairs (i, i+{args.gap}), targets between")
+    for column in columns:
         table.add_column(column, justify="right")
-    everything: dict[str, list[float]] = {}
-    for name in args.scenes:
-        scene = _load(DATA / name)
-        scores = evaluate_scene(scene, encoders, config, args.gap, args.stride)
-        for key, values in scores.items():
-            everything.setdefault(key, []).extend(values)
-        table.add_row(name, *_row(scores))
-    table.add_row("all", *_row(everything), style="bold")
+    everything: dict[str, list[tuple[float, float]]] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pixelsplat-feedforward-") as work:
+        for name in args.scenes:
+            source = DATA / name
+            frames = len(json.loads((source / "transforms.json").read_text())["frames"])
+            per_scene: dict[str, list[tuple[float, float]]] = {}
+            for first in range(0, frames - args.gap, args.stride):
+                scene = cut_pair(source, first, args.gap, Path(work) / f"{name}-{first}")
+                for mode in args.modes:
+                    scores = run_pair(scene, mode, Path(work) / "outputs", args.encoder_checkpoint)
+                    for key, values in scores.items():
+                        if key == "copy" and mode != args.modes[0]:
+                            continue
+                        label = key if key == "copy" else f"{mode}:{key}"
+                        per_scene.setdefault(label, []).extend(values)
+                shutil.rmtree(Path(work) / "outputs", ignore_errors=True)
+                console.log(f"{name} pair ({first}, {first + args.gap}) done")
+            for key, values in per_scene.items():
+                everything.setdefault(key, []).extend(values)
+            table.add_row(name, *_row(per_scene, args.modes))
+    table.add_row("all", *_row(everything, args.modes), style="bold")
     console.print(table)
-    console.print(f"encoder: {args.checkpoint}")
+    console.print(f"encoder: {args.encoder_checkpoint or 'bundled'}; {time.perf_counter() - started:.0f} s")
 
 
-def _load(folder: Path):
-    source = open_scene_source(folder)
-    shard = source.shards()[0]
-    return next(iter(source.scenes(shard)))
+def _row(scores: dict[str, list[tuple[float, float]]], modes: list[str]) -> list[str]:
+    def mean(key: str, metric: int) -> float:
+        values = [value[metric] for value in scores[key]]
+        return sum(values) / max(1, len(values))
 
-
-def _row(scores: dict[str, list[float]]) -> list[str]:
-    mean = {key: sum(values) / max(1, len(values)) for key, values in scores.items()}
-    return [
-        str(len(scores["nearest context"])),
-        f"{mean['encoder']:.2f}",
-        f"{mean['untrained']:.2f}",
-        f"{mean['nearest context']:.2f}",
-        f"{mean['encoder'] - mean['nearest context']:+.2f}",
-    ]
+    row = [str(len(scores["copy"]))]
+    for mode in modes:
+        row += [f"{mean(f'{mode}:target', 0):.2f}", f"{mean(f'{mode}:target', 1):.3f}", f"{mean(f'{mode}:context', 0):.2f}"]
+    return row + [f"{mean('copy', 0):.2f}", f"{mean('copy', 1):.3f}"]
 
 
 if __name__ == "__main__":

@@ -141,6 +141,10 @@ class ContextViews:
     near: Float[Tensor, "batch view"]
     far: Float[Tensor, "batch view"]
     scene_scale: float
+    # The photos at the resolution of their Gaussians (``gaussian_long_side``), uncropped,
+    # with their own normalised intrinsics; None when the Gaussians are the encoder's.
+    full_image: Float[Tensor, "batch view 3 height width"] | None = None
+    full_intrinsics: Float[Tensor, "batch view 3 3"] | None = None
 
 
 def validate_context_cameras(c2w: Float[Tensor, "view 4 4"], names: list[str] | None = None) -> None:
@@ -167,6 +171,23 @@ def validate_context_cameras(c2w: Float[Tensor, "view 4 4"], names: list[str] | 
                 )
 
 
+def _downscale(
+    image: Float[Tensor, "view 3 h w"], k: Float[Tensor, "view 3 3"], long_side: int | None, minimum: int = 1
+) -> tuple[Float[Tensor, "view 3 h2 w2"], Float[Tensor, "view 3 3"]]:
+    """Resize so the long side is at most ``long_side`` (antialiased; the pixel grid's
+    corners stay aligned, so pixel intrinsics scale exactly). Never upsamples."""
+    h, w = image.shape[-2:]
+    if long_side is None or max(h, w) <= long_side:
+        return image, k
+    factor = long_side / max(h, w)
+    new_h, new_w = max(round(h * factor), minimum), max(round(w * factor), minimum)
+    image = F.interpolate(image, (new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    k = k.clone()
+    k[:, 0, :] *= new_w / w
+    k[:, 1, :] *= new_h / h
+    return image, k
+
+
 def prepare_context(
     images: Float[Tensor, "view h w 3"],
     c2w_opengl: Float[Tensor, "view 3|4 4"],
@@ -175,13 +196,16 @@ def prepare_context(
     long_side: int | None = None,
     near_disparity: float = 3.0,
     names: list[str] | None = None,
+    gaussian_long_side: int | None = None,
 ) -> ContextViews:
     """nerfstudio context views (images [0,1] HWC, OpenGL c2w, pixel K) -> encoder input.
 
     Images are resized so their long side is at most ``long_side`` (keeping the pixel
     grid's corner alignment, so intrinsics scale exactly), then centre-cropped to a
     multiple of ``image_multiple`` (intrinsics shift by the crop). Translations are scaled
-    so the widest context baseline is 1, and near/far follow the official rule.
+    so the widest context baseline is 1, and near/far follow the official rule. With
+    ``gaussian_long_side``, the photos are also kept uncropped at that long side (at most
+    their own size) for native-resolution Gaussians (``full_image``, ``full_intrinsics``).
     """
     if images.ndim != 4 or images.shape[-1] != 3:
         raise PixelSplatInputError(f"context images must be [view, h, w, 3] RGB, got {tuple(images.shape)}")
@@ -189,23 +213,17 @@ def prepare_context(
     validate_context_cameras(c2w, names)
     if not torch.isfinite(images).all():
         raise PixelSplatInputError("context images contain NaN or inf values")
-    v, h, w, _ = images.shape
-    k = k_pixels.to(torch.float32).clone()
-    image = images.permute(0, 3, 1, 2).to(torch.float32)
-
-    if long_side is not None and max(h, w) > long_side:
-        factor = long_side / max(h, w)
-        new_h, new_w = max(round(h * factor), image_multiple), max(round(w * factor), image_multiple)
-        image = F.interpolate(image, (new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-        k[:, 0, :] *= new_w / w
-        k[:, 1, :] *= new_h / h
-        h, w = new_h, new_w
+    k_full = k_pixels.to(torch.float32)
+    full = images.permute(0, 3, 1, 2).to(torch.float32)
+    image, k = _downscale(full, k_full, long_side, image_multiple)
+    h, w = image.shape[-2:]
 
     crop_h, crop_w = (h // image_multiple) * image_multiple, (w // image_multiple) * image_multiple
     if crop_h == 0 or crop_w == 0:
         raise PixelSplatInputError(f"context images of {w}x{h} pixels are smaller than the encoder's {image_multiple}-pixel patch")
     row, col = (h - crop_h) // 2, (w - crop_w) // 2
     image = image[:, :, row : row + crop_h, col : col + crop_w].clamp(0, 1)
+    k = k.clone()
     k[:, 0, 2] -= col
     k[:, 1, 2] -= row
 
@@ -216,7 +234,12 @@ def prepare_context(
     extrinsics[:, :3, 3] = origins * scene_scale
     intrinsics = normalize_intrinsics(k, crop_w, crop_h)
     near, far = official_near_far(extrinsics[None], intrinsics[None], (crop_h, crop_w), near_disparity)
-    return ContextViews(image[None], extrinsics[None], intrinsics[None], near, far, scene_scale)
+    full_image = full_intrinsics = None
+    if gaussian_long_side is not None:
+        full, k_full = _downscale(full, k_full, gaussian_long_side)
+        full_image = full.clamp(0, 1)[None]
+        full_intrinsics = normalize_intrinsics(k_full, full.shape[-1], full.shape[-2])[None]
+    return ContextViews(image[None], extrinsics[None], intrinsics[None], near, far, scene_scale, full_image, full_intrinsics)
 
 
 def to_caller_frame(values: Tensor, scene_scale: float) -> Tensor:

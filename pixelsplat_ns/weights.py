@@ -32,6 +32,19 @@ def default_long_side(preset: str, checkpoint: Path | None, untrained: bool = Fa
     return BUNDLED_LONG_SIDE if uses_bundled_encoder(preset, checkpoint, untrained) else DEFAULT_LONG_SIDE
 
 
+def input_long_side(
+    encoder: "PixelSplatEncoder", image_shape: tuple[int, int], preset: str, checkpoint: Path | None, untrained: bool = False
+) -> int:
+    """Long side (pixels) to which context images of ``image_shape`` (h, w) are downscaled for
+    ``encoder``: the scale it was trained at (its examples' short side) when its checkpoint
+    records it, else ``default_long_side``."""
+    trained = encoder.cfg.train_image_shape
+    if trained is None:
+        return default_long_side(preset, checkpoint, untrained)
+    h, w = image_shape
+    return round(min(trained) * max(h, w) / min(h, w))
+
+
 def load_encoder(
     preset: str, checkpoint: Path | None = None, seed: int = 0, device: str = "cpu", untrained: bool = False
 ) -> "PixelSplatEncoder":

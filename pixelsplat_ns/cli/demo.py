@@ -28,6 +28,8 @@ class Demo:
     """Encoder architecture when no checkpoint is given."""
     encoder_checkpoint: Optional[Path] = None
     """Trained encoder weights (official re10k.ckpt / acid.ckpt, or this project's)."""
+    gaussian_resolution: Literal["encoder", "native"] = "encoder"
+    """encoder: pixelSplat's Gaussians (one per encoder pixel); native: one per pixel of the photos."""
     max_num_iterations: int = 0
     """Fine-tuning iterations after the feed-forward prediction (0: pure feed-forward)."""
     data: Path = DEMO_SCENE
@@ -65,6 +67,7 @@ class Demo:
         """The demo itself (inputs already checked)."""
         import shutil
 
+        import torch
         from nerfstudio.scripts.train import main as train_main
         from nerfstudio.utils.eval_utils import eval_setup
         from nerfstudio.utils.rich_utils import CONSOLE
@@ -85,6 +88,7 @@ class Demo:
         config.pipeline.datamanager.context_views = DEMO_CONTEXT
         config.pipeline.model.encoder = self.encoder
         config.pipeline.model.encoder_checkpoint = self.encoder_checkpoint
+        config.pipeline.model.gaussian_resolution = self.gaussian_resolution
         config.set_timestamp()
         run_dir = config.get_base_dir()
         created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
@@ -106,7 +110,7 @@ class Demo:
             table.add_column(column)
         context = datamanager.context_views()
         context_centres = context.c2w[:, :3, 3]
-        scores = []
+        scores, rows = [], []
         for index, filename in enumerate(datamanager.eval_dataset.image_filenames):
             camera = datamanager.eval_dataset.cameras[index : index + 1]
             outputs = model.get_outputs_for_camera(camera)
@@ -120,9 +124,13 @@ class Demo:
             save_image(renders_dir / f"{filename.stem}_rgb.png", rgb.numpy())
             depth = outputs["depth"].cpu()[..., 0]
             depth = (depth - depth.min()) / (depth.max() - depth.min()).clamp_min(1e-8)
-            save_image(renders_dir / f"{filename.stem}_depth.png", depth[..., None].expand(-1, -1, 3).numpy())
+            depth = depth[..., None].expand(-1, -1, 3)
+            save_image(renders_dir / f"{filename.stem}_depth.png", depth.numpy())
+            rows.append(torch.cat((context.images[nearest], truth[..., :3], rgb, depth), dim=1))
             table.add_row(filename.name, f"{score:.2f}", f"{baseline:.2f}")
         CONSOLE.print(table)
+        comparison_path = run_dir / "comparison.png"
+        save_image(comparison_path, torch.cat(rows, dim=0).numpy())
 
         ply_path = run_dir / "splat.ply"
         exported = export_splat_ply(model.gauss_params, ply_path)
@@ -130,5 +138,6 @@ class Demo:
         CONSOLE.print(f"[bold green]pixelsplat demo done[/]: {model.num_points:,} Gaussians, mean PSNR {sum(scores) / len(scores):.2f} dB")
         CONSOLE.print(f"  run (config + checkpoint): {run_dir}")
         CONSOLE.print(f"  held-out renders:          {renders_dir}")
+        CONSOLE.print(f"  comparison:                {comparison_path} (per held-out view: nearest context | truth | render | depth)")
         CONSOLE.print(f"  Gaussians (3DGS PLY):      {ply_path} ({exported:,} Gaussians)")
         CONSOLE.print(f"  look at it:                ns-viewer --load-config {config_path}")

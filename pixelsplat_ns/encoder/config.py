@@ -95,7 +95,10 @@ class EncoderConfig:
     """Depth samples per pixel and surface when not deterministic (deterministic: top-1).
     Opacities are divided by this number in both modes, as in the official code."""
     near_disparity: float = 3.0
-    """For the official near/far rule (used by the data side, recorded here)."""
+    """The near plane rule the encoder was trained with (``cameras.official_near_far``); inference uses it."""
+    train_image_shape: tuple[int, int] | None = None
+    """(height, width) of the examples it was trained on, when known: inference feeds context images at that
+    scale (short side equal), since learned features are scale-dependent. Set by ``pixelsplat-pretrain``."""
     use_epipolar_transformer: bool = True
     use_transmittance: bool = False
     num_views: int = 2

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Type
 
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
 from torch.cuda.amp.grad_scaler import GradScaler
 
 from pixelsplat_ns.errors import PixelSplatInputError
@@ -45,9 +47,22 @@ class PixelSplatPipeline(VanillaPipeline):
                 [self.datamanager.train_dataset.image_filenames[i].name for i in self.datamanager.context_indices()],
                 self.predict_from_pair,
             )
+            self.model.walkthrough.set_first_camera(self.first_context_camera)
         except (PixelSplatInputError, FileNotFoundError) as error:  # bad input: one clear message
             CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
             raise SystemExit(2) from None
+
+    def first_context_camera(self) -> tuple[Tensor, float] | None:
+        """The first context view's camera (OpenGL camera-to-world, vertical fov in radians)."""
+        names = self.model.context_names or []
+        filenames = [path.name for path in self.datamanager.train_dataset.image_filenames]
+        try:
+            index = filenames.index(names[0]) if names else self.datamanager.context_indices()[0]
+        except (ValueError, PixelSplatInputError):
+            return None
+        camera = self.datamanager.train_dataset.cameras[index]
+        fov = 2 * math.atan(0.5 * float(camera.height) / float(camera.fy))
+        return camera.camera_to_worlds.detach().cpu(), fov
 
     def predict_from_pair(self, first: str, second: str) -> None:
         """Predict the Gaussians again from two other training images (the viewer's pair

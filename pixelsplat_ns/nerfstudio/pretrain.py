@@ -330,6 +330,10 @@ class PretrainPipeline(VanillaPipeline):
         )
         self.model.to(device)
         self.model.rank = local_rank
+        # Recorded in the encoder checkpoints: inference feeds images the way training did.
+        examples = config.datamanager.examples
+        self.model.encoder.cfg.near_disparity = examples.near_disparity
+        self.model.encoder.cfg.train_image_shape = tuple(examples.image_shape)
         if world_size > 1:
             self._model = torch.nn.parallel.DistributedDataParallel(
                 self._model, device_ids=[local_rank] if torch.cuda.is_available() else None,

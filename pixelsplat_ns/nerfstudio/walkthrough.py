@@ -4,7 +4,7 @@ along the ray, the Gaussian it became).
 
 The panel appears under "Custom Elements" in nerfstudio's viewer. Pick a pixel with the
 sliders or by clicking a Gaussian in the scene. The geometry (``scene_items``,
-``camera_items``, ``pixel_of_gaussian``, ``pick_gaussian``) is plain tensor code; only
+``camera_items``, ``encoder_gaussian_pixels``, ``pick_gaussian``) is plain tensor code; only
 ``Walkthrough`` touches viser.
 """
 
@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from pixelsplat_ns.cameras import ContextViews, to_caller_frame
+from pixelsplat_ns.cameras import ContextViews, opengl_to_opencv_c2w, to_caller_frame
 from pixelsplat_ns.encoder import EncoderOutput, PixelTrace, trace_pixel
 
 
@@ -141,14 +141,13 @@ def camera_items(run: ContextRun) -> list[CameraItem]:
     return items
 
 
-def pixel_of_gaussian(index: int, output: EncoderOutput, image_shape: tuple[int, int]) -> tuple[int, int, int]:
-    """(view, row, column) of the context pixel that produced Gaussian ``index``
-    (Gaussians are ordered view, row, column, surface, sample)."""
+def encoder_gaussian_pixels(output: EncoderOutput, image_shape: tuple[int, int]) -> Tensor:
+    """(view, row, column) of the context pixel behind each of the encoder's Gaussians, [n, 3]."""
     h, w = image_shape
     per_pixel = output.depths.shape[-2] * output.depths.shape[-1]
-    pixel = index // per_pixel
-    view, ray = divmod(pixel, h * w)
-    return view, *divmod(ray, w)
+    pixel = torch.arange(output.gaussians.means.shape[1], device=output.depths.device) // per_pixel
+    view, ray = pixel // (h * w), pixel % (h * w)
+    return torch.stack((view, ray // w, ray % w), dim=-1)
 
 
 def pick_gaussian(
@@ -171,6 +170,40 @@ def pick_gaussian(
     return int(score.argmin())
 
 
+def viewer_pose(c2w_opengl: Float[Tensor, "3 4"]) -> tuple[np.ndarray, np.ndarray]:
+    """(position, wxyz) that puts viser's camera at a nerfstudio camera (before viser's scale ratio)."""
+    import viser.transforms as vtf
+
+    c2w = opengl_to_opencv_c2w(c2w_opengl.double().cpu())  # viser's cameras look along +z, like OpenCV's
+    return c2w[:3, 3].numpy(), vtf.SO3.from_matrix(c2w[:3, :3].numpy()).wxyz
+
+
+def _start_at_camera_control(first_camera: Callable[[], tuple[Tensor, float] | None]):
+    """A ViewerControl that puts every newly connected browser at ``first_camera()`` (OpenGL
+    camera-to-world, vertical fov in radians): the viewer opens looking through the first
+    context view instead of nerfstudio's default pose beside the scene."""
+    from nerfstudio.viewer.viewer_elements import ViewerControl
+
+    class StartAtContextCamera(ViewerControl):
+        def _setup(self, viewer) -> None:
+            super()._setup(viewer)
+            viewer.viser_server.on_client_connect(self.look_through_first_context_camera)
+
+        def look_through_first_context_camera(self, client) -> None:
+            from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO as ratio
+
+            camera = first_camera()
+            if camera is None:
+                return
+            position, wxyz = viewer_pose(camera[0])
+            with client.atomic():
+                client.camera.fov = camera[1]
+                client.camera.wxyz = wxyz
+                client.camera.position = position * ratio
+
+    return StartAtContextCamera()
+
+
 class Walkthrough(nn.Module):
     """The viewer panel (a parameter-free module so nerfstudio finds its GUI elements)."""
 
@@ -179,7 +212,6 @@ class Walkthrough(nn.Module):
         from nerfstudio.viewer.viewer_elements import (
             ViewerButton,
             ViewerCheckbox,
-            ViewerControl,
             ViewerDropdown,
             ViewerSlider,
             ViewerText,
@@ -187,7 +219,8 @@ class Walkthrough(nn.Module):
 
         self._run_encoder = run_encoder
         self._run: ContextRun | None = None
-        self.control = ViewerControl()
+        self._first_camera: Callable[[], tuple[Tensor, float] | None] = lambda: None
+        self.control = _start_at_camera_control(lambda: self._first_camera())
         self.show_cameras = ViewerCheckbox(
             "Context cameras", False, cb_hook=lambda element: self.draw_cameras(element.value),
             hint="Show the context views as the encoder saw them",
@@ -203,7 +236,7 @@ class Walkthrough(nn.Module):
         self.trace_button = ViewerButton("Trace pixel", cb_hook=lambda _: self.trace_selected())
         self.pick_button = ViewerButton("Pick: click a Gaussian", cb_hook=lambda _: self.start_picking())
         self.readout = ViewerText("Traced", "", disabled=True)
-        self._means: Callable[[], tuple[Tensor, Tensor]] | None = None
+        self._means: Callable[[], tuple[Tensor, Tensor, Tensor]] | None = None
         # Live pair picking (enabled by ``set_pair_choice``).
         self.first = ViewerDropdown("First context view", "-", ["-"], visible=False)
         self.second = ViewerDropdown("Second context view", "-", ["-"], visible=False)
@@ -237,8 +270,14 @@ class Walkthrough(nn.Module):
             viewer._trigger_rerender()
         return True
 
-    def set_gaussian_source(self, source: Callable[[], tuple[Tensor, Tensor]]) -> None:
-        """Where the current Gaussians (means, opacities in [0, 1], nerfstudio world) come from."""
+    def set_first_camera(self, source: Callable[[], tuple[Tensor, float] | None]) -> None:
+        """Where the viewer opens: ``source()`` gives the first context camera (OpenGL
+        camera-to-world [3, 4] in nerfstudio's world, vertical fov in radians)."""
+        self._first_camera = source
+
+    def set_gaussian_source(self, source: Callable[[], tuple[Tensor, Tensor, Tensor]]) -> None:
+        """Where the current Gaussians come from: (means in nerfstudio's world, opacities in
+        [0, 1], the encoder pixel (view, row, column) each came from)."""
         self._means = source
 
     @property
@@ -283,12 +322,12 @@ class Walkthrough(nn.Module):
         """Trace the pixel whose Gaussian is nearest to a clicked ray (nerfstudio world)."""
         if self._means is None:
             return None
-        means, opacities = self._means()
+        means, opacities, pixels = self._means()
         index = pick_gaussian(means, opacities, origin.to(means), direction.to(means))
         if index is None:
             self.readout.value = "no Gaussian along that ray"
             return None
-        view, row, col = pixel_of_gaussian(index, self.run.output, self.run.image_shape)
+        view, row, col = (int(value) for value in pixels[index])
         self.view.value, self.row.value, self.column.value = str(view), row / self.run.image_shape[0], col / self.run.image_shape[1]
         return self.trace(view, row, col)
 

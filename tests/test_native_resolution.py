@@ -1,0 +1,187 @@
+"""Native-resolution Gaussians: upsampling that follows the photo's edges, pixel-aligned
+Gaussians that give the context photos back, pruning, and the flags that choose them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pixelsplat_ns.cameras import prepare_context
+from pixelsplat_ns.cli.demo import DEMO_SCENE
+from pixelsplat_ns.encoder import EncoderOutput
+from pixelsplat_ns.encoder.geometry import camera_directions, pixel_centers
+from pixelsplat_ns.gaussians import Gaussians
+from pixelsplat_ns.metrics import psnr
+from pixelsplat_ns.native_resolution import joint_bilateral_upsample, native_resolution_gaussians, visible_mask
+from pixelsplat_ns.views import render_views
+
+
+def _positions(height: int, width: int, h: int, w: int) -> torch.Tensor:
+    """Full-resolution pixel centres in low-resolution pixel coordinates (same field of view)."""
+    centres = pixel_centers(height, width)
+    return centres * torch.tensor((w, h), dtype=torch.float32)
+
+
+def test_upsampling_keeps_constants_and_follows_the_guides_edges():
+    torch.manual_seed(0)
+    height, width, factor = 48, 96, 4
+    h, w = height // factor, width // factor
+    constant = torch.full((1, 2, h, w), 0.7)
+    guide_high = torch.rand(1, 3, height, width)
+    guide_low = F.avg_pool2d(guide_high, factor)
+    out = joint_bilateral_upsample(constant, guide_low, guide_high, _positions(height, width, h, w))
+    torch.testing.assert_close(out, torch.full((1, 2, height, width), 0.7))
+
+    # A bright/dark edge at a column that is not on the low-resolution grid (37 = 9.25 low-res px);
+    # the values are 1 on the bright side: low-res pixels straddling the edge are mixed in both.
+    guide_high = torch.zeros(1, 3, height, width)
+    guide_high[..., 37:] = 1.0
+    guide_low = F.avg_pool2d(guide_high, factor)
+    values = guide_low[:, :1]
+    out = joint_bilateral_upsample(values, guide_low, guide_high, _positions(height, width, h, w))[0, 0]
+    truth = guide_high[0, 0]
+    bilinear = F.interpolate(values, (height, width), mode="bilinear", align_corners=False)[0, 0]
+    assert (out - truth).abs().max() < 0.05  # every pixel takes its own side's value
+    assert (bilinear - truth).abs().max() > 0.3  # which plain interpolation smears (not an easy case)
+
+
+def _plane_pair(shift: int = 8):
+    """Two photos of a textured fronto-parallel plane, the second camera moved sideways so
+    that the plane moves by exactly ``shift`` pixels: photo 1 is photo 0 shifted."""
+    texture = np.asarray(Image.open(sorted((DEMO_SCENE / "images").glob("*.png"))[0]).convert("RGB"), np.float32) / 255
+    texture = torch.from_numpy(texture)
+    height, width = texture.shape[0], texture.shape[1] - shift
+    images = torch.stack((texture[:, :width], texture[:, shift : shift + width]))
+    focal, depth = 200.0, 4.0
+    k = torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]]).expand(2, 3, 3)
+    c2w = torch.eye(4).repeat(2, 1, 1)[:, :3]
+    c2w[1, 0, 3] = shift * depth / focal  # OpenGL: +x is right in both conventions
+    return images, c2w, k, depth
+
+
+def test_pixel_aligned_gaussians_of_both_views_give_each_context_photo_back():
+    """With the right depth, every full-resolution pixel's Gaussian lands where both cameras
+    saw it: rendered at each context camera, both views' Gaussians together give that photo
+    back (the other view's Gaussians do not cover it), whatever the encoder's resolution."""
+    images, c2w, k, plane = _plane_pair()
+    views = prepare_context(images, c2w, k, image_multiple=8, long_side=96, gaussian_long_side=960)
+    b, v, _, h, w = views.image.shape
+    assert views.full_image.shape[-2:] == images.shape[1:3]  # own size (under the cap)
+    plane = plane * views.scene_scale  # the encoder's units: baseline 1
+    # Distance along each encoder pixel's unit ray to the plane z = plane (camera frame).
+    directions = camera_directions(pixel_centers(h, w), views.intrinsics[0, 0])
+    ray_depth = (plane / directions[..., 2]).reshape(1, 1, h * w, 1, 1).expand(b, v, h * w, 1, 1)
+    n = v * h * w
+    output = EncoderOutput(
+        gaussians=Gaussians(torch.zeros(1, n, 3), torch.eye(3).expand(1, n, 3, 3), torch.zeros(1, n, 3, 1), torch.ones(1, n)),
+        depth_pdf=torch.ones(b, v, h * w, 1, 1), depths=ray_depth.contiguous(),
+        depth_index=torch.zeros(b, v, h * w, 1, 1, dtype=torch.long), depth_offset=torch.zeros(b, v, h * w, 1, 1),
+    )  # fmt: skip
+    native = native_resolution_gaussians(output, views, scale=0.3, opacity_gain=1.0)
+    height, width = views.full_image.shape[-2:]
+    assert native.gaussians.means.shape == (1, 2 * height * width, 3)
+    # Every Gaussian is on the plane (OpenCV cameras at the origin looking along world -z).
+    torch.testing.assert_close(native.gaussians.means[0, :, 2], torch.full((2 * height * width,), -plane), rtol=2e-3, atol=0)
+    rendered = render_views(native.gaussians, views.extrinsics, views.full_intrinsics, (height, width))[0]
+    for view in range(2):
+        truth = views.full_image[0, view].permute(1, 2, 0)
+        inner = (slice(4, -4), slice(12, -12))  # away from the strip only one camera saw
+        assert psnr(rendered[view][inner], truth[inner]) > 28.0
+    # The encoder's own 96-px Gaussians upsampled would not: the photo at the encoder's size, scaled back up.
+    low = F.interpolate(views.full_image[0, :1], views.image.shape[-2:], mode="bilinear", antialias=True)
+    back = F.interpolate(low, (height, width), mode="bilinear")[0].permute(1, 2, 0)
+    assert psnr(back, views.full_image[0, 0].permute(1, 2, 0)) < 27.0
+
+
+def test_visible_mask_drops_faint_and_behind_the_near_plane():
+    opacities = torch.tensor([0.5, 1 / 255 - 1e-4, 0.5, 0.5, 0.9])
+    depths = torch.tensor([2.0, 2.0, 0.05, float("inf"), 1.0])
+    near = torch.full((5,), 0.1)
+    assert visible_mask(opacities, depths, near).tolist() == [True, False, False, False, True]
+
+
+@pytest.fixture(scope="module")
+def native_pipeline(tmp_path_factory):
+    from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+    from tests.scenes import cut_scene
+
+    scene = cut_scene("strecha-entry-p10", tmp_path_factory.mktemp("scene"), train=[3, 6], eval_=[4])
+    config = pixelsplat_trainer_config()
+    config.pipeline.datamanager.data = scene
+    config.pipeline.datamanager.dataparser.eval_mode = "filename"
+    config.pipeline.model.gaussian_resolution = "native"
+    config.pipeline.model.gaussian_long_side = 300
+    config.pipeline.model.gaussian_scale = 0.3
+    return config.pipeline.setup(device="cpu", test_mode="val")
+
+
+def test_native_gaussians_sit_on_their_pixels_rays_at_the_capped_resolution(native_pipeline):
+    """One Gaussian per pixel of each context photo at the cap (300 px long side for a
+    384x256 photo: 300x200), pruned of invisible ones; each Gaussian's centre projects onto
+    its own pixel's centre in its own camera (nerfstudio's camera model, independent of
+    the encoder's conventions), and gsplat's 1/255 rule holds for all that were kept."""
+    model, data = native_pipeline.model, native_pipeline.datamanager
+    n = model.means.shape[0]
+    assert 0.5 * 2 * 300 * 200 < n <= 2 * 300 * 200
+    assert (torch.sigmoid(model.opacities) >= 1 / 255 - 1e-6).all()
+    for view, index in enumerate(data.context_indices()):
+        camera = data.train_dataset.cameras[index : index + 1]
+        camera.rescale_output_resolution(200 / int(camera.height))
+        mine = model.gaussian_pixels[:, 0] == view
+        means = model.means.detach()[mine]
+        c2w = camera.camera_to_worlds[0]
+        local = (means - c2w[:3, 3]) @ c2w[:3, :3]  # OpenGL camera frame: looks along -z
+        u = float(camera.fx) * local[:, 0] / -local[:, 2] + float(camera.cx)
+        v = -float(camera.fy) * local[:, 1] / -local[:, 2] + float(camera.cy)
+        assert (local[:, 2] < 0).all()
+        offsets = torch.stack((u - u.floor(), v - v.floor()), dim=-1)
+        torch.testing.assert_close(offsets, torch.full_like(offsets, 0.5), atol=2e-3, rtol=0)
+
+
+def test_own_gaussians_give_the_context_photo_back_sharper_than_the_encoders(native_pipeline):
+    """Each context view's own Gaussians (made opaque), rendered at its camera at their
+    resolution, reproduce the photo, far better than the 114-px image the encoder saw can."""
+    model, data = native_pipeline.model, native_pipeline.datamanager
+    model.eval()
+    saved = {name: value.detach().clone() for name, value in model.gauss_params.items()}
+    try:
+        index = data.context_indices()[0]
+        camera = data.train_dataset.cameras[index : index + 1]
+        camera.rescale_output_resolution(200 / int(camera.height))  # the cap's 300x200
+        photo = data.cached_train[index]["image"].float()[..., :3].permute(2, 0, 1)[None] / 255
+        truth = F.interpolate(photo, (200, 300), mode="bilinear", antialias=True)[0].permute(1, 2, 0)
+        encoder_size = F.interpolate(photo, (76, 114), mode="bilinear", antialias=True)  # the bundled encoder's input
+        upscaled = F.interpolate(encoder_size, (200, 300), mode="bilinear")[0].permute(1, 2, 0)
+        mine = model.gaussian_pixels[:, 0] == 0
+        for name, value in saved.items():
+            model.gauss_params[name] = torch.nn.Parameter(value[mine])
+        model.gauss_params["opacities"] = torch.nn.Parameter(torch.full_like(saved["opacities"][mine], 5.0))
+        with torch.no_grad():
+            rendered = model.get_outputs_for_camera(camera)["rgb"]
+        assert rendered.shape == truth.shape
+        # 30.6 dB measured, against 26.2 dB for the photo at the encoder's size scaled back up.
+        assert psnr(rendered, truth) > 29.0
+        assert psnr(rendered, truth) > psnr(upscaled, truth) + 3.0
+    finally:
+        for name, value in saved.items():
+            model.gauss_params[name] = torch.nn.Parameter(value)
+
+
+@pytest.mark.parametrize("cap", [0, -5, 64])
+def test_a_gaussian_cap_below_the_encoders_input_is_refused_with_one_line(cap, tmp_path, capsys):
+    from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+    from tests.scenes import cut_scene
+
+    scene = cut_scene("strecha-entry-p10", tmp_path / "scene", train=[3, 6])
+    config = pixelsplat_trainer_config()
+    config.pipeline.datamanager.data = scene
+    config.pipeline.model.gaussian_resolution = "native"
+    config.pipeline.model.gaussian_long_side = cap
+    with pytest.raises(SystemExit) as exit_info:
+        config.pipeline.setup(device="cpu", test_mode="val")
+    assert exit_info.value.code == 2
+    out = capsys.readouterr().out
+    assert "gaussian-long-side must be at least" in out and "Traceback" not in out
