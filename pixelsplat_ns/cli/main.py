@@ -7,8 +7,9 @@ import tyro
 from pixelsplat_ns.cli.convert import Convert
 from pixelsplat_ns.cli.demo import Demo
 from pixelsplat_ns.cli.evaluate import Evaluate
+from pixelsplat_ns.cli.synthesize import Synthesize
 
-COMMANDS = {"demo": Demo, "convert": Convert, "evaluate": Evaluate}
+COMMANDS = {"demo": Demo, "convert": Convert, "evaluate": Evaluate, "synthesize": Synthesize}
 
 
 def entrypoint() -> None:
