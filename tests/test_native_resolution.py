@@ -185,3 +185,20 @@ def test_a_gaussian_cap_below_the_encoders_input_is_refused_with_one_line(cap, t
     assert exit_info.value.code == 2
     out = capsys.readouterr().out
     assert "gaussian-long-side must be at least" in out and "Traceback" not in out
+
+
+def test_a_saved_run_reloads_its_gaussians_pixels_and_traces_a_click(native_pipeline):
+    """ns-viewer on a saved run: the Gaussians' source pixels come back with the checkpoint,
+    and clicking a Gaussian traces the encoder pixel it came from."""
+    model = native_pipeline.model
+    reloaded = native_pipeline.config.setup(device="cpu", test_mode="test")  # nothing predicted
+    assert reloaded.model.gaussian_pixels.shape == (0, 3)
+    reloaded.load_state_dict(native_pipeline.state_dict())
+    assert torch.equal(reloaded.model.gaussian_pixels, model.gaussian_pixels)
+
+    opacities = torch.sigmoid(model.opacities.detach()[:, 0])
+    target = int(torch.where(model.gaussian_pixels[:, 0] == 1, opacities, torch.zeros_like(opacities)).argmax())
+    mean = model.means.detach()[target]
+    origin = mean + torch.tensor([0.0, 0.0, 2.0])
+    trace = reloaded.model.walkthrough.pick(origin, mean - origin)
+    assert trace is not None and [trace.view, *trace.pixel] == model.gaussian_pixels[target].tolist()

@@ -124,8 +124,9 @@ class PixelSplatModel(SplatfactoModel):
         self.context_names: List[str] = []
         # The viewer's walkthrough panel; runs the encoder (with attention) on first use.
         self.walkthrough = Walkthrough(lambda: self.run_encoder(return_attention=True))
-        # The encoder pixel (view, row, column) each Gaussian came from, for the walkthrough's picking.
-        self.gaussian_pixels = torch.zeros(0, 3, dtype=torch.long)
+        # The encoder pixel (view, row, column) each Gaussian came from, for the walkthrough's
+        # picking; persisted so that ns-viewer on a saved run can trace a clicked Gaussian.
+        self.register_buffer("gaussian_pixels", torch.zeros(0, 3, dtype=torch.long))
         self.walkthrough.set_gaussian_source(
             lambda: (self.means.detach(), torch.sigmoid(self.opacities.detach()).squeeze(-1), self.gaussian_pixels)
         )
@@ -175,7 +176,7 @@ class PixelSplatModel(SplatfactoModel):
     def predict_gaussians(self) -> Gaussians:
         """Run the encoder on the context views and write its Gaussians into splatfacto's
         parameters (means, log-scales, wxyz quaternions, SH DC/rest, logit opacities):
-        native-resolution ones by default (``gaussian_resolution``), pruned of those no
+        pixelSplat's or native-resolution ones (``gaussian_resolution``), pruned of those no
         camera can see (opacity under 1/255, behind their camera's near plane)."""
         self._check_gaussian_config()
         run = self.run_encoder()
@@ -199,7 +200,7 @@ class PixelSplatModel(SplatfactoModel):
             means, covariances, gaussians.harmonics[0], gaussians.opacities[0],
             scales=to_caller_frame(scales[0], views.scene_scale), rotations=rotations[0],
         )  # fmt: skip
-        self.gaussian_pixels = pixels[keep]
+        self.gaussian_pixels = pixels[keep].to(self.device)
         self.context_names = run.names
         size = views.image.shape[-2:] if views.full_image is None else views.full_image.shape[-2:]
         CONSOLE.print(
@@ -247,6 +248,8 @@ class PixelSplatModel(SplatfactoModel):
         self.gaussians_predicted.fill_(True)
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
+        if "gaussian_pixels" in dict:  # sized like the saved Gaussians (runs saved before it: left empty)
+            self.gaussian_pixels = torch.empty_like(dict["gaussian_pixels"], device=self.device)
         super().load_state_dict(dict, **kwargs)
         self.step = 0  # splatfacto sets 30000 for its SH schedule, which this model does not use
 

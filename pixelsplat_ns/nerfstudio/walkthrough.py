@@ -327,6 +327,9 @@ class Walkthrough(nn.Module):
         if index is None:
             self.readout.value = "no Gaussian along that ray"
             return None
+        if len(pixels) != len(means):  # a run saved before Gaussians recorded their pixels
+            self.readout.value = "this run does not record which pixel made each Gaussian: use Trace pixel"
+            return None
         view, row, col = (int(value) for value in pixels[index])
         self.view.value, self.row.value, self.column.value = str(view), row / self.run.image_shape[0], col / self.run.image_shape[1]
         return self.trace(view, row, col)
