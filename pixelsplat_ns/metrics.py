@@ -23,6 +23,15 @@ def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(((prediction - truth) ** 2).mean())
 
 
+def ssim(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """SSIM of two [h, w, 3] images in [0, 1] as pixelSplat reports it: 11x11 Gaussian
+    window, sigma 1.5 (pytorch_msssim)."""
+    from pytorch_msssim import ssim as _ssim
+
+    a, b = prediction.permute(2, 0, 1)[None], truth.permute(2, 0, 1)[None]
+    return _ssim(a, b, data_range=1.0, win_size=11, win_sigma=1.5)
+
+
 LpipsNet = Literal["alex", "vgg"]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from plyfile import PlyData
 
 from pixelsplat_ns.cli.demo import DEMO_SCENE, Demo
@@ -33,6 +34,13 @@ def test_demo_predicts_renders_and_exports(tmp_path: Path, capsys):
     assert not list(run.rglob(".*.tmp")) and not [p for p in run.rglob(".*") if p.is_file()]  # no temporaries left
     printed = capsys.readouterr().out
     assert "pixelsplat demo done" in printed and f"{len(positions):,} Gaussians" in printed
+    assert "SSIM" in printed and "comparison.png" in printed
+    # comparison.png: per held-out view a row of nearest context | truth | render | depth, at the photos' size.
+    comparison = np.asarray(Image.open(run / "comparison.png"))
+    truth = np.asarray(Image.open(DEMO_SCENE / "images" / held_out[0]).convert("RGB"))
+    h, w = truth.shape[:2]
+    assert comparison.shape == (len(held_out) * h, 4 * w, 3)
+    assert np.abs(comparison[:h, w : 2 * w].astype(int) - truth.astype(int)).max() <= 1
 
 
 def test_corrupt_checkpoint_is_named_and_nothing_is_written(tmp_path: Path, capsys):

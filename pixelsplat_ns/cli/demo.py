@@ -74,7 +74,7 @@ class Demo:
 
         from pixelsplat_ns.export import export_splat_ply
         from pixelsplat_ns.io import save_image
-        from pixelsplat_ns.metrics import psnr
+        from pixelsplat_ns.metrics import psnr, ssim
         from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
 
         config = pixelsplat_trainer_config()
@@ -106,7 +106,7 @@ class Demo:
         model, datamanager = pipeline.model, pipeline.datamanager
         renders_dir = run_dir / "renders"
         table = Table(title="pixelSplat demo: held-out views between the context pair")
-        for column in ("view", "PSNR (dB)", "copy nearest context (dB)"):
+        for column in ("view", "PSNR (dB)", "SSIM", "copy nearest: PSNR (dB)", "copy nearest: SSIM"):
             table.add_column(column)
         context = datamanager.context_views()
         context_centres = context.c2w[:, :3, 3]
@@ -118,16 +118,19 @@ class Demo:
             truth = truth / 255.0 if truth.max() > 1.5 else truth
             rgb = outputs["rgb"].cpu()
             nearest = (context_centres - camera.camera_to_worlds[0, :3, 3]).norm(dim=-1).argmin()
-            score = float(psnr(rgb, truth[..., :3]))
-            baseline = float(psnr(context.images[nearest], truth[..., :3]))
-            scores.append(score)
+            score, structure = float(psnr(rgb, truth[..., :3])), float(ssim(rgb, truth[..., :3]))
+            copy = context.images[nearest]
+            baseline, baseline_structure = float(psnr(copy, truth[..., :3])), float(ssim(copy, truth[..., :3]))
+            scores.append((score, structure))
             save_image(renders_dir / f"{filename.stem}_rgb.png", rgb.numpy())
             depth = outputs["depth"].cpu()[..., 0]
             depth = (depth - depth.min()) / (depth.max() - depth.min()).clamp_min(1e-8)
             depth = depth[..., None].expand(-1, -1, 3)
             save_image(renders_dir / f"{filename.stem}_depth.png", depth.numpy())
             rows.append(torch.cat((context.images[nearest], truth[..., :3], rgb, depth), dim=1))
-            table.add_row(filename.name, f"{score:.2f}", f"{baseline:.2f}")
+            table.add_row(
+                filename.name, f"{score:.2f}", f"{structure:.3f}", f"{baseline:.2f}", f"{baseline_structure:.3f}"
+            )
         CONSOLE.print(table)
         comparison_path = run_dir / "comparison.png"
         save_image(comparison_path, torch.cat(rows, dim=0).numpy())
@@ -135,7 +138,12 @@ class Demo:
         ply_path = run_dir / "splat.ply"
         exported = export_splat_ply(model.gauss_params, ply_path)
 
-        CONSOLE.print(f"[bold green]pixelsplat demo done[/]: {model.num_points:,} Gaussians, mean PSNR {sum(scores) / len(scores):.2f} dB")
+        mean_psnr = sum(value for value, _ in scores) / len(scores)
+        mean_ssim = sum(value for _, value in scores) / len(scores)
+        CONSOLE.print(
+            f"[bold green]pixelsplat demo done[/]: {model.num_points:,} Gaussians, "
+            f"mean PSNR {mean_psnr:.2f} dB, SSIM {mean_ssim:.3f}"
+        )
         CONSOLE.print(f"  run (config + checkpoint): {run_dir}")
         CONSOLE.print(f"  held-out renders:          {renders_dir}")
         CONSOLE.print(f"  comparison:                {comparison_path} (per held-out view: nearest context | truth | render | depth)")
