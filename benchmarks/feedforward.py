@@ -11,8 +11,9 @@ training images and the frames between them as its eval split; then, as a user w
   renders the eval frames (targets) and the two context cameras at the images' own size.
 
 Printed per scene and overall: PSNR/SSIM (pixelSplat's SSIM: 11x11 Gaussian window, sigma
-1.5) on the targets, PSNR at the context cameras against the context photos, and the same
-for copying the context photo nearest to the target camera (the baseline to beat).
+1.5) on the targets, PSNR at the context cameras against the context photos, PSNR of one view's
+Gaussians alone at the other context camera (cross-view: whether the two views' depths agree),
+and the same for copying the context photo nearest to the target camera (the baseline to beat).
 
     .venv/bin/python benchmarks/feedforward.py
     .venv/bin/python benchmarks/feedforward.py --modes encoder native --scenes llff-fern --stride 4
@@ -98,9 +99,19 @@ def run_pair(scene: Path, mode: str, output_dir: Path, checkpoint: Path | None) 
         scores["target"].append(score(model.get_outputs_for_camera(camera)["rgb"].cpu(), truth))
         nearest = (context.c2w[:, :3, 3] - camera.camera_to_worlds[0, :3, 3]).norm(dim=-1).argmin()
         scores["copy"].append(score(context.images[nearest], truth))
-    for index in data.context_indices():
+    scores["cross"] = []
+    everything = {name: value.detach().clone() for name, value in model.gauss_params.items()}
+    for view, index in enumerate(data.context_indices()):
         camera = data.train_dataset.cameras[index : index + 1]
-        scores["context"].append(score(model.get_outputs_for_camera(camera)["rgb"].cpu(), _image(data.cached_train[index])))
+        truth = _image(data.cached_train[index])
+        scores["context"].append(score(model.get_outputs_for_camera(camera)["rgb"].cpu(), truth))
+        # Depth consistency: the other view's Gaussians alone, seen from this context camera.
+        others = model.gaussian_pixels[:, 0] != view
+        for name, value in everything.items():
+            model.gauss_params[name] = torch.nn.Parameter(value[others])
+        scores["cross"].append(score(model.get_outputs_for_camera(camera)["rgb"].cpu(), truth))
+        for name, value in everything.items():
+            model.gauss_params[name] = torch.nn.Parameter(value)
     return scores
 
 
@@ -119,7 +130,7 @@ def main() -> None:
     console = Console(width=200)
     columns = ["scene", "targets"]
     for mode in args.modes:
-        columns += [f"{mode}: target PSNR", f"{mode}: SSIM", f"{mode}: at context"]
+        columns += [f"{mode}: target PSNR", f"{mode}: SSIM", f"{mode}: at context", f"{mode}: cross-view"]
     columns += ["copy nearest: PSNR", "copy nearest: SSIM"]
     table = Table(title=f"feed-forward through ns-train/ns-render, native resolution, pairs (i, i+{args.gap}), targets between")
     for column in columns:
@@ -150,6 +161,11 @@ def main() -> None:
     console.print(f"encoder: {args.encoder_checkpoint or 'bundled'}; {time.perf_counter() - started:.0f} s")
 
 
+# (score, metric, digits) per mode: target PSNR and SSIM, PSNR at the context cameras, and PSNR
+# of the other view's Gaussians alone at each context camera (how well the two views' depths agree).
+TABLE_CELLS = (("target", 0, 2), ("target", 1, 3), ("context", 0, 2), ("cross", 0, 2))
+
+
 def _row(scores: dict[str, list[tuple[float, float]]], modes: list[str]) -> list[str]:
     def mean(key: str, metric: int) -> float:
         values = [value[metric] for value in scores[key]]
@@ -157,7 +173,7 @@ def _row(scores: dict[str, list[tuple[float, float]]], modes: list[str]) -> list
 
     row = [str(len(scores["copy"]))]
     for mode in modes:
-        row += [f"{mean(f'{mode}:target', 0):.2f}", f"{mean(f'{mode}:target', 1):.3f}", f"{mean(f'{mode}:context', 0):.2f}"]
+        row += [f"{mean(f'{mode}:{key}', metric):.{digits}f}" for key, metric, digits in TABLE_CELLS]
     return row + [f"{mean('copy', 0):.2f}", f"{mean('copy', 1):.3f}"]
 
 
