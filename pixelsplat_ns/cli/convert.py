@@ -12,7 +12,8 @@ from typing import Literal, Optional
 
 import tyro
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pixelsplat_ns.cli.progress import progress_bar
 
 
 @dataclass
@@ -85,14 +86,7 @@ class Convert:
         shards = source.shards()
         root = self.output_dir / self.split
         counts = {"scenes": 0, "frames": 0, "skipped": 0}
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console or Console(),
-            transient=False,
-        )
+        progress = progress_bar(console)
         with ChunkWriter(root, int(self.chunk_size_mb * 2**20), self.mode) as writer, progress:
             task = progress.add_task("converting scenes", total=len(shards))
             for shard in shards:

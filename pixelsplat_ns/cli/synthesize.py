@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pixelsplat_ns.cli.progress import progress_bar
 
 
 @dataclass
@@ -72,13 +73,7 @@ class Synthesize:
 
         config = ProceduralConfig(image_shape=self.image_size, num_frames=self.frames)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console or Console(),
-        )
+        progress = progress_bar(console)
         start = time.perf_counter()
         with progress:
             task = progress.add_task("synthesizing scenes", total=self.num_scenes)
