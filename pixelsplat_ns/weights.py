@@ -36,13 +36,13 @@ def input_long_side(
     encoder: "PixelSplatEncoder", image_shape: tuple[int, int], preset: str, checkpoint: Path | None, untrained: bool = False
 ) -> int:
     """Long side (pixels) to which context images of ``image_shape`` (h, w) are downscaled for
-    ``encoder``: the scale it was trained at (its examples' short side) when its checkpoint
-    records it, else ``default_long_side``."""
+    ``encoder``: the scale its training examples had (frames resized to cover the example shape,
+    then cropped) when its checkpoint records it, else ``default_long_side``."""
     trained = encoder.cfg.train_image_shape
     if trained is None:
         return default_long_side(preset, checkpoint, untrained)
     h, w = image_shape
-    return round(min(trained) * max(h, w) / min(h, w))
+    return round(max(h, w) * max(trained[0] / h, trained[1] / w))
 
 
 def load_encoder(

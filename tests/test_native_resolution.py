@@ -120,13 +120,14 @@ def native_pipeline(tmp_path_factory):
 
 def test_native_gaussians_sit_on_their_pixels_rays_at_the_capped_resolution(native_pipeline):
     """One Gaussian per pixel of each context photo at the cap (300 px long side for a
-    384x256 photo: 300x200), pruned of invisible ones; each Gaussian's centre projects onto
-    its own pixel's centre in its own camera (nerfstudio's camera model, independent of
-    the encoder's conventions), and gsplat's 1/255 rule holds for all that were kept."""
+    384x256 photo: 300x200); each Gaussian's centre projects onto its own pixel's centre in
+    its own camera (nerfstudio's camera model, independent of the encoder's conventions),
+    and gsplat's 1/255 rule holds for all of them."""
     model, data = native_pipeline.model, native_pipeline.datamanager
     n = model.means.shape[0]
-    assert 0.5 * 2 * 300 * 200 < n <= 2 * 300 * 200
+    assert n == 2 * 300 * 200  # nothing is pruned on this pair: ordered (view, row, column)
     assert (torch.sigmoid(model.opacities) >= 1 / 255 - 1e-6).all()
+    rows, cols = torch.meshgrid(torch.arange(200), torch.arange(300), indexing="ij")
     for view, index in enumerate(data.context_indices()):
         camera = data.train_dataset.cameras[index : index + 1]
         camera.rescale_output_resolution(200 / int(camera.height))
@@ -139,11 +140,13 @@ def test_native_gaussians_sit_on_their_pixels_rays_at_the_capped_resolution(nati
         assert (local[:, 2] < 0).all()
         offsets = torch.stack((u - u.floor(), v - v.floor()), dim=-1)
         torch.testing.assert_close(offsets, torch.full_like(offsets, 0.5), atol=2e-3, rtol=0)
+        assert torch.equal(u.floor().long(), cols.flatten()) and torch.equal(v.floor().long(), rows.flatten())
 
 
 def test_own_gaussians_give_the_context_photo_back_sharper_than_the_encoders(native_pipeline):
     """Each context view's own Gaussians (made opaque), rendered at its camera at their
-    resolution, reproduce the photo, far better than the 114-px image the encoder saw can."""
+    resolution, reproduce the photo, far better than the photo at the encoder's input size can
+    (114x76 here: larger than the bundled encoder's 96x64, so a harder bar)."""
     model, data = native_pipeline.model, native_pipeline.datamanager
     model.eval()
     saved = {name: value.detach().clone() for name, value in model.gauss_params.items()}
@@ -153,7 +156,7 @@ def test_own_gaussians_give_the_context_photo_back_sharper_than_the_encoders(nat
         camera.rescale_output_resolution(200 / int(camera.height))  # the cap's 300x200
         photo = data.cached_train[index]["image"].float()[..., :3].permute(2, 0, 1)[None] / 255
         truth = F.interpolate(photo, (200, 300), mode="bilinear", antialias=True)[0].permute(1, 2, 0)
-        encoder_size = F.interpolate(photo, (76, 114), mode="bilinear", antialias=True)  # the bundled encoder's input
+        encoder_size = F.interpolate(photo, (76, 114), mode="bilinear", antialias=True)
         upscaled = F.interpolate(encoder_size, (200, 300), mode="bilinear")[0].permute(1, 2, 0)
         mine = model.gaussian_pixels[:, 0] == 0
         for name, value in saved.items():
@@ -202,3 +205,17 @@ def test_a_saved_run_reloads_its_gaussians_pixels_and_traces_a_click(native_pipe
     origin = mean + torch.tensor([0.0, 0.0, 2.0])
     trace = reloaded.model.walkthrough.pick(origin, mean - origin)
     assert trace is not None and [trace.view, *trace.pixel] == model.gaussian_pixels[target].tolist()
+
+
+def test_a_non_positive_opacity_gain_is_refused_with_one_line(tmp_path, capsys):
+    from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+    from tests.scenes import cut_scene
+
+    config = pixelsplat_trainer_config()
+    config.pipeline.datamanager.data = cut_scene("strecha-entry-p10", tmp_path / "scene", train=[3, 6])
+    config.pipeline.model.gaussian_resolution = "native"
+    config.pipeline.model.gaussian_opacity_gain = 0.0
+    with pytest.raises(SystemExit) as exit_info:
+        config.pipeline.setup(device="cpu", test_mode="val")
+    assert exit_info.value.code == 2
+    assert "gaussian-opacity-gain must be positive" in capsys.readouterr().out

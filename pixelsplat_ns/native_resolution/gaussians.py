@@ -9,9 +9,10 @@ Gaussian instead:
 * depth and opacity: the encoder's, carried to the pixel by joint bilateral upsampling
   guided by the full-resolution photo (``upsampling.py``), depth as inverse z-depth;
 * colour: the pixel's own colour (SH degree 0), so a context camera sees its photo again;
-* shape: a disk facing its camera whose standard deviation is ``scale`` times the pixel's
-  footprint at its depth (the official adapter's rule, at this resolution), so that seen
-  from its camera each Gaussian covers its pixel and little more.
+* shape: aligned with its camera's axes, with standard deviations ``scale`` times the
+  pixel's footprint at its depth across the ray and their mean along it (the official
+  adapter's footprint rule, at this resolution), so that seen from its camera each Gaussian
+  covers its pixel and little more.
 
 The result is in the encoder's world frame (``ContextViews``); callers map it back with
 ``cameras.gaussians_to_caller_frame`` like the encoder's own Gaussians.

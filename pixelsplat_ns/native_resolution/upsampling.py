@@ -35,8 +35,8 @@ def joint_bilateral_upsample(
 
     ``positions``: each full-resolution pixel centre in low-resolution pixel coordinates
     (x, y; the low-resolution pixel (i, j) covers [j, j + 1] x [i, i + 1]), positions off
-    the low-resolution grid are clamped to its border. The (2 radius + 1)^2 low-resolution
-    pixels around each position contribute; ``floor`` keeps a little of the spatial weight
+    the low-resolution grid are clamped to its border. The (2 radius)^2 low-resolution
+    pixels around each position contribute (4x4 for radius 2); ``floor`` keeps a little of the spatial weight
     where no neighbour's colour matches, so the result is always a proper mean.
     """
     b, c, h, w = values.shape

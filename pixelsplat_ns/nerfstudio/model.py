@@ -193,6 +193,11 @@ class PixelSplatModel(SplatfactoModel):
         near = views.near[0].repeat_interleave(per_view)
         keep = visible_mask(gaussians.opacities[0], depths[0].flatten(), near)
         total = gaussians.means.shape[1]
+        if not bool(keep.any()):
+            raise PixelSplatInputError(
+                f"none of the {total:,} predicted Gaussians can be seen (all fainter than 1/255 or behind their "
+                "camera's near plane): check the context views and the encoder checkpoint"
+            )
         gaussians = keep_gaussians(gaussians, keep[None])
         means, covariances = gaussians_to_caller_frame(gaussians.means[0], gaussians.covariances[0], views.scene_scale)
         scales, rotations = gaussians.scales_and_rotations()
@@ -211,8 +216,11 @@ class PixelSplatModel(SplatfactoModel):
         return gaussians
 
     def _check_gaussian_config(self) -> None:
-        if self.config.gaussian_resolution == "native" and self.config.gaussian_scale <= 0:
-            raise PixelSplatInputError(f"--pipeline.model.gaussian-scale must be positive, got {self.config.gaussian_scale}")
+        if self.config.gaussian_resolution != "native":
+            return
+        for flag, value in (("gaussian-scale", self.config.gaussian_scale), ("gaussian-opacity-gain", self.config.gaussian_opacity_gain)):
+            if not value > 0:
+                raise PixelSplatInputError(f"--pipeline.model.{flag} must be positive, got {value}")
 
     def set_gaussians(
         self,
@@ -248,8 +256,10 @@ class PixelSplatModel(SplatfactoModel):
         self.gaussians_predicted.fill_(True)
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
-        if "gaussian_pixels" in dict:  # sized like the saved Gaussians (runs saved before it: left empty)
+        if "gaussian_pixels" in dict:  # sized like the saved Gaussians
             self.gaussian_pixels = torch.empty_like(dict["gaussian_pixels"], device=self.device)
+        else:  # a run saved before Gaussians recorded their pixels: none known (picking says so)
+            self.gaussian_pixels = torch.zeros(0, 3, dtype=torch.long, device=self.device)
         super().load_state_dict(dict, **kwargs)
         self.step = 0  # splatfacto sets 30000 for its SH schedule, which this model does not use
 
