@@ -1,7 +1,8 @@
 """Pixel-aligned Gaussians at the context photos' own resolution.
 
-The encoder runs at its input size (e.g. 114 px for the bundled encoder, 256 px for the
-official checkpoints) and predicts one Gaussian per *encoder* pixel. Rendered at the
+The encoder runs at its input size (the scale its checkpoint was trained at, e.g. 96x64 for a
+384x256 photo with the bundled encoder; 512 px long side otherwise) and predicts one Gaussian
+per *encoder* pixel. Rendered at the
 photos' own resolution those Gaussians each cover several output pixels, so every render
 is a smear, even at the context cameras. Here every full-resolution pixel gets its own
 Gaussian instead:
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from pixelsplat_ns.cameras import ContextViews
 from pixelsplat_ns.encoder import EncoderOutput
-from pixelsplat_ns.encoder.geometry import camera_directions, pixel_centers, pixel_footprint, world_rays
+from pixelsplat_ns.encoder.geometry import camera_directions, pixel_centers, pixel_footprint, transform
 from pixelsplat_ns.gaussians import SH_C0, Gaussians, build_covariance, matrix_to_quaternion
 
 from .upsampling import joint_bilateral_upsample
@@ -126,17 +127,20 @@ def native_resolution_gaussians(
                 for i in range(b)
             ]
         )
-        view_depth = 1 / (upsampled[:, 0] * _forward(views.full_intrinsics[:, view], (height, width)))  # along the ray
+        # The full-resolution rays in the camera frame, once: their z turns z-depth into
+        # distance along the ray, and the camera's pose turns them into world rays.
+        xy = pixel_centers(height, width, upsampled.device, upsampled.dtype)
+        camera_rays = camera_directions(xy, views.full_intrinsics[:, view, None, None])  # b h w 3
+        view_depth = 1 / (upsampled[:, 0] * camera_rays[..., 2])  # along the ray
         view_opacity = (upsampled[:, 1] * opacity_gain).clamp(0.0, 0.99)
 
         extrinsics = views.extrinsics[:, view, None, None]  # b 1 1 4 4
-        k_full = views.full_intrinsics[:, view, None, None]
-        xy = pixel_centers(height, width, view_depth.device, view_depth.dtype)
-        origins, directions = world_rays(xy, extrinsics, k_full)
+        directions = transform(extrinsics, camera_rays, 0.0)
+        origins = extrinsics[..., :3, 3]
         means.append(rearrange(origins + directions * view_depth[..., None], "b h w xyz -> b (h w) xyz"))
 
         footprint = pixel_footprint(views.full_intrinsics[:, view], (height, width))  # b 2 at depth 1
-        footprint = torch.cat((footprint, footprint.mean(dim=-1, keepdim=True)), dim=-1)  # disk: z like x, y
+        footprint = torch.cat((footprint, footprint.mean(dim=-1, keepdim=True)), dim=-1)  # along the ray: their mean
         view_scales = scale * footprint[:, None, None, :] * view_depth[..., None]
         scales.append(rearrange(view_scales, "b h w xyz -> b (h w) xyz"))
         rotation = matrix_to_quaternion(views.extrinsics[:, view, :3, :3])  # the camera's axes, wxyz

@@ -7,8 +7,8 @@ guide colour is to the pixel's own full-resolution colour (range Gaussian). Acro
 the values of the pixel's own side win, so depth discontinuities follow the photo's edges
 instead of being smeared over several full-resolution pixels as bilinear upsampling does.
 
-Measured (``benchmarks/feedforward.py``, held-out scenes, native resolution): with the
-bundled encoder, whose depth is noisy at the pixel level, it scores the same as upsampling
+Measured (held-out pairs through ns-train's pipeline, native resolution): with the previous
+bundled encoder (trained on the pavilion scenes), whose depth is noisy at the pixel level, it scores the same as upsampling
 by distance alone (19.21 vs 19.18 dB at the context cameras, 13.45 vs 13.52 dB on the views
 between them); it is kept because it is the one of the two that can follow an encoder's
 depth edges, at the cost of a 4x4 gather per pixel (no learned part, so it serves every
