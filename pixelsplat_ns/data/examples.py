@@ -227,6 +227,17 @@ def distributed_rank_world() -> tuple[int, int] | None:
     return None
 
 
+def global_rank_world(local_rank: int, world_size: int) -> tuple[int, int]:
+    """(rank, world size) of this process among every machine's processes.
+
+    nerfstudio hands a pipeline its rank on its own machine (``local_rank``); with several
+    machines (``--machine.num-machines``) two processes share a local rank, so data shards
+    and seeds must use the global rank, which the launcher gave torch.distributed
+    (``machine_rank * num_devices + local_rank``). Without a process group: the given pair.
+    """
+    return distributed_rank_world() or (local_rank, world_size)
+
+
 class ExampleDataset(IterableDataset):
     """Streams examples from a :class:`SceneSource`, sharded over DDP ranks and workers.
 

@@ -25,6 +25,8 @@ from pytorch_msssim import SSIM
 from torch.optim import Optimizer, lr_scheduler
 
 from pixelsplat_ns.data import ExampleConfig, example_loader, open_scene_source
+from pixelsplat_ns.data.examples import global_rank_world
+from pixelsplat_ns.losses import cross_view_photometric_loss
 from pixelsplat_ns.metrics import build_lpips, psnr
 from pixelsplat_ns.views import render_views
 
@@ -90,8 +92,9 @@ class PretrainDataManager(DataManager):
     ) -> None:
         self.config = config
         self.device = device
-        self.world_size = world_size
         self.local_rank = local_rank
+        # Shards follow the global rank: on several machines, local ranks repeat.
+        self.rank, self.world_size = global_rank_world(local_rank, world_size)
         self.test_mode = test_mode
         if config.data is None:
             raise ValueError("pixelsplat-pretrain needs --data: a chunk split folder or a folder of nerfstudio scenes")
@@ -113,7 +116,7 @@ class PretrainDataManager(DataManager):
             example_loader(
                 source, self.config.examples, self.config.batch_size if stage == "train" else 1,
                 num_workers=self.config.num_workers if stage == "train" else 0, stage=stage,
-                start_step=start_step, rank=self.local_rank, world_size=self.world_size,
+                start_step=start_step, rank=self.rank, world_size=self.world_size,
             )
         )
 
@@ -186,6 +189,9 @@ class PretrainModelConfig(ModelConfig):
     gaussians_per_pixel: Optional[int] = None
     """Depths sampled per pixel while training (default: the architecture's, 3 as in the reference).
     Fewer makes CPU training cheaper; it is stored with the checkpoint."""
+    depth_consistency_weight: float = 0.0
+    """Weight of the cross-view photometric loss on the predicted depth (pixelsplat_ns/losses.py): each
+    context view's depth must warp the other context photo onto it. 0 (the reference): off."""
     sampling_seed: int = 0
     """Seed of the training-time depth sampling, drawn afresh from (seed, step, rank) at every step,
     so that a resumed run (--load-dir) samples exactly as an uninterrupted one."""
@@ -239,8 +245,9 @@ class PretrainModel(Model):
         save_checkpoint(self.encoder, path, step=step)
         return path
 
-    def render(self, batch: dict, deterministic: bool) -> torch.Tensor:
-        """Predict Gaussians from each example's context, render its targets: [b, t, h, w, 3]."""
+    def render(self, batch: dict, deterministic: bool) -> Dict[str, torch.Tensor]:
+        """Predict Gaussians from each example's context, render its targets: ``rgb`` [b, t, h, w, 3];
+        while training with ``depth_consistency_weight``, also ``depth_consistency`` (a scalar)."""
         from pixelsplat_ns.data.sampling import example_generator
 
         context, target = batch["context"], batch["target"]
@@ -254,10 +261,17 @@ class PretrainModel(Model):
                 context["image"], context["extrinsics"], context["intrinsics"], context["near"], context["far"],
                 deterministic=deterministic, global_step=self.step,
             )
-        return render_views(output.gaussians, target["extrinsics"], target["intrinsics"], target["image"].shape[-2:])
+        rgb = render_views(output.gaussians, target["extrinsics"], target["intrinsics"], target["image"].shape[-2:])
+        outputs = {"rgb": rgb}
+        if self.training and self.config.depth_consistency_weight > 0:
+            outputs["depth_consistency"] = cross_view_photometric_loss(
+                context["image"], context["extrinsics"], context["intrinsics"], context["near"], context["far"],
+                output.depth_pdf, output.depth_offset,
+            )  # fmt: skip
+        return outputs
 
     def get_outputs(self, batch: dict) -> Dict[str, torch.Tensor]:  # type: ignore[override]
-        return {"rgb": self.render(batch, deterministic=not self.training)}
+        return self.render(batch, deterministic=not self.training)
 
     def forward(self, batch: dict) -> Dict[str, torch.Tensor]:  # type: ignore[override]
         return self.get_outputs(batch)
@@ -272,6 +286,8 @@ class PretrainModel(Model):
     def get_loss_dict(self, outputs: dict, batch: dict, metrics_dict: Optional[dict] = None) -> Dict[str, torch.Tensor]:
         prediction, truth = outputs["rgb"], self._targets(batch)
         losses = {"mse": F.mse_loss(prediction, truth)}
+        if "depth_consistency" in outputs:
+            losses["depth_consistency"] = self.config.depth_consistency_weight * outputs["depth_consistency"]
         if self.lpips is not None and self.config.lpips_weight > 0 and self.step >= self.config.lpips_start_step:
             flat = lambda x: x.flatten(0, 1).permute(0, 3, 1, 2)  # noqa: E731  (b t h w 3 -> bt 3 h w)
             losses["lpips"] = self.config.lpips_weight * self.lpips(flat(prediction), flat(truth))
@@ -329,14 +345,14 @@ class PretrainPipeline(VanillaPipeline):
             scene_box=None, num_train_data=0, metadata={}, device=device, grad_scaler=grad_scaler
         )
         self.model.to(device)
-        self.model.rank = local_rank
+        self.model.rank = self.datamanager.rank  # global: seeds differ on every machine's processes
         # Recorded in the encoder checkpoints: inference feeds images the way training did.
         examples = config.datamanager.examples
         self.model.encoder.cfg.near_disparity = examples.near_disparity
         self.model.encoder.cfg.train_image_shape = tuple(examples.image_shape)
         if world_size > 1:
             self._model = torch.nn.parallel.DistributedDataParallel(
-                self._model, device_ids=[local_rank] if torch.cuda.is_available() else None,
+                self._model, device_ids=[local_rank] if str(device).startswith("cuda") else None,
                 find_unused_parameters=True,
             )
 
