@@ -1,0 +1,132 @@
+"""ns-viewer in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
+driven by selenium) opens the viewer of a trained run and sees what a user sees.
+
+Checked: the 3D canvas shows the scene (the viewer opens through the first context camera, so
+the canvas holds the rendered photo, not an empty background), the walkthrough panel's controls
+are there, and tracing a pixel draws its epipolar samples into the scene (the canvas changes
+and the panel reads the trace out). The screenshot is kept in the test's folder and, when
+``PIXELSPLAT_SCREENSHOT`` names a path, written there too (the README's image).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.scenes import cut_scene
+from tests.test_nerfstudio_e2e import BIN, ENV, free_port, run, train_args
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a test dependency")
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or DRIVER is None, reason="needs Debian's chromium and chromium-driver (apt)"
+)
+
+
+@pytest.fixture(scope="module")
+def viewer_url(tmp_path_factory):
+    """A trained run (feed-forward, 0 fine-tuning steps) served by ns-viewer."""
+    root = tmp_path_factory.mktemp("browser")
+    scene = cut_scene("pavilion-chair-sunset", root / "scene", train=[20, 21, 25, 26], eval_=[22, 23])
+    result = run(*train_args(scene, root / "outputs", "--max-num-iterations", "0"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    config = next((root / "outputs").rglob("config.yml"))
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "ns-viewer"), "--load-config", str(config), "--viewer.websocket-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}", root
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def _browser():
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    # Software WebGL (SwiftShader): no GPU here.
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,800",
+                     "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"):  # fmt: skip
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
+def _wait(condition, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            value = condition()
+        except Exception:  # the page is still loading: elements come and go
+            value = None
+        if value is not None and value is not False:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _canvas(driver) -> np.ndarray:
+    """The 3D canvas as the browser shows it: [h, w, 3] floats in [0, 1]."""
+    from selenium.webdriver.common.by import By
+
+    canvas = driver.find_element(By.TAG_NAME, "canvas")
+    path = Path(driver.capture_path)
+    canvas.screenshot(str(path))
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255
+
+
+# Text fields hold their value in the DOM property, not in the page's text.
+_FIELD_VALUES = "return Array.from(document.querySelectorAll('input, textarea')).map(e => e.value).join('\\n')"
+
+
+def _button(driver, label: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.XPATH, f"//button[.//*[normalize-space(text())='{label}'] or normalize-space(.)='{label}']")
+
+
+def test_viewer_shows_the_scene_and_traces_a_pixel_in_a_real_browser(viewer_url):
+    url, root = viewer_url
+    driver = _browser()
+    driver.capture_path = str(root / "canvas.png")
+    try:
+        _wait(lambda: driver.get(url) or True, 240, "the page")
+        # The scene: the viewer streams its render of the first context camera into the canvas.
+        def rendered() -> np.ndarray | None:
+            image = _canvas(driver)
+            return image if image.std() > 0.08 else None
+
+        scene = _wait(rendered, 240, "a rendered scene in the 3D canvas")
+        background = np.abs(scene - scene[0, 0]).sum(axis=-1) < 0.05
+        assert background.mean() < 0.5, f"{background.mean():.0%} of the canvas is background"
+
+        # The walkthrough panel's controls.
+        for label in ("Trace pixel", "Pick: click a Gaussian"):
+            _wait(lambda label=label: _button(driver, label) or None, 60, f"the {label!r} button")
+        page = driver.find_element("tag name", "body").text
+        for label in ("Context cameras", "Pixel row", "Pixel column"):
+            assert label in page, f"{label!r} missing from the panel"
+
+        screenshot = root / "viewer.png"
+        driver.save_screenshot(str(screenshot))
+        if os.environ.get("PIXELSPLAT_SCREENSHOT"):
+            shutil.copyfile(screenshot, os.environ["PIXELSPLAT_SCREENSHOT"])
+
+        # Tracing a pixel draws its ray and epipolar samples into the scene.
+        before = _canvas(driver)
+        _button(driver, "Trace pixel").click()
+        changed = lambda: float((np.abs(_canvas(driver) - before).max(axis=-1) > 0.2).mean())  # noqa: E731
+        _wait(lambda: changed() > 0.001 or None, 120, "the traced samples in the canvas")
+        _wait(lambda: "top bucket" in driver.execute_script(_FIELD_VALUES) or None, 60, "the trace's readout in the panel")
+    finally:
+        driver.quit()
