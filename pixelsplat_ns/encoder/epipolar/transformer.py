@@ -173,7 +173,7 @@ def _phase_kernel(
     half = k // 2
     up = torch.cat((up_weight, up_bias[None, :, None, None].expand(1, c_mid, r, r)), dim=0)  # (c_in + 1) m r r
     kernel = conv_weight.new_zeros((c_out, r, r, c_in + 1, 3, 3))
-    offsets = torch.arange(k)
+    offsets = torch.arange(k, device=conv_weight.device)
     for phase_y in range(r):
         shift_y = phase_y + offsets - half  # input row offset (in upsampled pixels) of each tap
         cell_y, sub_y = torch.div(shift_y, r, rounding_mode="floor"), shift_y % r
