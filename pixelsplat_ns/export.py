@@ -15,14 +15,16 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
-from pixelsplat_ns.io import atomic_path
+from pixelsplat_ns.io import atomic_path, output_errors
 
 MIN_OPACITY_LOGIT = -5.5373  # logit(1/255): the rasterisers skip anything fainter
 
 
 def export_splat_ply(params: Mapping[str, torch.Tensor], path: Path) -> int:
     """Write ``params`` (means [N,3], scales [N,3] log, quats [N,4] wxyz, features_dc [N,3],
-    features_rest [N,K-1,3], opacities [N,1] logit) as a 3DGS PLY; returns the count written."""
+    features_rest [N,K-1,3], opacities [N,1] logit) as a 3DGS PLY; returns the count written.
+    Written to a temporary file and renamed: on a full disk or a read-only folder the previous
+    ``path`` stays whole and a ``PixelSplatOutputError`` names the file and the reason."""
     means = params["means"].detach().cpu().float().numpy()
     n = means.shape[0]
     rest = params["features_rest"].detach().cpu().float()
@@ -51,6 +53,6 @@ def export_splat_ply(params: Mapping[str, torch.Tensor], path: Path) -> int:
     vertex = np.empty(int(keep.sum()), dtype=[(name, "f4") for name in columns])
     for name, values in columns.items():
         vertex[name] = values[keep]
-    with atomic_path(Path(path)) as temporary:
+    with output_errors(path), atomic_path(Path(path)) as temporary:
         PlyData([PlyElement.describe(vertex, "vertex")]).write(str(temporary))
     return len(vertex)

@@ -11,13 +11,17 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from pixelsplat_ns.errors import PixelSplatOutputError
+
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+def atomic_path(path: Path, scratch_dir: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (or in ``scratch_dir``, which must be on the same
+    file system: for folders whose every file is read, e.g. nerfstudio's checkpoints); rename it
+    onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=scratch_dir or path.parent)
     os.close(handle)
     try:
         yield Path(temporary)
@@ -31,9 +35,25 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def output_errors(path: Path) -> Iterator[None]:
+    """Report an ``OSError`` raised while writing ``path`` (full disk, read-only folder, ...) as a
+    ``PixelSplatOutputError`` whose message names the file and the reason."""
+    try:
+        yield
+    except PixelSplatOutputError:
+        raise
+    except OSError as error:
+        reason = error.strerror or str(error)
+        failure = PixelSplatOutputError(f"cannot write {path}: {reason} (the previous file, if any, is unchanged)")
+        failure.errno = error.errno
+        raise failure from error
+
+
 def save_image(path: Path, image: np.ndarray) -> None:
-    """Write an [H, W, 3] float image in [0, 1] (or uint8) as PNG, atomically."""
+    """Write an [H, W, 3] float image in [0, 1] (or uint8) as PNG, atomically (a failed write
+    raises ``PixelSplatOutputError``)."""
     if image.dtype != np.uint8:
         image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    with atomic_path(path) as temporary:
+    with output_errors(path), atomic_path(path) as temporary:
         Image.fromarray(image).save(temporary, format="PNG")

@@ -21,9 +21,13 @@ from torch import Tensor
 from .encoder import EncoderConfig, PixelSplatEncoder, config_from_dict, config_to_dict, encoder_config
 from .encoder.config import PRESETS
 from .errors import PixelSplatInputError
-from .io import atomic_path
+from .io import atomic_path, output_errors
 
-PROJECT_FORMAT = "pixelsplat_ns.encoder/1"
+# Written into every checkpoint this project saves; bump the version when the layout changes
+# (a file of a newer version is refused with the version found, never misread).
+PROJECT_FORMAT_NAME = "pixelsplat_ns.encoder"
+PROJECT_FORMAT_VERSION = 1
+PROJECT_FORMAT = f"{PROJECT_FORMAT_NAME}/{PROJECT_FORMAT_VERSION}"
 OFFICIAL_PREFIX = "encoder."
 
 
@@ -81,7 +85,8 @@ def fill_deterministic(encoder: PixelSplatEncoder) -> PixelSplatEncoder:
 
 
 def save_checkpoint(encoder: PixelSplatEncoder, path: str | Path, **extra: Any) -> Path:
-    """Save the encoder with its configuration (loadable by ``load_checkpoint``)."""
+    """Save the encoder with its configuration and format version (loadable by ``load_checkpoint``);
+    atomically: a failed write raises ``PixelSplatOutputError`` and leaves the previous file whole."""
     path = Path(path)
     payload = {
         "format": PROJECT_FORMAT,
@@ -89,7 +94,7 @@ def save_checkpoint(encoder: PixelSplatEncoder, path: str | Path, **extra: Any) 
         "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
         **extra,
     }
-    with atomic_path(path) as temporary:  # creates the folder; never a half-written file
+    with output_errors(path), atomic_path(path) as temporary:  # creates the folder; never a half-written file
         torch.save(payload, temporary)
     return path
 
@@ -194,6 +199,22 @@ def _check_state(cfg: EncoderConfig, state_dict: Mapping[str, Any], path: Path) 
             )
 
 
+def _check_project_format(found: Any, path: Path) -> None:
+    """Refuse a project checkpoint of another format version (e.g. one written by a newer
+    pixelsplat_ns), naming the file, the version found and the version read here."""
+    if not isinstance(found, str) or not found.startswith(PROJECT_FORMAT_NAME + "/") or found == PROJECT_FORMAT:
+        return
+    version = found[len(PROJECT_FORMAT_NAME) + 1 :]
+    if version.isdigit() and int(version) > PROJECT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer pixelsplat_ns (encoder checkpoint format {int(version)}); this version "
+            f"reads format {PROJECT_FORMAT_VERSION}: upgrade pixelsplat_ns to load it"
+        )
+    raise CheckpointError(
+        f"{path} has an unknown pixelsplat_ns checkpoint format {found!r}; this version reads {PROJECT_FORMAT!r}"
+    )
+
+
 def read_encoder_weights(path: str | Path) -> tuple[EncoderConfig, dict[str, Tensor]]:
     """(configuration, state dict without prefix) from an official or project checkpoint."""
     path = Path(path)
@@ -201,6 +222,7 @@ def read_encoder_weights(path: str | Path) -> tuple[EncoderConfig, dict[str, Ten
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a checkpoint dictionary")
 
+    _check_project_format(payload.get("format"), path)
     if payload.get("format") == PROJECT_FORMAT:
         if not isinstance(payload.get("config"), Mapping) or not isinstance(payload.get("state_dict"), Mapping):
             raise CheckpointError(f"{path}: project checkpoint without a 'config' and 'state_dict'")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Sequence
+from typing import Optional, Sequence
 
+import numpy as np
+import torch
+import torch.nn.functional as F
 from jaxtyping import Float
+from PIL import Image
 from torch import Tensor
 
 from pixelsplat_ns.errors import PixelSplatInputError
@@ -20,10 +24,11 @@ class ContextSelectionError(PixelSplatInputError):
 class ContextImages:
     """The encoder's input as nerfstudio holds it (converted in ``pixelsplat_ns.cameras``)."""
 
-    images: Float[Tensor, "view h w 3"]  # RGB in [0, 1]
+    images: Float[Tensor, "view h w 3"]  # RGB in [0, 1], composited on black where alpha < 1
     c2w: Float[Tensor, "view 3 4"]  # OpenGL camera-to-world, dataparser world frame
     intrinsics: Float[Tensor, "view 3 3"]  # pixels, pixel centres at +0.5
     names: list[str]
+    alpha: Optional[Float[Tensor, "view h w 1"]] = None  # opacity, when any context image has an alpha channel
 
 
 def _matches(name: str, path: str) -> bool:
@@ -98,3 +103,74 @@ def count_dataset_frames(data: Path) -> int | None:
     if images.is_dir():
         return sum(1 for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     return None
+
+
+# ------------------------------------------------------------------------------------------
+# Images as nerfstudio should read them
+# ------------------------------------------------------------------------------------------
+
+_AS_RGB = {"L", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
+_AS_RGBA = {"LA", "La", "PA", "RGBa"}
+_SIXTEEN_BIT_GREY = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def image_to_rgb8(image: Image.Image, name: str) -> Image.Image:
+    """A PIL image in 8-bit RGB or RGBA with the same content: greyscale (8- or 16-bit) and
+    palette images expand to RGB (RGBA when they carry transparency), 16-bit values scale by
+    255/65535 (Pillow already reads 16-bit colour PNGs as 8-bit RGB(A)). nerfstudio's own reader
+    keeps only the low byte of 16-bit greyscale and the palette indices of palette images.
+    Refuses 32-bit integer and float pixels, whose range no file states."""
+    if image.mode in ("RGB", "RGBA"):
+        return image
+    if image.mode in _AS_RGB:
+        return image.convert("RGB")
+    if image.mode in _AS_RGBA:
+        return image.convert("RGBA")
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in _SIXTEEN_BIT_GREY:
+        values = np.asarray(image).astype(np.uint32)
+        return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+    raise PixelSplatInputError(
+        f"image {name} has {image.mode!r} pixels (32-bit integer or float), whose range the file does not state; "
+        "give 8- or 16-bit images (PNG, JPEG, TIFF)"
+    )
+
+
+def fit_view(
+    image: Float[Tensor, "channel h w"], k: Float[Tensor, "3 3"], size: tuple[int, int], long_side: int | None
+) -> tuple[Float[Tensor, "channel h2 w2"], Float[Tensor, "3 3"]]:
+    """One context view brought to the common ``size`` (h, w): resized (antialiased) to cover it
+    and centre-cropped when its size differs, then downscaled to at most ``long_side`` pixels.
+    The pixel grid's corners stay aligned, so the pixel intrinsics follow exactly."""
+    k = k.clone()
+    height, width = size
+    if tuple(image.shape[-2:]) != (height, width):
+        h, w = image.shape[-2:]
+        scale = max(height / h, width / w)
+        new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+        image = F.interpolate(image[None], (new_h, new_w), mode="bilinear", align_corners=False, antialias=True)[0]
+        k[0, :] *= new_w / w
+        k[1, :] *= new_h / h
+        row, col = (new_h - height) // 2, (new_w - width) // 2
+        image = image[:, row : row + height, col : col + width]
+        k[0, 2] -= col
+        k[1, 2] -= row
+    if long_side is not None and max(height, width) > long_side:
+        factor = long_side / max(height, width)
+        new_h, new_w = max(round(height * factor), 1), max(round(width * factor), 1)
+        image = F.interpolate(image[None], (new_h, new_w), mode="bilinear", align_corners=False, antialias=True)[0]
+        k[0, :] *= new_w / width
+        k[1, :] *= new_h / height
+    return image, k
+
+
+def common_size(sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The size (h, w) context views of different sizes are brought to: the smallest one's
+    (by pixel count), so that no view is upsampled."""
+    return min(sizes, key=lambda size: (size[0] * size[1], size))
+
+
+def to_float_image(image: Tensor) -> Float[Tensor, "h w c"]:
+    """A cached nerfstudio image (uint8 or float) as float in [0, 1]."""
+    return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()

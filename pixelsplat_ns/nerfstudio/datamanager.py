@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Callable, Dict, List, Literal, Optional, Tuple, Type, Union
 
+import numpy as np
+import numpy.typing as npt
 import torch
+from nerfstudio.cameras.cameras import CameraType
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.utils.rich_utils import CONSOLE
+from PIL import Image
 
+from pixelsplat_ns.errors import PixelSplatInputError
 from pixelsplat_ns.nerfstudio.context import (
     ContextImages,
     ContextSelectionError,
+    common_size,
     count_dataset_frames,
     default_context_pair,
+    fit_view,
+    image_to_rgb8,
     resolve_context_names,
+    to_float_image,
 )
+
+# Camera types whose images nerfstudio's full-image datamanager undistorts to perspective ones
+# when it caches them (only when they have distortion coefficients).
+_UNDISTORTED_TYPES = (CameraType.FISHEYE.value, CameraType.FISHEYE624.value)
 
 
 @dataclass
@@ -32,7 +46,36 @@ class PixelSplatDataManagerConfig(FullImageDatamanagerConfig):
     """Where images are cached. 'cpu' works without CUDA here (nerfstudio pins memory, which needs CUDA)."""
 
 
-class PixelSplatDataManager(FullImageDatamanager[InputDataset]):
+class PixelSplatDataset(InputDataset):
+    """nerfstudio's dataset, reading images as they look (``image_to_rgb8``: 16-bit greyscale,
+    palette, greyscale with alpha) and refusing, with one line naming the file, an unreadable
+    image or one whose size is not the one its camera states."""
+
+    def get_numpy_image(self, image_idx: int) -> npt.NDArray[np.uint8]:
+        path = self._dataparser_outputs.image_filenames[image_idx]
+        cameras = self._dataparser_outputs.cameras
+        stated = (int(cameras.width[image_idx]), int(cameras.height[image_idx]))
+        try:
+            with Image.open(path) as opened:
+                image = image_to_rgb8(opened, str(path))
+                image.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # corrupt, foreign, huge
+            if isinstance(error, PixelSplatInputError):
+                raise
+            raise PixelSplatInputError(f"cannot read image {path}: {error}") from None
+        if image.size != stated:
+            raise PixelSplatInputError(
+                f"image {path} is {image.size[0]}x{image.size[1]} pixels but its camera says {stated[0]}x{stated[1]} "
+                "(transforms.json 'w'/'h'); give each frame its own size or resize the image"
+            )
+        if self.scale_factor != 1.0:
+            width, height = image.size
+            size = (int(width * self.scale_factor), int(height * self.scale_factor))
+            image = image.resize(size, resample=Image.Resampling.BILINEAR)
+        return np.array(image, dtype=np.uint8)
+
+
+class PixelSplatDataManager(FullImageDatamanager[PixelSplatDataset]):
     config: PixelSplatDataManagerConfig
 
     def __init__(self, config: PixelSplatDataManagerConfig, *args, **kwargs) -> None:
@@ -57,7 +100,10 @@ class PixelSplatDataManager(FullImageDatamanager[InputDataset]):
         # branch moves the cache to self.device, which is plain CPU memory on such machines.
         if cache_images_device == "cpu" and not torch.cuda.is_available():
             cache_images_device = "gpu"
-        return super()._load_images(split, cache_images_device)
+        try:
+            return super()._load_images(split, cache_images_device)
+        except (AssertionError, NotImplementedError) as error:  # nerfstudio's checks while undistorting
+            raise PixelSplatInputError(f"nerfstudio cannot load the {split} images: {error}") from None
 
     def context_indices(self) -> List[int]:
         """Indices into the training set of the context views (see the config's rule)."""
@@ -67,26 +113,72 @@ class PixelSplatDataManager(FullImageDatamanager[InputDataset]):
             return resolve_context_names(self.config.context_views, train_paths, eval_paths)
         return default_context_pair(train_paths, self.config.context_gap)
 
-    def context_views(self) -> ContextImages:
-        """The context images (float RGB in [0, 1]) with their nerfstudio cameras."""
-        indices = self.context_indices()
-        cached = self.cached_train  # undistorts and updates the cameras on first access
-        images = []
+    def _check_perspective(self, indices: List[int]) -> None:
+        """The encoder and the rasterisers are pinhole: a context camera must be perspective, or
+        a fisheye one that nerfstudio undistorts (one with distortion coefficients)."""
+        cameras = self.train_dataset.cameras
         for i in indices:
-            image = cached[i]["image"]
-            image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-            if image.shape[-1] == 4:  # RGBA: composite on black, the renderer's background
-                image = image[..., :3] * image[..., 3:]
-            images.append(image[..., :3].cpu())
-        if len({tuple(im.shape) for im in images}) != 1:
-            raise ValueError(
-                "context views have different image sizes: "
-                + ", ".join(f"{self.train_dataset.image_filenames[i].name} {tuple(im.shape[:2])}" for i, im in zip(indices, images))
+            kind = CameraType(int(cameras.camera_type[i].item()))
+            distortion = cameras.distortion_params[i] if cameras.distortion_params is not None else None
+            coefficients = distortion is not None and bool((distortion != 0).any())
+            name = self.train_dataset.image_filenames[i].name
+            if kind == CameraType.PERSPECTIVE or (kind.value in _UNDISTORTED_TYPES and coefficients):
+                continue
+            if kind.value in _UNDISTORTED_TYPES:
+                raise ContextSelectionError(
+                    f"context view {name} has a {kind.name} camera without distortion coefficients, which nerfstudio "
+                    "does not undistort; pixelSplat needs perspective images: give the fisheye coefficients "
+                    "(k1-k4 in transforms.json) or undistort the images first"
+                )
+            raise ContextSelectionError(
+                f"context view {name} has a {kind.name} camera; pixelSplat needs perspective (pinhole) images, and "
+                "nerfstudio undistorts only perspective and fisheye ones"
             )
+
+    def context_views(
+        self, long_side: Union[int, Callable[[Tuple[int, int]], Optional[int]], None] = None
+    ) -> ContextImages:
+        """The context images (float RGB in [0, 1], composited on black; their opacity in ``alpha``
+        when any has an alpha channel) with their nerfstudio cameras (after nerfstudio's
+        undistortion). Views of different sizes are brought to the smallest one's size (resized
+        to cover it and centre-cropped; intrinsics follow). ``long_side`` (pixels, or a function
+        of that common (h, w)): each view is downscaled to at most that long side on its own, so
+        that huge photos are never held as a float batch."""
+        indices = self.context_indices()
+        self._check_perspective(indices)
+        cached = self.cached_train  # undistorts and updates the cameras on first access
+        names = [self.train_dataset.image_filenames[i].name for i in indices]
         cameras = self.train_dataset.cameras[torch.tensor(indices)]
+        sizes = [tuple(cached[i]["image"].shape[:2]) for i in indices]
+        size = common_size(sizes)
+        if len(set(sizes)) > 1:
+            CONSOLE.print(
+                "pixelsplat: context views of different sizes ("
+                + ", ".join(f"{name} {w}x{h}" for name, (h, w) in zip(names, sizes))
+                + f") are resized to {size[1]}x{size[0]} (centre-cropped where the aspect ratio differs)"
+            )
+        cap = long_side(size) if callable(long_side) else long_side
+        with_alpha = any(cached[i]["image"].shape[-1] == 4 for i in indices)
+        images, alphas, intrinsics = [], [], []
+        for i, k in zip(indices, cameras.get_intrinsics_matrices().cpu()):
+            image = cached[i]["image"].cpu()
+            alpha = to_float_image(image[..., 3]) if image.shape[-1] == 4 else None
+            planes = []
+            # One colour plane at a time in float, so that a huge photo costs one float plane;
+            # premultiplied (composited on black) before resizing, so transparent colours do not bleed.
+            for channel in range(3):
+                plane = to_float_image(image[..., channel])
+                plane, fitted = fit_view((plane if alpha is None else plane * alpha)[None], k, size, cap)
+                planes.append(plane)
+            images.append(torch.cat(planes).permute(1, 2, 0).contiguous())
+            if with_alpha:
+                opacity = fit_view(alpha[None], k, size, cap)[0] if alpha is not None else torch.ones_like(planes[0])
+                alphas.append(opacity.permute(1, 2, 0).contiguous())
+            intrinsics.append(fitted)
         return ContextImages(
             images=torch.stack(images),
             c2w=cameras.camera_to_worlds.cpu(),
-            intrinsics=cameras.get_intrinsics_matrices().cpu(),
-            names=[self.train_dataset.image_filenames[i].name for i in indices],
+            intrinsics=torch.stack(intrinsics),
+            names=names,
+            alpha=torch.stack(alphas) if with_alpha else None,
         )

@@ -120,7 +120,7 @@ class PixelSplatModel(SplatfactoModel):
             else {"black": torch.zeros(3), "white": torch.ones(3)}[self.config.background_color]
         )
         self.info: dict = {}
-        self.context_provider: Optional[Callable[[], ContextImages]] = None
+        self.context_provider: Optional[Callable[..., ContextImages]] = None
         self.context_names: List[str] = []
         # The viewer's walkthrough panel; runs the encoder (with attention) on first use.
         self.walkthrough = Walkthrough(lambda: self.run_encoder(return_attention=True))
@@ -131,8 +131,10 @@ class PixelSplatModel(SplatfactoModel):
             lambda: (self.means.detach(), torch.sigmoid(self.opacities.detach()).squeeze(-1), self.gaussian_pixels)
         )
 
-    def set_context_provider(self, provider: Callable[[], ContextImages]) -> None:
-        """Where the context views come from (called lazily: reloaded runs never need them)."""
+    def set_context_provider(self, provider: Callable[..., ContextImages]) -> None:
+        """Where the context views come from (called lazily: reloaded runs never need them), as
+        ``provider(long_side)``: ``long_side`` maps the views' (h, w) to the long side they may be
+        downscaled to (``PixelSplatDataManager.context_views``)."""
         self.context_provider = provider
 
     # ------------------------------------------------------------------ prediction
@@ -141,20 +143,35 @@ class PixelSplatModel(SplatfactoModel):
         """The encoder on the context views (pixelSplat's conventions, see ``prepare_context``)."""
         if self.context_provider is None:
             raise RuntimeError("PixelSplatModel has no context views: call set_context_provider() first")
-        context = self.context_provider()
         encoder = load_encoder(
             self.config.encoder, self.config.encoder_checkpoint, seed=self.config.seed, untrained=self.config.untrained
         )
+        encoder_side: list[int] = []
+
+        def long_side(image_shape: Tuple[int, int]) -> int:
+            # The largest size anything below needs: the photos are downscaled to it one at a
+            # time as they are read, so huge photos never become a float batch.
+            encoder_side.append(
+                self.config.encoder_long_side
+                or input_long_side(
+                    encoder, image_shape, self.config.encoder, self.config.encoder_checkpoint, self.config.untrained
+                )
+            )
+            native = self.config.gaussian_resolution == "native"
+            return max(encoder_side[0], self.config.gaussian_long_side) if native else encoder_side[0]
+
+        context = self.context_provider(long_side)
+        images = context.images
+        if context.alpha is not None:  # transparent pixels show the renders' background
+            images = images + (1 - context.alpha) * self._encoder_background()
+        if not encoder_side:  # a provider that serves the views at their own size
+            long_side(tuple(images.shape[1:3]))
         views = prepare_context(
-            context.images,
+            images,
             context.c2w,
             context.intrinsics,
             image_multiple=encoder.image_multiple,
-            long_side=self.config.encoder_long_side
-            or input_long_side(
-                encoder, context.images.shape[1:3], self.config.encoder, self.config.encoder_checkpoint,
-                self.config.untrained,
-            ),
+            long_side=encoder_side[0],
             near_disparity=encoder.cfg.near_disparity if self.config.near_disparity is None else self.config.near_disparity,
             names=context.names,
             gaussian_long_side=self.config.gaussian_long_side if self.config.gaussian_resolution == "native" else None,
@@ -172,6 +189,13 @@ class PixelSplatModel(SplatfactoModel):
                 deterministic=self.config.deterministic, global_step=0, return_attention=return_attention,
             )  # fmt: skip
         return ContextRun(views, output, list(context.names))
+
+    def _encoder_background(self) -> torch.Tensor:
+        """The colour transparent context pixels take: the renders' background (black for a
+        random one, which has no single colour)."""
+        if self.config.background_color == "white":
+            return torch.ones(3)
+        return torch.zeros(3)
 
     def predict_gaussians(self) -> Gaussians:
         """Run the encoder on the context views and write its Gaussians into splatfacto's

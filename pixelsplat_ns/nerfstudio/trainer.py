@@ -1,5 +1,6 @@
-"""nerfstudio's trainer, made to accept a run of zero iterations (pure feed-forward) and to
-leave no run folder behind when the pipeline refuses its input."""
+"""nerfstudio's trainer, made to accept a run of zero iterations (pure feed-forward), to leave
+no run folder behind when the pipeline refuses its input, to write checkpoints atomically and
+to stop on Ctrl-C or an unwritable checkpoint with one line instead of a traceback."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, Type
 
+import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import writer
+from nerfstudio.utils.decorators import check_main_thread
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from pixelsplat_ns.errors import PixelSplatOutputError
+from pixelsplat_ns.io import atomic_path, output_errors
 
 _IMPORTED_AT = time.time()  # before ns-train writes this run's config.yml
 
@@ -28,6 +35,55 @@ class PixelSplatTrainer(Trainer):
             # trained, so the folder nerfstudio made for this run (its config only) goes too.
             self._remove_untrained_run()
             raise
+        except KeyboardInterrupt:
+            self._remove_untrained_run()
+            CONSOLE.print("pixelsplat: interrupted during set-up; nothing was trained or saved")
+            raise SystemExit(130) from None
+
+    def train(self) -> None:
+        try:
+            super().train()
+        except KeyboardInterrupt:
+            if self.training_state == "completed":  # Ctrl-C is how the viewer is closed after training
+                return
+            CONSOLE.print(f"pixelsplat: interrupted at step {self.step}; {self._last_checkpoint()}")
+            raise SystemExit(130) from None
+        except PixelSplatOutputError as error:
+            CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
+            self._remove_untrained_run()  # a run that could save nothing leaves nothing behind
+            raise SystemExit(1) from None
+
+    def _last_checkpoint(self) -> str:
+        checkpoints = sorted(self.checkpoint_dir.glob("step-*.ckpt")) if self.checkpoint_dir.is_dir() else []
+        if not checkpoints:
+            return f"no checkpoint was saved yet (one every {self.config.steps_per_save} steps)"
+        return f"the last checkpoint, {checkpoints[-1]}, is whole and loads with --load-dir or ns-viewer"
+
+    @check_main_thread
+    def save_checkpoint(self, step: int) -> None:
+        """nerfstudio's checkpoint (same content and name), written to a temporary file in the run
+        folder and renamed into the checkpoint folder, so that an interrupted or failed write (Ctrl-C,
+        full disk) never leaves a partial file where ns-viewer / --load-dir look for the latest; a
+        failed write raises ``PixelSplatOutputError`` and keeps the previous checkpoints."""
+        path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        payload = {
+            "step": step,
+            "pipeline": pipeline.state_dict(),  # type: ignore[union-attr]
+            "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
+            "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
+            "scalers": self.grad_scaler.state_dict(),
+        }
+        with output_errors(path):
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            # nerfstudio reads every file of the checkpoint folder as a checkpoint: the temporary
+            # file lives one folder up, on the same file system.
+            with atomic_path(path, scratch_dir=self.checkpoint_dir.parent) as temporary:
+                torch.save(payload, temporary)
+        if self.config.save_only_latest_checkpoint:
+            for old in self.checkpoint_dir.glob("*.ckpt"):
+                if old != path:
+                    old.unlink()
 
     def _remove_untrained_run(self) -> None:
         base = self.base_dir
