@@ -74,3 +74,19 @@ def test_a_failure_inside_training_removes_the_attempt(tmp_path: Path, capsys):
         Demo(output_dir=tmp_path / "out", data=scene).main()
     assert "frame_00040_train" in printed(capsys)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt"]
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path, capsys, monkeypatch):
+    """A full disk while the demo writes its PLY: one line naming the file, exit 1 (the
+    project's writers keep the previous file whole; see test_bad_input)."""
+    from pixelsplat_ns.errors import PixelSplatOutputError
+
+    def full_disk(self) -> None:
+        raise PixelSplatOutputError(f"cannot write {tmp_path / 'splat.ply'}: No space left on device")
+
+    monkeypatch.setattr(Demo, "run", full_disk)
+    with pytest.raises(SystemExit) as stopped:
+        Demo(output_dir=tmp_path / "out").main()
+    assert stopped.value.code == 1
+    out = printed(capsys)
+    assert "No space left on device" in out and "Traceback" not in out

@@ -54,14 +54,18 @@ class Demo:
     def main(self) -> None:
         from nerfstudio.utils.rich_utils import CONSOLE
 
-        from pixelsplat_ns.errors import PixelSplatInputError
+        from pixelsplat_ns.errors import PixelSplatInputError, PixelSplatOutputError
 
         try:
             self.check_inputs()
         except (PixelSplatInputError, FileNotFoundError) as error:
             CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
             raise SystemExit(2) from None
-        self.run()
+        try:
+            self.run()
+        except PixelSplatOutputError as error:  # full disk, read-only folder: the previous files stay whole
+            CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
+            raise SystemExit(1) from None
 
     def run(self) -> None:
         """The demo itself (inputs already checked)."""
