@@ -199,9 +199,12 @@ def gsplat_sh_basis(directions: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*ba
 def _official_to_gsplat_matrix() -> Tensor:
     """M (16 x 16, float64) with official_basis(d) = gsplat_basis(d) @ M for all unit d.
 
-    Both bases span the same 16-dimensional space (SH of degree <= 3 restricted to the
-    sphere), so M is exact; it is found by least squares on a fixed set of directions
-    and then snapped to the clean entries it must have (it maps band to band).
+    Every official function is a polynomial of degree <= 3, so it lies in the space
+    gsplat's basis spans (SH of degree <= 3 on the sphere) and M is exact; it is found by
+    least squares on a fixed set of directions and then snapped to the clean entries it
+    must have. It maps band to band, except for official function 14, z(zz - xx), which
+    also has a degree-1 part; and the 16 official functions span only 15 dimensions, so M
+    is singular: official coefficients cannot be recovered from gsplat ones.
     """
     generator = torch.Generator().manual_seed(0)
     d = torch.randn(512, 3, generator=generator, dtype=torch.float64)
@@ -216,14 +219,17 @@ def official_to_gsplat_sh(
 ) -> Float[Tensor, "*batch k 3"]:
     """Convert official pixelSplat SH coefficients to gsplat's basis and layout.
 
-    Bands above ``max_degree`` (at most 3) are dropped: the official renderer ignores the
-    degree-4 band, so dropping it keeps the colours it produced. Output layout is
-    gsplat's ``[..., K, 3]`` with ``K = (degree + 1) ** 2``.
+    The official degree-4 band is dropped: the official renderer ignores it, so dropping it
+    keeps the colours it produced. Bands of gsplat's basis above ``max_degree`` are dropped
+    after the conversion, not before: the official basis is not band-limited per index
+    (its function 14, z(zz - xx), has a degree-1 part), and truncating gsplat's orthonormal
+    basis keeps the closest colours of that degree. Output layout is gsplat's
+    ``[..., K, 3]`` with ``K = (degree + 1) ** 2``.
     """
     d_sh = harmonics.shape[-1]
-    degree = min(math.isqrt(d_sh) - 1, max_degree, 3)
-    k = (degree + 1) ** 2
-    matrix = _official_to_gsplat_matrix()[:k, :k].to(harmonics)
+    full = (min(math.isqrt(d_sh) - 1, 3) + 1) ** 2
+    k = (min(math.isqrt(d_sh) - 1, max_degree, 3) + 1) ** 2
+    matrix = _official_to_gsplat_matrix()[:k, :full].to(harmonics)
     # c_official . B_official = c_official . (M^T B_gsplat)  =>  c_gsplat = M c_official
-    converted = torch.einsum("ij,...cj->...ic", matrix, harmonics[..., :k])
+    converted = torch.einsum("ij,...cj->...ic", matrix, harmonics[..., :full])
     return converted

@@ -38,6 +38,7 @@ from pixelsplat_ns.data.scenes import (
     scene_problem,
     skip_warning,
 )
+from pixelsplat_ns.errors import PixelSplatInputError
 from pixelsplat_ns.io import atomic_path
 
 CHUNK_SUFFIX = ".torch"
@@ -83,11 +84,36 @@ def scene_from_chunk_item(item: Any, min_frames: int = 2) -> Scene | str:
         except ImageDecodeError as error:
             return f"frame {index} is corrupt ({error})"
         shape = frame_shape if index == 0 else shape
-    extrinsics, intrinsics = chunk_cameras_to_opencv(cameras)
+    try:
+        extrinsics, intrinsics = chunk_cameras_to_opencv(cameras)
+    except torch.linalg.LinAlgError:
+        return "has a singular world-to-camera matrix (cannot be inverted)"
     timestamps = item.get("timestamps")
     timestamps = timestamps.to(torch.int64) if isinstance(timestamps, Tensor) else torch.zeros(0, dtype=torch.int64)
     scene = Scene(item["key"], FrameImages(list(images)), extrinsics, intrinsics, shape, timestamps, str(item.get("url", "")))
     return scene_problem(scene, min_frames) or scene
+
+
+def _one_line(error: Exception) -> str:
+    """The gist of an exception in one line. torch.load's weights-only refusals are
+    paragraphs of advice; their specific part follows "WeightsUnpickler error:"."""
+    text = str(error)
+    _, marker, specific = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (specific if marker else text).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return lines[0].split(". ")[0] if marker else lines[0]
+
+
+def _read_index(path: Path) -> dict[str, str] | str:
+    """``index.json``'s scene key -> chunk file name mapping, or why it is unusable."""
+    try:
+        index = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
+        return f"cannot be read ({error})"
+    if not isinstance(index, dict) or not all(isinstance(name, str) for name in index.values()):
+        return "is not a JSON object of scene key -> chunk file name"
+    return index
 
 
 class ChunkSource:
@@ -116,7 +142,8 @@ class ChunkSource:
         try:
             chunk = torch.load(self.root / shard, map_location="cpu", weights_only=True)
         except Exception as error:
-            warnings.warn(f"skipping chunk {self.root / shard}: cannot be loaded ({error})", DataWarning, stacklevel=2)
+            reason = _one_line(error)
+            warnings.warn(f"skipping chunk {self.root / shard}: cannot be loaded ({reason})", DataWarning, stacklevel=2)
             return None
         if not isinstance(chunk, list):
             warnings.warn(f"skipping chunk {self.root / shard}: not a list of scenes", DataWarning, stacklevel=2)
@@ -135,10 +162,14 @@ class ChunkSource:
 
     @cached_property
     def index(self) -> dict[str, str]:
-        """Scene key -> chunk file name, from ``index.json`` (or by reading every chunk)."""
+        """Scene key -> chunk file name, from ``index.json``, else by reading every chunk
+        (with a DataWarning when ``index.json`` exists but is unreadable)."""
         path = self.root / INDEX_NAME
         if path.exists():
-            return dict(json.loads(path.read_text()))
+            index = _read_index(path)
+            if isinstance(index, dict):
+                return index
+            warnings.warn(f"ignoring {path}: it {index}; indexing the chunks instead", DataWarning, stacklevel=2)
         index = {}
         for shard in self._chunks:
             for item in self.load_chunk(shard) or ():
@@ -150,17 +181,21 @@ class ChunkSource:
         return list(self.index)
 
     def load_scene(self, key: str) -> Scene:
-        """Random access to one scene through the index (loads its whole chunk once)."""
+        """Random access to one scene through the index (loads its whole chunk once).
+
+        Raises KeyError for a key the index does not list, and PixelSplatInputError when
+        its chunk is unreadable or lacks it, or the scene is unusable.
+        """
         shard = self.index.get(key)
         if shard is None:
             raise KeyError(f"scene {key!r} is not in {self.root / INDEX_NAME}")
         for item in self.load_chunk(shard) or ():
-            if isinstance(item, dict) and item.get("key") == key:
+            if isinstance(item, dict) and isinstance(item.get("key"), str) and item["key"] == key:
                 scene = scene_from_chunk_item(item, self.min_frames)
                 if isinstance(scene, str):
-                    raise ValueError(f"scene {key!r} in {shard} {scene}")
+                    raise PixelSplatInputError(f"scene {key!r} in {self.root / shard} {scene}")
                 return scene
-        raise KeyError(f"scene {key!r} is indexed in {shard} but not found there")
+        raise PixelSplatInputError(f"scene {key!r} is indexed in {self.root / shard} but that chunk does not hold it")
 
 
 # --- writing ----------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def scene_problem(scene: Scene, min_frames: int = 2) -> str | None:
             f"{tuple(scene.intrinsics.shape)} (expected [{n}, 4, 4] and [{n}, 3, 3])"
         )
     if scene.timestamps.shape != (n,):
-        return f"has {n} images but {scene.timestamps.shape[0]} timestamps"
+        return f"has {n} images but timestamps of shape {tuple(scene.timestamps.shape)}"
     if not (torch.isfinite(scene.extrinsics).all() and torch.isfinite(scene.intrinsics).all()):
         return "has non-finite (NaN or inf) cameras"
     if (scene.intrinsics[:, 0, 0] <= 0).any() or (scene.intrinsics[:, 1, 1] <= 0).any():
