@@ -12,6 +12,8 @@ from typing import Literal
 
 from rich.console import Console
 
+from pixelsplat_ns.cli.progress import progress_bar
+
 
 @dataclass
 class Evaluate:
@@ -40,15 +42,24 @@ class Evaluate:
         from pixelsplat_ns.weights import BUNDLED_ENCODER, load_encoder
 
         console = Console()
+        bar = progress_bar(console)
+        task: list = []
+
+        def progress(key: str, done: int, total: int) -> None:
+            if not task:
+                task.append(bar.add_task("evaluating scenes", total=total))
+            bar.update(task[0], completed=done, total=total, description=f"evaluated {key}")
+
         try:
             load_evaluation_index(self.index)  # fail on a bad index before loading weights
             encoder = load_encoder("tiny", self.encoder_checkpoint, device=self.device)
             name = str((self.encoder_checkpoint or BUNDLED_ENCODER).resolve())
-            results = run_evaluation(
-                encoder, self.data, self.index, self.output, name, tuple(self.image_shape),
-                lpips_net=None if self.lpips == "none" else self.lpips, limit=self.limit, device=self.device,
-                progress=lambda key, done, total: console.print(f"[dim]{done}/{total}[/dim] {key}"),
-            )  # fmt: skip
+            with bar:
+                results = run_evaluation(
+                    encoder, self.data, self.index, self.output, name, tuple(self.image_shape),
+                    lpips_net=None if self.lpips == "none" else self.lpips, limit=self.limit, device=self.device,
+                    progress=progress,
+                )  # fmt: skip
         except (PixelSplatInputError, FileNotFoundError) as error:
             console.print(f"[bold red]error:[/bold red] {error}")
             raise SystemExit(2) from None

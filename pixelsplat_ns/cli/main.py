@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import tyro
+import warnings
 
-from pixelsplat_ns.cli.convert import Convert
-from pixelsplat_ns.cli.demo import Demo
-from pixelsplat_ns.cli.evaluate import Evaluate
-from pixelsplat_ns.cli.synthesize import Synthesize
+# Deprecation notices nerfstudio 1.1.5's imports print on every command with a recent torch; they
+# concern nerfstudio's code, not the user's run, so they are hidden before anything imports it.
+for _message in (r"`torch\.jit\.script` is deprecated", r"`torch\.cuda\.amp\.custom_(fwd|bwd)\(args\.\.\.\)` is deprecated"):
+    warnings.filterwarnings("ignore", message=_message, category=FutureWarning)
+
+import tyro  # noqa: E402
+
+from pixelsplat_ns.cli.convert import Convert  # noqa: E402
+from pixelsplat_ns.cli.demo import Demo  # noqa: E402
+from pixelsplat_ns.cli.evaluate import Evaluate  # noqa: E402
+from pixelsplat_ns.cli.synthesize import Synthesize  # noqa: E402
 
 COMMANDS = {"demo": Demo, "convert": Convert, "evaluate": Evaluate, "synthesize": Synthesize}
 
