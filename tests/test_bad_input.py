@@ -405,6 +405,42 @@ def test_exporting_to_a_full_disk_or_read_only_folder_keeps_the_previous_ply(tmp
     assert sorted(p.name for p in folder.iterdir()) == ["splat.ply"]  # no temporary left
 
 
+def test_ns_export_to_a_full_disk_keeps_the_previous_ply_and_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    """ns-export gaussian-splat writes through nerfstudio's ``ExportGaussianSplat.write_ply``, which
+    this project's methods make atomic (``pixelsplat_ns.nerfstudio.atomic_export``)."""
+    from collections import OrderedDict
+
+    import nerfstudio.scripts.exporter as exporter
+
+    import pixelsplat_ns.nerfstudio.methods  # noqa: F401  (what ns-export imports: installs the writer)
+
+    tensors = OrderedDict((name, np.arange(5, dtype=np.float32)) for name in ("x", "y", "z"))
+    path = tmp_path / "export" / "splat.ply"
+    path.parent.mkdir()
+    exporter.ExportGaussianSplat.write_ply(str(path), 5, tensors)
+    before = path.read_bytes()
+    assert before.startswith(b"ply\n")
+
+    real_open = open
+
+    def full_disk(file, mode="r", *args, **kwargs):  # nerfstudio's writer: open(filename, "wb") then writes
+        handle = real_open(file, mode, *args, **kwargs)
+        if "w" in mode:
+            handle.write(b"partial")
+            handle.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return handle
+
+    monkeypatch.setattr(exporter, "open", full_disk, raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        exporter.ExportGaussianSplat.write_ply(str(path), 5, tensors)
+    assert stopped.value.code == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"cannot write {path}: No space left on device" in out and "Traceback" not in out
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["splat.ply"]  # no temporary left
+
+
 def training_config(scene: Path, output: Path, iterations: int):
     config = pipeline_config(scene)
     config.output_dir = output
