@@ -407,12 +407,15 @@ def test_exporting_to_a_full_disk_or_read_only_folder_keeps_the_previous_ply(tmp
 
 def test_ns_export_to_a_full_disk_keeps_the_previous_ply_and_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     """ns-export gaussian-splat writes through nerfstudio's ``ExportGaussianSplat.write_ply``, which
-    this project's methods make atomic (``pixelsplat_ns.nerfstudio.atomic_export``)."""
+    a pixelSplat pipeline makes atomic (``pixelsplat_ns.nerfstudio.atomic_export``); the end-to-end
+    ns-export test checks that the installed writer still writes a standard PLY."""
     from collections import OrderedDict
 
     import nerfstudio.scripts.exporter as exporter
 
-    import pixelsplat_ns.nerfstudio.methods  # noqa: F401  (what ns-export imports: installs the writer)
+    from pixelsplat_ns.nerfstudio import atomic_export
+
+    atomic_export.install()  # what setting up a pixelSplat pipeline inside ns-export does
 
     tensors = OrderedDict((name, np.arange(5, dtype=np.float32)) for name in ("x", "y", "z"))
     path = tmp_path / "export" / "splat.ply"

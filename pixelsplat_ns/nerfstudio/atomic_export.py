@@ -2,13 +2,15 @@
 
 nerfstudio 1.1.5's exporter opens the target PLY and writes into it, so a full disk or an
 interrupted export leaves a truncated file where the previous export was, and the failure is a
-traceback. Installed when nerfstudio loads this project's methods (every ``ns-*`` command), the
-exporter's writer goes through a temporary file renamed into place, and an unwritable output is
-one line (exit 1) with the previous file left whole. The PLY's content is nerfstudio's own.
+traceback. Installed when a pixelSplat pipeline is set up inside ``ns-export`` (the exporter's
+module is already loaded then; other commands never import it, nor its open3d), the exporter's
+writer goes through a temporary file renamed into place, and an unwritable output is one line
+(exit 1) with the previous file left whole. The PLY's content is nerfstudio's own.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pixelsplat_ns.errors import PixelSplatOutputError
@@ -16,9 +18,11 @@ from pixelsplat_ns.io import atomic_path, output_errors
 
 
 def install() -> None:
-    """Wrap ``ExportGaussianSplat.write_ply`` (idempotent)."""
-    from nerfstudio.scripts.exporter import ExportGaussianSplat
-
+    """Wrap ``ExportGaussianSplat.write_ply`` if nerfstudio's exporter is loaded (idempotent)."""
+    exporter = sys.modules.get("nerfstudio.scripts.exporter")
+    ExportGaussianSplat = getattr(exporter, "ExportGaussianSplat", None)
+    if ExportGaussianSplat is None:  # not inside ns-export (or still being imported)
+        return
     original = ExportGaussianSplat.write_ply
     if getattr(original, "_pixelsplat_atomic", False):
         return

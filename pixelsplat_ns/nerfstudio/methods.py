@@ -8,7 +8,6 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from pixelsplat_ns.nerfstudio import atomic_export
 from pixelsplat_ns.nerfstudio.datamanager import PixelSplatDataManagerConfig
 from pixelsplat_ns.nerfstudio.model import PixelSplatModelConfig
 from pixelsplat_ns.nerfstudio.pipeline import PixelSplatPipelineConfig
@@ -107,6 +106,3 @@ pixelsplat_pretrain_method = MethodSpecification(
     config=pixelsplat_pretrain_config(),
     description="pixelSplat encoder training on many scenes (RE10K/ACID chunks or nerfstudio scene folders).",
 )
-
-# nerfstudio imports this module in every ns-* command: from here on ns-export writes atomically.
-atomic_export.install()

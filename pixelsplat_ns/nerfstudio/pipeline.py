@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.cuda.amp.grad_scaler import GradScaler
 
 from pixelsplat_ns.errors import PixelSplatInputError
+from pixelsplat_ns.nerfstudio import atomic_export
 from pixelsplat_ns.nerfstudio.datamanager import PixelSplatDataManagerConfig
 from pixelsplat_ns.nerfstudio.model import PixelSplatModelConfig
 
@@ -37,6 +38,7 @@ class PixelSplatPipeline(VanillaPipeline):
         local_rank: int = 0,
         grad_scaler: Optional[GradScaler] = None,
     ):
+        atomic_export.install()  # inside ns-export: its PLY is written atomically
         try:
             super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
             self.model.set_context_provider(self.datamanager.context_views)
