@@ -10,18 +10,13 @@
 # Wide baselines: context gaps grow from 2-6 to 2-12 frames (3-47 degrees), and the near plane
 # is where the baseline gives 2 x min(h, w) pixels of disparity (recorded in the checkpoint).
 #
-# Then two stages of DEPTH_STEPS (2000) each that add the cross-view photometric depth loss
-# (pixelsplat_ns/losses.py, weight 0.1: each context view's depth must warp the other photo onto
-# it) at learning rate 1e-4, each starting from the previous stage's encoder.
-#
-#   bash configs/train_bundled_encoder.sh            # STEPS=7000, then 2 x 2000 (about 50 + 2 x 20 min on 2 CPU cores)
-#   STEPS=500 DEPTH_STEPS=100 bash configs/train_bundled_encoder.sh  # a shorter run
-# A stopped first stage resumes where it stopped: add  --load-dir $OUT/tiny/pixelsplat-pretrain/run/nerfstudio_models
-# to the ns-train line (RESUME=1 does it) with the same STEPS; finished stages are not run again.
+#   bash configs/train_bundled_encoder.sh            # STEPS=7000 (about 45-50 min on 2 CPU cores)
+#   STEPS=500 bash configs/train_bundled_encoder.sh  # a shorter run
+# A stopped run resumes where it stopped: add  --load-dir $OUT/tiny/pixelsplat-pretrain/run/nerfstudio_models
+# to the ns-train line (RESUME=1 does it) with the same STEPS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-7000}
-DEPTH_STEPS=${DEPTH_STEPS:-2000}
 SCENES=${SCENES:-150}
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-outputs/bundled-encoder}
@@ -38,13 +33,10 @@ if [ ! -d "$WORK/scenes/procedural" ]; then
   ln -s "$(realpath "$DATA/dtu-vase")" "$WORK/scenes/dtu-vase"
 fi
 
-# A stage is done when its last encoder (step N - 1) is written.
-finished() { [ -f "$OUT/$1/pixelsplat-pretrain/run/encoders/encoder-step-$(printf %09d $(($2 - 1))).ckpt" ]; }
-
 resume=()
 if [ "${RESUME:-0}" = 1 ]; then resume=(--load-dir "$OUT/tiny/pixelsplat-pretrain/run/nerfstudio_models"); fi
 
-finished tiny "$STEPS" || .venv/bin/ns-train pixelsplat-pretrain \
+.venv/bin/ns-train pixelsplat-pretrain \
   --data "$WORK/scenes" --output-dir "$OUT" --experiment-name tiny --timestamp run "${resume[@]}" \
   --max-num-iterations "$STEPS" --steps-per-save 250 --steps-per-eval-batch 500 --steps-per-eval-image 1000 \
   --steps-per-eval-all-images 1000000 --logging.steps-per-log 50 \
@@ -61,31 +53,6 @@ finished tiny "$STEPS" || .venv/bin/ns-train pixelsplat-pretrain \
   --optimizers.encoder.scheduler.warmup-steps 100 --optimizers.encoder.scheduler.max-steps "$STEPS"
 
 final=$(ls "$OUT"/tiny/pixelsplat-pretrain/run/encoders/encoder-step-*.ckpt | sort | tail -n 1)
-
-# Stages 2 and 3: the depth loss, each from the previous stage's last encoder.
-for stage in depth1 depth2; do
-  if ! finished "$stage" "$DEPTH_STEPS"; then
-    .venv/bin/ns-train pixelsplat-pretrain \
-      --data "$WORK/scenes" --output-dir "$OUT" --experiment-name "$stage" --timestamp run \
-      --max-num-iterations "$DEPTH_STEPS" --steps-per-save 250 --steps-per-eval-batch 500 \
-      --steps-per-eval-image 1000000 --steps-per-eval-all-images 1000000 --logging.steps-per-log 50 \
-      --machine.seed 0 \
-      --pipeline.model.encoder tiny --pipeline.model.encoder-checkpoint-every 250 \
-      --pipeline.model.init-checkpoint "$final" \
-      --pipeline.model.depth-consistency-weight 0.1 \
-      --pipeline.model.gaussians-per-pixel 1 \
-      --pipeline.datamanager.examples.image-shape 64 64 \
-      --pipeline.datamanager.examples.num-target-views 2 \
-      --pipeline.datamanager.examples.near-disparity 2.0 \
-      --pipeline.datamanager.examples.min-gap 2 --pipeline.datamanager.examples.max-gap 12 \
-      --pipeline.datamanager.examples.initial-min-gap 2 --pipeline.datamanager.examples.initial-max-gap 12 \
-      --pipeline.datamanager.examples.warmup-steps 0 \
-      --optimizers.encoder.optimizer.lr 1e-4 \
-      --optimizers.encoder.scheduler.warmup-steps 50 --optimizers.encoder.scheduler.max-steps "$DEPTH_STEPS"
-  fi
-  final=$(ls "$OUT/$stage"/pixelsplat-pretrain/run/encoders/encoder-step-*.ckpt | sort | tail -n 1)
-done
-
 mkdir -p pixelsplat_ns/assets/weights
 cp "$final" pixelsplat_ns/assets/weights/tiny.ckpt
 echo "bundled encoder: $final -> pixelsplat_ns/assets/weights/tiny.ckpt"
