@@ -160,7 +160,9 @@ def write_path_video(pipeline, path: Path, frames: int, long_side: int, fps: int
     import numpy as np
     import torch
     from nerfstudio.cameras.cameras import Cameras, CameraType
+    from nerfstudio.utils.rich_utils import CONSOLE
 
+    from pixelsplat_ns.cli.progress import progress_bar
     from pixelsplat_ns.errors import PixelSplatOutputError
     from pixelsplat_ns.io import atomic_path, output_errors
     from pixelsplat_ns.photos.scene import interpolate_c2w
@@ -189,12 +191,15 @@ def write_path_video(pipeline, path: Path, frames: int, long_side: int, fps: int
         writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (out_w, out_h))
         if not writer.isOpened():
             raise PixelSplatOutputError(f"cannot write {path}: OpenCV has no MP4 (mp4v) encoder here")
+        progress = progress_bar(CONSOLE)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), progress:
+                task = progress.add_task("rendering path.mp4", total=frames)
                 for i in range(frames):
                     rgb = pipeline.model.get_outputs_for_camera(path_cameras[i : i + 1])["rgb"]
                     frame = (rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
                     writer.write(np.ascontiguousarray(frame[..., ::-1]))
+                    progress.advance(task)
         finally:
             writer.release()
         if not temporary.is_file() or temporary.stat().st_size == 0:
