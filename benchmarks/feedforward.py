@@ -35,6 +35,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from pixelsplat_ns.cli.progress import progress_bar
 from pixelsplat_ns.metrics import psnr, ssim
 
 # Real scenes the bundled encoder never trains on (configs/train_bundled_encoder.sh), the demo's among them.
@@ -137,10 +138,14 @@ def main() -> None:
         table.add_column(column, justify="right")
     everything: dict[str, list[tuple[float, float]]] = {}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="pixelsplat-feedforward-") as work:
+    frames_of = {name: len(json.loads((DATA / name / "transforms.json").read_text())["frames"]) for name in args.scenes}
+    pairs = sum(len(range(0, frames - args.gap, args.stride)) for frames in frames_of.values())
+    progress = progress_bar(console)
+    task = progress.add_task("pairs", total=pairs)
+    with tempfile.TemporaryDirectory(prefix="pixelsplat-feedforward-") as work, progress:
         for name in args.scenes:
             source = DATA / name
-            frames = len(json.loads((source / "transforms.json").read_text())["frames"])
+            frames = frames_of[name]
             per_scene: dict[str, list[tuple[float, float]]] = {}
             for first in range(0, frames - args.gap, args.stride):
                 scene = cut_pair(source, first, args.gap, Path(work) / f"{name}-{first}")
@@ -152,7 +157,7 @@ def main() -> None:
                         label = key if key == "copy" else f"{mode}:{key}"
                         per_scene.setdefault(label, []).extend(values)
                 shutil.rmtree(Path(work) / "outputs", ignore_errors=True)
-                console.log(f"{name} pair ({first}, {first + args.gap}) done")
+                progress.update(task, advance=1, description=f"{name} ({first}, {first + args.gap})")
             for key, values in per_scene.items():
                 everything.setdefault(key, []).extend(values)
             table.add_row(name, *_row(per_scene, args.modes))
