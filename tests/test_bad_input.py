@@ -477,6 +477,22 @@ def loads(output: Path) -> int:
     return step
 
 
+def test_ctrl_c_while_writing_the_final_checkpoint_is_an_interruption(tmp_path, capsys, monkeypatch):
+    """nerfstudio marks a run completed before it writes its last checkpoint; Ctrl-C then is not
+    the viewer being closed: one line, exit 130, the checkpoint before it stays whole."""
+    scene = demo_copy(tmp_path / "scene")
+    output = tmp_path / "outputs"
+    calls = failing_write(monkeypatch, torch, "save", KeyboardInterrupt(), after=1)  # steps 2 (kept), 3 (final)
+    exit_info = train(training_config(scene, output, iterations=3))
+    assert exit_info is not None and exit_info.code == 130
+    assert len(calls) == 2
+    said = printed(capsys)
+    assert "Traceback" not in said, said[-3000:]
+    assert "pixelsplat: interrupted at step" in said and "step-000000002.ckpt, is whole" in said
+    assert checkpoints(output) == ["step-000000002.ckpt"]
+    assert loads(output) == 2
+
+
 @pytest.mark.parametrize("moment", ["between steps", "while saving"])
 def test_ctrl_c_during_fine_tuning_leaves_the_last_checkpoint_loadable(tmp_path, capsys, monkeypatch, moment):
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation

@@ -232,3 +232,31 @@ def test_a_refused_command_leaves_the_folder_as_it_was(tmp_path: Path, capsys):
         capsys.readouterr().out.splitlines()
     )
     assert [p.relative_to(out).as_posix() for p in sorted(out.rglob("*"))] == ["scene", "scene/keep.txt"]
+
+
+def test_a_failure_after_the_export_leaves_the_folder_as_it_was(tmp_path: Path, capsys, monkeypatch):
+    """The video cannot be written (after the scene, the run and the PLY were): the previous
+    scene/, splat.ply and path.mp4 are all as they were, and nothing of this run is left."""
+    import pixelsplat_ns.cli.photos as photos_cli
+    from pixelsplat_ns.cli.demo import DEMO_SCENE
+    from pixelsplat_ns.errors import PixelSplatOutputError
+
+    out = tmp_path / "out"
+    (out / "scene").mkdir(parents=True)
+    (out / "scene" / "keep.txt").write_text("the previous scene")
+    (out / "splat.ply").write_text("the previous PLY")
+    (out / "path.mp4").write_text("the previous video")
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    def full_disk(pipeline, path, *args, **kwargs) -> None:
+        raise PixelSplatOutputError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(photos_cli, "write_path_video", full_disk)
+    a, b = DEMO_SCENE / "images" / "frame_00040_train.png", DEMO_SCENE / "images" / "frame_00045_train.png"
+    with pytest.raises(SystemExit) as exit_info:
+        photos_cli.Photos(a, b, output_dir=out, video_frames=2, video_long_side=64).main()
+    assert exit_info.value.code == 1
+    assert "No space left on device" in "".join(capsys.readouterr().out.splitlines())
+    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in out.iterdir()) == ["path.mp4", "scene", "splat.ply"]

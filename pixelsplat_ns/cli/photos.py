@@ -87,6 +87,9 @@ class Photos:
         except PixelSplatOutputError as error:
             CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
             raise SystemExit(1) from None
+        except KeyboardInterrupt:
+            CONSOLE.print(f"pixelsplat: interrupted; {self.output_dir} is as it was")
+            raise SystemExit(130) from None
 
     def run(self, poses) -> None:
         """Write the scene, predict, export (poses already estimated)."""
@@ -97,17 +100,13 @@ class Photos:
         from nerfstudio.utils.rich_utils import CONSOLE
 
         from pixelsplat_ns.export import export_splat_ply
+        from pixelsplat_ns.io import output_errors
         from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
         from pixelsplat_ns.photos.scene import frame_names, write_scene_folder
 
         output_dir = self.output_dir
         scene_dir = output_dir / "scene"
         created = [folder for folder in (output_dir, *output_dir.parents) if not folder.exists()]
-        previous = None
-        if scene_dir.exists():  # kept aside until this run has succeeded
-            output_dir.mkdir(parents=True, exist_ok=True)
-            previous = Path(tempfile.mkdtemp(prefix=".scene.previous.", dir=output_dir))
-            os.replace(scene_dir, previous / "scene")
         names = frame_names(self.image_a, self.image_b)
         config = pixelsplat_trainer_config()
         config.data = scene_dir
@@ -122,28 +121,42 @@ class Photos:
         config.set_timestamp()
         run_dir = config.get_base_dir()
         run_created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+        ply_path, video_path = output_dir / "splat.ply", output_dir / "path.mp4"
+        # The PLY and the video are written here and renamed into place once everything has
+        # succeeded; a previous scene/ waits here too, to be put back if this run fails.
+        staging: Optional[Path] = None
+        previous: Optional[Path] = None
         try:
+            with output_errors(output_dir):
+                output_dir.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(prefix=".photos.", dir=output_dir))
+                if scene_dir.exists():
+                    previous = staging / "previous-scene"
+                    os.replace(scene_dir, previous)
             write_scene_folder(poses, scene_dir, names)
             train_main(config)
             config_path = run_dir / "config.yml"
             _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
-            ply_path = output_dir / "splat.ply"
-            exported = export_splat_ply(pipeline.model.gauss_params, ply_path)
-            video_path = output_dir / "path.mp4"
-            write_path_video(pipeline, video_path, self.video_frames, self.video_long_side)
+            exported = export_splat_ply(pipeline.model.gauss_params, staging / ply_path.name)
+            write_path_video(pipeline, staging / video_path.name, self.video_frames, self.video_long_side)
+            with output_errors(output_dir):
+                for path in (ply_path, video_path):
+                    os.replace(staging / path.name, path)
         except BaseException:  # nothing half-written: DIR goes back to what it was
-            shutil.rmtree(scene_dir, ignore_errors=True)
-            if previous is not None:
-                os.replace(previous / "scene", scene_dir)
-                shutil.rmtree(previous, ignore_errors=True)
+            if previous is not None and previous.exists():
+                shutil.rmtree(scene_dir, ignore_errors=True)
+                os.replace(previous, scene_dir)
+            elif staging is not None:  # this run made scene/ (none was there before)
+                shutil.rmtree(scene_dir, ignore_errors=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
             if run_dir in run_created:
                 shutil.rmtree(run_dir, ignore_errors=True)
             for folder in [*run_created[1:], *created]:
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
             raise
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         CONSOLE.print(f"[bold green]pixelsplat photos done[/]: {pipeline.model.num_points:,} Gaussians")
         CONSOLE.print(f"  scene (nerfstudio):        {scene_dir}")
         CONSOLE.print(f"  run (config + checkpoint): {run_dir}")

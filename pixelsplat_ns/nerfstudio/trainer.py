@@ -40,11 +40,18 @@ class PixelSplatTrainer(Trainer):
             CONSOLE.print("pixelsplat: interrupted during set-up; nothing was trained or saved")
             raise SystemExit(130) from None
 
+    def _after_train(self) -> None:
+        # nerfstudio marks the run completed, then writes its last checkpoint: until that is
+        # written, Ctrl-C interrupts the run (not just the viewer after it).
+        self._writing_final_checkpoint = True
+        super()._after_train()
+
     def train(self) -> None:
         try:
             super().train()
         except KeyboardInterrupt:
-            if self.training_state == "completed":  # Ctrl-C is how the viewer is closed after training
+            # Ctrl-C is how the viewer is closed once training and its last checkpoint are done.
+            if getattr(self, "_final_checkpoint_saved", False):
                 return
             CONSOLE.print(f"pixelsplat: interrupted at step {self.step}; {self._last_checkpoint()}")
             raise SystemExit(130) from None
@@ -80,6 +87,8 @@ class PixelSplatTrainer(Trainer):
             # file lives one folder up, on the same file system.
             with atomic_path(path, scratch_dir=self.checkpoint_dir.parent) as temporary:
                 torch.save(payload, temporary)
+        if getattr(self, "_writing_final_checkpoint", False):
+            self._final_checkpoint_saved = True
         if self.config.save_only_latest_checkpoint:
             for old in self.checkpoint_dir.glob("*.ckpt"):
                 if old != path:

@@ -84,7 +84,10 @@ def exif_focal_px(exif: Image.Exif, width: int, height: int) -> tuple[Optional[f
         ) / FULL_FRAME_DIAGONAL_MM, f"EXIF FocalLengthIn35mmFilm {focal_35:g} mm"
     focal_mm = _rational(tags.get(_FOCAL_LENGTH))
     resolution = _rational(tags.get(_FOCAL_PLANE_X_RESOLUTION))
-    unit = _UNIT_MM.get(int(tags.get(_FOCAL_PLANE_RESOLUTION_UNIT, 2) or 2))
+    try:  # a malformed tag is no focal length, not an error
+        unit = _UNIT_MM.get(int(tags.get(_FOCAL_PLANE_RESOLUTION_UNIT, 2) or 2))
+    except (TypeError, ValueError):
+        return None, None
     if focal_mm is None or resolution is None or unit is None:
         return None, None
     focal = focal_mm * resolution / unit  # in sensor pixels

@@ -124,7 +124,7 @@ def match_features(
     matching scale (matching pixels per photo pixel)."""
     sift = cv2.SIFT_create(nfeatures=8000, contrastThreshold=0.01)
     grey_a, factor = _grey(image_a, long_side)
-    grey_b, _ = _grey(image_b, long_side)
+    grey_b, factor_b = _grey(image_b, long_side)
     keys_a, desc_a = sift.detectAndCompute(grey_a, None)
     keys_b, desc_b = sift.detectAndCompute(grey_b, None)
     if desc_a is None or desc_b is None or len(keys_a) < 2 or len(keys_b) < 2:
@@ -143,7 +143,7 @@ def match_features(
     points_a = np.array([keys_a[i].pt for i, _ in pairs], dtype=np.float64).reshape(-1, 2)
     points_b = np.array([keys_b[j].pt for _, j in pairs], dtype=np.float64).reshape(-1, 2)
     # OpenCV puts pixel centres at integers; nerfstudio at +0.5. Back to full resolution.
-    return (points_a + 0.5) / factor, (points_b + 0.5) / factor, factor
+    return (points_a + 0.5) / factor, (points_b + 0.5) / factor_b, factor
 
 
 # --- geometry ---------------------------------------------------------------------------------
@@ -196,7 +196,10 @@ def _essential_pose(
         return None
     essential = essential[:3]
     mask = mask.ravel().astype(np.uint8)
-    _, rotation, translation, pose_mask = cv2.recoverPose(essential, norm_a, norm_b, np.eye(3), mask=mask.copy())
+    # OpenCV's default distanceThresh (50 baselines) would drop every point of a distant scene.
+    _, rotation, translation, pose_mask, _ = cv2.recoverPose(
+        essential, norm_a, norm_b, np.eye(3), distanceThresh=1e9, mask=mask.copy()
+    )
     inliers = pose_mask.ravel() > 0
     return rotation, translation.ravel() / np.linalg.norm(translation), inliers
 
