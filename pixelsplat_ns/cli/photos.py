@@ -102,6 +102,7 @@ class Photos:
         from pixelsplat_ns.export import export_splat_ply
         from pixelsplat_ns.io import output_errors
         from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+        from pixelsplat_ns.nerfstudio.trainer import close_event_writers
         from pixelsplat_ns.photos.scene import frame_names, write_scene_folder
 
         output_dir = self.output_dir
@@ -151,6 +152,7 @@ class Photos:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
             if run_dir in run_created:
+                close_event_writers()  # the run's tensorboard file is still open
                 shutil.rmtree(run_dir, ignore_errors=True)
             for folder in [*run_created[1:], *created]:
                 if folder.is_dir() and not any(folder.iterdir()):

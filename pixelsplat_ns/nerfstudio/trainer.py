@@ -21,6 +21,17 @@ from pixelsplat_ns.io import atomic_path, output_errors
 _IMPORTED_AT = time.time()  # before ns-train writes this run's config.yml
 
 
+def close_event_writers() -> None:
+    """Close and forget nerfstudio's event writers (tensorboard files stay open in a module-level
+    list across runs in one process); call before removing a run folder, so that later runs of
+    the same process do not write into the removed one."""
+    for event_writer in writer.EVENT_WRITERS:
+        tensorboard = getattr(event_writer, "tb_writer", None)
+        if tensorboard is not None:
+            tensorboard.close()
+    writer.EVENT_WRITERS.clear()
+
+
 @dataclass
 class PixelSplatTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: PixelSplatTrainer)
