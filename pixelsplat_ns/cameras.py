@@ -53,6 +53,12 @@ def opencv_to_opengl_c2w(c2w: Float[Tensor, "*batch 3|4 4"]) -> Float[Tensor, "*
     return opengl_to_opencv_c2w(c2w)  # the axis flip is its own inverse
 
 
+def opencv_keypoints_to_pixels(points: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch 2"]:
+    """OpenCV feature positions (pixel centres at integers) -> this project's and nerfstudio's
+    pixel coordinates (pixel centres at +0.5)."""
+    return points + 0.5
+
+
 def opengl_c2w_to_viewmat(c2w: Float[Tensor, "*batch 3|4 4"]) -> Float[Tensor, "*batch 4 4"]:
     """nerfstudio/OpenGL camera-to-world -> gsplat world-to-camera (OpenCV axes)."""
     c2w_cv = opengl_to_opencv_c2w(c2w)

@@ -108,3 +108,11 @@ def test_prepare_context_rejects_bad_cameras(problem, message):
         c2w[1, 0, 3] = math.nan
     with pytest.raises(ValueError, match=message):
         prepare_context(images, c2w, k, image_multiple=16, names=["a.png", "b.png"][: images.shape[0]])
+
+
+def test_opencv_keypoints_move_to_pixel_centres_at_half():
+    from pixelsplat_ns.cameras import opencv_keypoints_to_pixels
+
+    # OpenCV's first pixel centre is (0, 0); nerfstudio's and this project's is (0.5, 0.5).
+    points = torch.tensor([[0.0, 0.0], [9.0, 4.0]])
+    assert torch.equal(opencv_keypoints_to_pixels(points), torch.tensor([[0.5, 0.5], [9.5, 4.5]]))

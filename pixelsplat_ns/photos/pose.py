@@ -17,9 +17,11 @@ from typing import Optional, Union
 
 import cv2
 import numpy as np
+import torch
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
+from pixelsplat_ns.cameras import opencv_keypoints_to_pixels
 from pixelsplat_ns.errors import PixelSplatInputError
 from pixelsplat_ns.photos.intrinsics import (
     DEFAULT_FOV_DEG,
@@ -142,8 +144,8 @@ def match_features(
     pairs = [(i, j) for i, j in forward.items() if backward.get(j) == i]
     points_a = np.array([keys_a[i].pt for i, _ in pairs], dtype=np.float64).reshape(-1, 2)
     points_b = np.array([keys_b[j].pt for _, j in pairs], dtype=np.float64).reshape(-1, 2)
-    # OpenCV puts pixel centres at integers; nerfstudio at +0.5. Back to full resolution.
-    return (points_a + 0.5) / factor, (points_b + 0.5) / factor_b, factor
+    points_a, points_b = (opencv_keypoints_to_pixels(torch.from_numpy(p)).numpy() for p in (points_a, points_b))
+    return points_a / factor, points_b / factor_b, factor  # back to full resolution
 
 
 # --- geometry ---------------------------------------------------------------------------------
