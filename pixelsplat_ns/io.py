@@ -14,6 +14,13 @@ from PIL import Image
 from pixelsplat_ns.errors import PixelSplatOutputError
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (reading it means setting it: set back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: Path, scratch_dir: Path | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (or in ``scratch_dir``, which must be on the same
@@ -26,9 +33,7 @@ def atomic_path(path: Path, scratch_dir: Path | None = None) -> Iterator[Path]:
     try:
         yield Path(temporary)
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+        os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

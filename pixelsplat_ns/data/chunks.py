@@ -39,7 +39,7 @@ from pixelsplat_ns.data.scenes import (
     skip_warning,
 )
 from pixelsplat_ns.errors import PixelSplatInputError
-from pixelsplat_ns.io import atomic_path
+from pixelsplat_ns.io import atomic_path, current_umask
 
 CHUNK_SUFFIX = ".torch"
 INDEX_NAME = "index.json"
@@ -47,9 +47,7 @@ INDEX_NAME = "index.json"
 
 def _readable_by_all(path: Path) -> None:
     """Give a temporary file (mkstemp makes them 0600) the permissions of an ordinary new file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, 0o666 & ~current_umask())
 
 
 # --- camera rows of the chunk format -------------------------------------------------------

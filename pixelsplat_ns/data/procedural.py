@@ -51,7 +51,7 @@ from pixelsplat_ns.cameras import (
 )
 from pixelsplat_ns.errors import PixelSplatInputError
 from pixelsplat_ns.gaussians import SH_C0, matrix_to_quaternion, quaternion_to_matrix
-from pixelsplat_ns.io import save_image
+from pixelsplat_ns.io import current_umask, save_image
 from pixelsplat_ns.rendering import rasterize
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -578,9 +578,7 @@ def save_scene_folder(
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o777 & ~umask)
+        os.chmod(temporary, 0o777 & ~current_umask())
         for index, image in enumerate(images[..., :3].cpu().numpy()):
             save_image(temporary / "images" / f"frame_{index:05d}.png", image)
         text = json.dumps(transforms_json(scene, config), indent=2)

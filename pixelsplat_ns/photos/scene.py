@@ -14,7 +14,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from pixelsplat_ns.cameras import opencv_to_opengl_c2w
-from pixelsplat_ns.io import output_errors
+from pixelsplat_ns.io import current_umask, output_errors
 from pixelsplat_ns.photos.pose import PairPoses
 
 
@@ -79,7 +79,7 @@ def write_scene_folder(poses: PairPoses, folder: Path, names: tuple[str, str]) -
             for image, name in zip(poses.images, names):
                 Image.fromarray(image).save(staging / "images" / name, format="PNG")
             (staging / "transforms.json").write_text(json.dumps(scene_transforms(poses, names), indent=1))
-            os.chmod(staging, 0o777 & ~_umask())
+            os.chmod(staging, 0o777 & ~current_umask())
             if folder.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
                 os.replace(folder, old / folder.name)
@@ -90,12 +90,6 @@ def write_scene_folder(poses: PairPoses, folder: Path, names: tuple[str, str]) -
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def interpolate_c2w(c2w_a: np.ndarray, c2w_b: np.ndarray, times: np.ndarray) -> np.ndarray:
