@@ -194,6 +194,29 @@ def _downscale(
     return image, k
 
 
+def fit_view(
+    image: Float[Tensor, "channel h w"], k: Float[Tensor, "3 3"], size: tuple[int, int], long_side: int | None
+) -> tuple[Float[Tensor, "channel h2 w2"], Float[Tensor, "3 3"]]:
+    """One view (pixel intrinsics ``k``) brought to the common ``size`` (h, w): resized
+    (antialiased) to cover it and centre-cropped when its size differs, then downscaled to at
+    most ``long_side`` pixels. The pixel grid's corners stay aligned, so ``k`` follows exactly."""
+    k = k.clone()
+    height, width = size
+    if tuple(image.shape[-2:]) != (height, width):
+        h, w = image.shape[-2:]
+        scale = max(height / h, width / w)
+        new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+        image = F.interpolate(image[None], (new_h, new_w), mode="bilinear", align_corners=False, antialias=True)[0]
+        k[0, :] *= new_w / w
+        k[1, :] *= new_h / h
+        row, col = (new_h - height) // 2, (new_w - width) // 2
+        image = image[:, row : row + height, col : col + width]
+        k[0, 2] -= col
+        k[1, 2] -= row
+    image, k = _downscale(image[None], k[None], long_side)
+    return image[0], k[0]
+
+
 def prepare_context(
     images: Float[Tensor, "view h w 3"],
     c2w_opengl: Float[Tensor, "view 3|4 4"],

@@ -8,7 +8,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from PIL import Image
 from torch import Tensor
@@ -135,34 +134,6 @@ def image_to_rgb8(image: Image.Image, name: str) -> Image.Image:
         f"image {name} has {image.mode!r} pixels (32-bit integer or float), whose range the file does not state; "
         "give 8- or 16-bit images (PNG, JPEG, TIFF)"
     )
-
-
-def fit_view(
-    image: Float[Tensor, "channel h w"], k: Float[Tensor, "3 3"], size: tuple[int, int], long_side: int | None
-) -> tuple[Float[Tensor, "channel h2 w2"], Float[Tensor, "3 3"]]:
-    """One context view brought to the common ``size`` (h, w): resized (antialiased) to cover it
-    and centre-cropped when its size differs, then downscaled to at most ``long_side`` pixels.
-    The pixel grid's corners stay aligned, so the pixel intrinsics follow exactly."""
-    k = k.clone()
-    height, width = size
-    if tuple(image.shape[-2:]) != (height, width):
-        h, w = image.shape[-2:]
-        scale = max(height / h, width / w)
-        new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
-        image = F.interpolate(image[None], (new_h, new_w), mode="bilinear", align_corners=False, antialias=True)[0]
-        k[0, :] *= new_w / w
-        k[1, :] *= new_h / h
-        row, col = (new_h - height) // 2, (new_w - width) // 2
-        image = image[:, row : row + height, col : col + width]
-        k[0, 2] -= col
-        k[1, 2] -= row
-    if long_side is not None and max(height, width) > long_side:
-        factor = long_side / max(height, width)
-        new_h, new_w = max(round(height * factor), 1), max(round(width * factor), 1)
-        image = F.interpolate(image[None], (new_h, new_w), mode="bilinear", align_corners=False, antialias=True)[0]
-        k[0, :] *= new_w / width
-        k[1, :] *= new_h / height
-    return image, k
 
 
 def common_size(sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
+from pixelsplat_ns.cameras import fit_view
 from pixelsplat_ns.errors import PixelSplatInputError
 from pixelsplat_ns.nerfstudio.context import (
     ContextImages,
@@ -21,7 +22,6 @@ from pixelsplat_ns.nerfstudio.context import (
     common_size,
     count_dataset_frames,
     default_context_pair,
-    fit_view,
     image_to_rgb8,
     resolve_context_names,
     to_float_image,
