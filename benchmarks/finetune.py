@@ -1,28 +1,34 @@
-"""Per-scene fine-tuning: does starting from the encoder's Gaussians beat optimisation from
-scratch, with the same optimiser, loss and step budget?
+"""Per-scene fine-tuning on the path users take: does the prediction start beat a random start?
 
-For each scene, a window of 9 consecutive frames: frames 2 and 6 are the encoder's context
-pair, frames 3 and 5 (between them, as in pixelSplat's evaluation) are held out for testing,
-and the other 7 are the training views. Each start is fine-tuned on the training views
-(``pixelsplat_ns.finetune``: splatfacto's loss and rates, one view per step, no densification):
+For every held-out scene, a window of 8 consecutive frames in its middle is cut into a
+nerfstudio scene: frames 2 and 5 of the window are the context pair, frames 3 and 4 (between
+them) the test views (nerfstudio's filename eval split), the other six the training views.
+Then, for each start, as a user would:
 
-* encoder: the bundled encoder's prediction from the context pair;
-* encoder, every training pair: its predictions from each pair of consecutive training
-  frames, merged (``splats_from_pairs``; 6x as many Gaussians);
-* pixels, random depth: one Gaussian per context pixel with its colour, at a random depth
-  between the near and far planes (everything the encoder gives except learned depth/shape);
-* random cube: splatfacto's start without points (uniform in a cube around the cameras),
-  with as many Gaussians as the single-pair start, and as the every-pair start.
+* ``ns-train pixelsplat --pipeline.model.initialization prediction`` (the encoder's Gaussians)
+  and ``... random`` (splatfacto's random cube), with every other setting at its default,
+  for ``--steps`` iterations, keeping a checkpoint at every reported step;
+* each checkpoint loaded back as ``ns-eval``/``ns-render`` load it (``eval_setup``), the test
+  views rendered at the images' own resolution and scored: PSNR and pixelSplat's SSIM
+  (11x11 Gaussian window, sigma 1.5). Step 0 is a run with 0 iterations (the start itself).
 
-Printed: mean test PSNR (dB) after each number of steps in ``--report``.
+Printed: per scene and start, test PSNR/SSIM after each reported step and the wall time to
+reach it (training from the command's start, prediction included; these machines are shared:
+compare the two starts of one run, not across runs).
 
     .venv/bin/python benchmarks/finetune.py
-    .venv/bin/python benchmarks/finetune.py --size 128 128 --steps 2000 --report 0 200 500 1000 2000
+    .venv/bin/python benchmarks/finetune.py --scenes strecha-castle-p19 --steps 300 --report 0 100 300
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,108 +36,147 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from pixelsplat_ns.data import ExampleConfig, example_from_indices, open_scene_source
-from pixelsplat_ns.finetune import (
-    FitConfig,
-    fit_splats,
-    pixel_splats,
-    random_splats,
-    render_splats,
-    splats_from_gaussians,
-    splats_from_pairs,
-)
-from pixelsplat_ns.metrics import psnr
-from pixelsplat_ns.weights import BUNDLED_ENCODER, load_encoder
+from pixelsplat_ns.metrics import psnr, ssim
 
 HELD_OUT = ("llff-fern", "strecha-entry-p10", "strecha-castle-p19", "strecha-castle-p30")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TEST, TRAIN, CONTEXT = (3, 5), (0, 1, 2, 4, 6, 7, 8), (2, 6)
+WINDOW, CONTEXT, TEST = 8, (2, 5), (3, 4)
 
 
-def load_scene(folder: Path):
-    source = open_scene_source(folder)
-    return next(iter(source.scenes(source.shards()[0])))
+def cut_window(source: Path, destination: Path) -> tuple[Path, tuple[str, str]]:
+    """The 8-frame window in the middle of a scene as a nerfstudio scene (test frames named
+    ``*_eval``), and the file names of its context pair."""
+    meta = json.loads((source / "transforms.json").read_text())
+    if len(meta["frames"]) < WINDOW:
+        raise SystemExit(f"{source.name} has {len(meta['frames'])} frames; the benchmark needs {WINDOW}")
+    first = (len(meta["frames"]) - WINDOW) // 2
+    (destination / "images").mkdir(parents=True)
+    frames, names = [], []
+    for k in range(WINDOW):
+        frame = dict(meta["frames"][first + k])
+        name = f"frame_{first + k:05d}_{'eval' if k in TEST else 'train'}{Path(frame['file_path']).suffix}"
+        os.symlink((source / frame["file_path"]).resolve(), destination / "images" / name)
+        frame["file_path"] = f"images/{name}"
+        frames.append(frame)
+        if k in CONTEXT:
+            names.append(name)
+    (destination / "transforms.json").write_text(json.dumps({**{k: v for k, v in meta.items() if k != "frames"}, "frames": frames}))
+    return destination, (names[0], names[1])
 
 
-def scene_views(scene, shape: tuple[int, int]) -> dict:
-    """Context, training and test views of the window in the middle of the scene."""
-    if len(scene) < 9:
-        raise SystemExit(f"{scene.key} has {len(scene)} frames; the benchmark needs 9")
-    start = (len(scene) - 9) // 2
-    config = ExampleConfig(image_shape=shape)
-    context = torch.tensor(CONTEXT) + start
-    train = example_from_indices(scene, context, torch.tensor(TRAIN) + start, config)
-    test = example_from_indices(scene, context, torch.tensor(TEST) + start, config)
-    return {"context": train["context"], "train": train["target"], "test": test["target"], "start": start}
+def _image(cache: dict) -> torch.Tensor:
+    image = cache["image"].float()
+    return (image / 255.0 if cache["image"].dtype == torch.uint8 else image)[..., :3]
 
 
-def starts(scene, views: dict, encoder, shape: tuple[int, int]) -> dict:
-    c = views["context"]
-    with torch.inference_mode():
-        inputs = [c[name][None] for name in ("image", "extrinsics", "intrinsics", "near", "far")]
-        predicted = encoder(*inputs, deterministic=True).gaussians
-    encoded = splats_from_gaussians(predicted)
-    frames = [views["start"] + i for i in TRAIN]
-    every_pair = splats_from_pairs(
-        encoder, scene, list(zip(frames[:-1], frames[1:])), tuple(views["start"] + i for i in CONTEXT),
-        ExampleConfig(image_shape=shape),
-    )  # fmt: skip
-    cameras = torch.cat((c["extrinsics"], views["train"]["extrinsics"]))
-    degree = encoded.sh_degree
-    return {
-        f"encoder ({len(encoded):,})": encoded,
-        f"encoder, every training pair ({len(every_pair):,})": every_pair,
-        f"pixels, random depth ({len(encoded):,})": pixel_splats(
-            c["image"], c["extrinsics"], c["intrinsics"], c["near"], c["far"], sh_degree=degree
-        ),
-        f"random cube ({len(encoded):,})": random_splats(len(encoded), cameras, sh_degree=degree),
-        f"random cube ({len(every_pair):,})": random_splats(len(every_pair), cameras, sh_degree=degree),
-    }
+@torch.no_grad()
+def test_scores(config_path: Path, step: int | None) -> tuple[float, float]:
+    """Mean test PSNR/SSIM of a run's checkpoint at ``step`` (None: its latest), loaded as ns-eval loads it."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    def at_step(config):
+        config.load_step = step
+        return config
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, pipeline, _, _ = eval_setup(config_path, test_mode="test", update_config_callback=at_step)
+    model, data = pipeline.model, pipeline.datamanager
+    model.eval()
+    scores = []
+    for index in range(len(data.eval_dataset)):
+        rendered = model.get_outputs_for_camera(data.eval_dataset.cameras[index : index + 1])["rgb"].cpu().clamp(0, 1)
+        truth = _image(data.cached_eval[index])
+        scores.append((float(psnr(rendered, truth)), float(ssim(rendered, truth))))
+    return sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores)
+
+
+def train(scene: Path, context: tuple[str, str], start: str, steps: int, save_every: int, output_dir: Path, flags: dict) -> tuple[Path, float]:
+    """``ns-train pixelsplat`` on the window (defaults but for the start); (config path, start time)."""
+    from nerfstudio.scripts.train import main as train_main
+
+    from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+    from pixelsplat_ns.nerfstudio.trainer import close_event_writers
+
+    config = pixelsplat_trainer_config()
+    config.data = scene
+    config.output_dir = output_dir
+    config.vis = "tensorboard"
+    config.viewer.quit_on_train_completion = True
+    config.max_num_iterations = steps
+    config.steps_per_save = save_every
+    config.save_only_latest_checkpoint = False
+    config.pipeline.datamanager.dataparser.eval_mode = "filename"
+    config.pipeline.datamanager.context_views = context
+    config.pipeline.model.initialization = start  # type: ignore[assignment]
+    for name, value in flags.items():
+        setattr(config.pipeline.model, name, value)
+    config.set_timestamp()
+    config.timestamp = f"{config.timestamp}-{start}-{steps}"
+    began = time.time()
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_main(config)
+    close_event_writers()  # else the next run writes this one's tensorboard file too
+    return config.get_base_dir() / "config.yml", began
+
+
+def run_start(scene: Path, context: tuple[str, str], start: str, report: list[int], work: Path, flags: dict) -> dict[int, tuple[float, float, float]]:
+    """{step: (PSNR, SSIM, wall seconds)} for one start."""
+    results: dict[int, tuple[float, float, float]] = {}
+    if 0 in report:
+        config_path, began = train(scene, context, start, 0, 1 << 30, work, flags)
+        results[0] = (*test_scores(config_path, None), time.time() - began)
+    later = sorted(step for step in report if step > 0)
+    if later:
+        save_every = later[0] if all(step % later[0] == 0 for step in later) else 100
+        config_path, began = train(scene, context, start, later[-1], save_every, work, flags)
+        checkpoints = config_path.parent / "nerfstudio_models"
+        for step in later:
+            # nerfstudio counts from 0: the checkpoint after `step` iterations is step - 1's at the end,
+            # step's otherwise (saved after iteration `step`, i.e. step + 1 updates; one update apart).
+            saved = step - 1 if step == later[-1] else step
+            path = checkpoints / f"step-{saved:09d}.ckpt"
+            results[step] = (*test_scores(config_path, saved), path.stat().st_mtime - began)
+    shutil.rmtree(work, ignore_errors=True)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", nargs="+", default=list(HELD_OUT), help=f"scene folders under {DATA}")
-    parser.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--report", type=int, nargs="+", default=(0, 100, 300, 1000), help="steps to score at")
-    parser.add_argument("--checkpoint", type=Path, default=BUNDLED_ENCODER)
-    parser.add_argument("--lr-means", type=float, default=FitConfig.lr_means, help="position rate per unit of camera extent")
+    parser.add_argument("--report", type=int, nargs="+", default=[0, 100, 300, 1000, 2000], help="steps to score")
+    parser.add_argument("--starts", nargs="+", default=["prediction", "random"], choices=["prediction", "random"])
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="model config overrides for both starts, e.g. gaussian_resolution=native")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(2)
-    report = sorted({s for s in args.report if s <= args.steps}) or [args.steps]
-    shape = tuple(args.size)
-    encoder = load_encoder("tiny", args.checkpoint)
+    flags = {}
+    for item in args.set:
+        name, value = item.split("=", 1)
+        flags[name] = type(getattr(__import__("pixelsplat_ns.nerfstudio.model", fromlist=["x"]).PixelSplatModelConfig(), name))(value)
 
-    scores: dict[str, dict[int, list[float]]] = {}
-    seconds: dict[str, float] = {}
-    for name in args.scenes:
-        scene = load_scene(DATA / name)
-        views = scene_views(scene, shape)
-        test, train = views["test"], views["train"]
-        truth = test["image"].permute(0, 2, 3, 1)
-        for method, start in starts(scene, views, encoder, shape).items():
-            per_step = scores.setdefault(method, {step: [] for step in report})
-
-            def score(step: int, splats, per_step=per_step, test=test, truth=truth) -> None:
-                if step in per_step:
-                    rendered = render_splats(splats, test["extrinsics"], test["intrinsics"], shape).clamp(0, 1)
-                    per_step[step] += [float(psnr(rendered[i], truth[i])) for i in range(len(truth))]
-
-            began = time.perf_counter()
-            fit_splats(start, train["image"], train["extrinsics"], train["intrinsics"], FitConfig(steps=args.steps, lr_means=args.lr_means), score)
-            seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - began
-        last = {m: v[report[-1]][-len(TEST):] for m, v in scores.items()}
-        print(f"{name}, {report[-1]} steps: " + ", ".join(f"{m} {sum(v) / len(v):.2f}" for m, v in last.items()), flush=True)
-
-    table = Table(title=f"test PSNR (dB) after fine-tuning, {len(args.scenes)} scenes x {len(TEST)} held-out views, {shape[0]}x{shape[1]}")
+    console = Console(width=200)
+    table = Table(title="fine-tuning through ns-train / ns-eval's loader, native resolution: test PSNR / SSIM (wall s)")
+    table.add_column("scene")
     table.add_column("start")
-    for step in report:
+    for step in args.report:
         table.add_column(f"{step} steps", justify="right")
-    table.add_column("seconds", justify="right")
-    for method, per_step in scores.items():
-        table.add_row(method, *(f"{sum(v) / len(v):.2f}" for v in per_step.values()), f"{seconds[method]:.0f}")
-    Console().print(table)
+    totals: dict[str, dict[int, list[tuple[float, float, float]]]] = {}
+    with tempfile.TemporaryDirectory(prefix="pixelsplat-finetune-") as work:
+        for name in args.scenes:
+            scene, context = cut_window(DATA / name, Path(work) / name)
+            for start in args.starts:
+                results = run_start(scene, context, start, args.report, Path(work) / "outputs", flags)
+                for step, value in results.items():
+                    totals.setdefault(start, {}).setdefault(step, []).append(value)
+                table.add_row(name, start, *[f"{results[s][0]:.2f} / {results[s][1]:.3f} ({results[s][2]:.0f})" for s in args.report])
+                console.print(f"{name} {start}: " + ", ".join(f"{s}: {results[s][0]:.2f}/{results[s][1]:.3f}" for s in args.report))
+    for start, per_step in totals.items():
+        cells = []
+        for step in args.report:
+            values = per_step[step]
+            cells.append(" / ".join(f"{sum(v[i] for v in values) / len(values):.{d}f}" for i, d in ((0, 2), (1, 3))) + f" ({sum(v[2] for v in values) / len(values):.0f})")
+        table.add_row("mean", start, *cells, style="bold")
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from torch.nn import Parameter
 
 from pixelsplat_ns.cameras import gaussians_to_caller_frame, opengl_c2w_to_viewmat, prepare_context, to_caller_frame
 from pixelsplat_ns.errors import PixelSplatInputError
+from pixelsplat_ns.finetune.starts import random_cube_params, refinement_strategy
 from pixelsplat_ns.gaussians import Gaussians, covariance_to_scales_quaternions, official_to_gsplat_sh
 from pixelsplat_ns.metrics import build_lpips
 from pixelsplat_ns.native_resolution import keep_gaussians, native_resolution_gaussians, visible_mask
@@ -81,6 +82,19 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     gaussian_scale: float = 0.5
     """Native-resolution Gaussians: standard deviation in units of the pixel's footprint at its depth (0.25-0.8
     measured; smaller gives the context photos back more exactly, larger closes gaps in novel views)."""
+    initialization: Literal["prediction", "random"] = "prediction"
+    """Where fine-tuning starts: the encoder's prediction, or splatfacto's random cube (num-random Gaussians in a
+    cube of side random-scale; its scales, colours and 0.1 opacities) - the start without the encoder, to compare."""
+    refine: bool = True
+    """Fine-tuning densifies and prunes with splatfacto's strategy (gsplat's DefaultStrategy and splatfacto's
+    warmup-length, refine-every, densify-grad-thresh, ... flags). A prediction keeps its opacities (no reset)."""
+    context_view_weight: float = 1.0
+    """Fine-tuning: weight of the context views' photometric loss relative to the other training views'."""
+    densify_grad_thresh: float = 0.0002
+    """Densify Gaussians whose mean screen-space position gradient exceeds this (plain gradients: the CPU
+    rasteriser has no absgrad; gsplat's default for them)."""
+    use_absgrad: bool = False
+    """Not available: the CPU rasteriser computes plain gradients only."""
 
 
 class PixelSplatModel(SplatfactoModel):
@@ -130,12 +144,36 @@ class PixelSplatModel(SplatfactoModel):
         self.walkthrough.set_gaussian_source(
             lambda: (self.means.detach(), torch.sigmoid(self.opacities.detach()).squeeze(-1), self.gaussian_pixels)
         )
+        self.context_train_indices: List[int] = []
+        self.strategy = refinement_strategy(
+            self.config, self.num_train_data, reset_opacities=self.config.initialization == "random"
+        )
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
     def set_context_provider(self, provider: Callable[..., ContextImages]) -> None:
         """Where the context views come from (called lazily: reloaded runs never need them), as
         ``provider(long_side)``: ``long_side`` maps the views' (h, w) to the long side they may be
         downscaled to (``PixelSplatDataManager.context_views``)."""
         self.context_provider = provider
+
+    # ------------------------------------------------------------------ starts
+    @torch.no_grad()
+    def initialize_gaussians(self) -> None:
+        """The start of a run (``initialization``): the encoder's prediction or splatfacto's random cube."""
+        if self.config.initialization == "prediction":
+            self.predict_gaussians()
+            return
+        params = random_cube_params(
+            self.config.num_random, self.config.random_scale, self.config.sh_degree, seed=self.config.seed
+        )
+        for name in GAUSSIAN_PARAMS:
+            self.gauss_params[name] = Parameter(params[name].to(self.device).contiguous())
+        self.gaussian_pixels = torch.zeros(0, 3, dtype=torch.long, device=self.device)  # from no pixel
+        self.gaussians_predicted.fill_(True)
+        CONSOLE.print(
+            f"pixelsplat: random start: {self.config.num_random:,} Gaussians in a cube of side {self.config.random_scale} "
+            "(splatfacto's random_init)"
+        )
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -291,21 +329,45 @@ class PixelSplatModel(SplatfactoModel):
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
     ) -> List[TrainingCallback]:
-        # No densification strategy: the Gaussians are pixel-aligned predictions.
-        return [
+        callbacks = [
             TrainingCallback(
                 [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
                 self.step_cb,
                 args=[training_callback_attributes.optimizers],
             )
         ]
+        if self.config.refine:
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.step_post_backward))
+        return callbacks
 
     def step_cb(self, optimizers: Optimizers, step: int) -> None:
         self.step = step
         self.optimizers = optimizers.optimizers
 
     def step_post_backward(self, step: int) -> None:
-        return None
+        """Densify and prune (splatfacto's strategy); the Gaussians' source pixels follow them."""
+        tracked = self.gaussian_pixels.shape[0] == self.means.shape[0] and self.gaussian_pixels.shape[0] > 0
+        if tracked:
+            self.strategy_state["gaussian_pixels"] = self.gaussian_pixels
+        self.strategy.step_post_backward(
+            params=self.gauss_params, optimizers=self.optimizers, state=self.strategy_state, step=step, info=self.info
+        )
+        if tracked:
+            self.gaussian_pixels = self.strategy_state.pop("gaussian_pixels")
+
+    def sh_degree_to_use(self) -> int:
+        """splatfacto's schedule (one more SH band every sh-degree-interval steps) for a random start, whose
+        colours are learnt from nothing; a prediction comes with its bands."""
+        if self.config.initialization == "random":
+            return min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
+        return self.config.sh_degree
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
+        """splatfacto's L1 + SSIM loss, the context views' weighted by ``context_view_weight``."""
+        losses = super().get_loss_dict(outputs, batch, metrics_dict)
+        if self.config.context_view_weight != 1.0 and int(batch.get("image_idx", -1)) in self.context_train_indices:
+            losses["main_loss"] = losses["main_loss"] * self.config.context_view_weight
+        return losses
 
     # ------------------------------------------------------------------ rendering
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
@@ -314,7 +376,7 @@ class PixelSplatModel(SplatfactoModel):
         if not isinstance(camera, Cameras):
             raise TypeError(f"PixelSplatModel renders nerfstudio Cameras, got {type(camera).__name__}")
         if not bool(self.gaussians_predicted):
-            self.predict_gaussians()
+            self.initialize_gaussians()
         if self.training:
             if camera.shape[0] != 1:
                 raise ValueError("training renders one camera at a time")
@@ -344,10 +406,13 @@ class PixelSplatModel(SplatfactoModel):
             Ks=ks,
             width=width,
             height=height,
-            sh_degree=self.config.sh_degree,
+            sh_degree=self.sh_degree_to_use(),
             render_mode=render_mode,
             backend=self.config.rasterize_backend,
         )
+        if self.training and self.config.refine and self.info["means2d"].requires_grad:
+            # keeps the screen-space gradients densification reads (optimisers unused here)
+            self.strategy.step_pre_backward(self.gauss_params, {}, self.strategy_state, self.step, self.info)
         background = self._get_background_color()
         rgb = (render[..., :3] + (1 - alpha) * background).clamp(0.0, 1.0)
         depth = None

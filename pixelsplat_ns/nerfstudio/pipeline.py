@@ -43,7 +43,8 @@ class PixelSplatPipeline(VanillaPipeline):
             super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
             self.model.set_context_provider(self.datamanager.context_views)
             if test_mode == "val":
-                self.model.predict_gaussians()
+                self.model.context_train_indices = self.datamanager.context_indices()
+                self.model.initialize_gaussians()
             self.model.walkthrough.set_pair_choice(
                 [path.name for path in self.datamanager.train_dataset.image_filenames],
                 [self.datamanager.train_dataset.image_filenames[i].name for i in self.datamanager.context_indices()],

@@ -1,0 +1,98 @@
+"""Where ``ns-train pixelsplat`` fine-tuning starts, and how its Gaussians are refined.
+
+Two starts (``--pipeline.model.initialization``):
+
+* ``prediction``: the encoder's Gaussians (``PixelSplatModel.predict_gaussians``);
+* ``random``: splatfacto's start without points (``random_init``): Gaussians uniform in a
+  cube, each as wide as its three nearest neighbours, random rotations and colours, opacity
+  0.1. It is what a user would otherwise train from, so the comparison is one flag.
+
+Both are refined by gsplat's ``DefaultStrategy`` (splatfacto's densification and pruning)
+with splatfacto's settings, except for two things a start that is already a scene needs:
+gsplat resets every opacity at step 0 (harmless for a random cube at 0.1; it would cap a
+prediction's opacities at ``2 * cull_alpha_thresh`` before the first step), and a periodic
+reset would do the same again later, so a prediction keeps its opacities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict
+
+import torch
+from gsplat.strategy import DefaultStrategy
+from jaxtyping import Float
+from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, num_sh_bases, random_quat_tensor
+from torch import Tensor
+
+
+@dataclass
+class RefinementStrategy(DefaultStrategy):
+    """gsplat's ``DefaultStrategy`` that never resets opacities at step 0, and carries
+    ``state["gaussian_pixels"]`` (where each Gaussian came from) through every split,
+    duplication and prune, as gsplat's ops do for any per-Gaussian tensor in ``state``."""
+
+    def step_post_backward(
+        self,
+        params: Any,
+        optimizers: Dict[str, torch.optim.Optimizer],
+        state: Dict[str, Any],
+        step: int,
+        info: Dict[str, Any],
+        packed: bool = False,
+    ) -> None:
+        if step == 0:  # gsplat would reset every opacity here (step % reset_every == 0)
+            if step < self.refine_stop_iter:
+                self._update_state(params, state, info, packed=packed)
+            return
+        super().step_post_backward(params, optimizers, state, step, info, packed=packed)
+
+
+def refinement_strategy(config: SplatfactoModelConfig, num_train_data: int, reset_opacities: bool) -> RefinementStrategy:
+    """splatfacto's densification and pruning (its config fields, its schedule), with or
+    without its periodic opacity reset. gsplat's 2D-gradient threshold is used as is:
+    ``densify_grad_thresh`` is for plain gradients here (the CPU rasteriser has no absgrad)."""
+    never = 1 << 30
+    return RefinementStrategy(
+        prune_opa=config.cull_alpha_thresh,
+        grow_grad2d=config.densify_grad_thresh,
+        grow_scale3d=config.densify_size_thresh,
+        grow_scale2d=config.split_screen_size,
+        prune_scale3d=config.cull_scale_thresh,
+        prune_scale2d=config.cull_screen_size,
+        refine_scale2d_stop_iter=config.stop_screen_size_at,
+        refine_start_iter=config.warmup_length,
+        refine_stop_iter=config.stop_split_at,
+        reset_every=config.reset_alpha_every * config.refine_every if reset_opacities else never,
+        refine_every=config.refine_every,
+        pause_refine_after_reset=num_train_data + config.refine_every if reset_opacities else 0,
+        absgrad=False,
+        revised_opacity=False,
+        verbose=False,
+    )
+
+
+def random_cube_params(count: int, side: float, sh_degree: int, seed: int = 0) -> dict[str, Float[Tensor, "gaussian ..."]]:
+    """splatfacto's ``random_init`` start as splatfacto's parameters (means, log-scales, wxyz
+    quaternions, SH DC and rest, logit opacities): ``count`` Gaussians uniform in a cube of
+    side ``side`` centred on the origin of nerfstudio's normalised scene, seeded."""
+    if count < 4:
+        raise ValueError(f"a random start needs at least 4 Gaussians (their scale is the distance to 3 neighbours), got {count}")
+    generator = torch.Generator().manual_seed(seed)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # random_quat_tensor draws from the global generator
+    try:
+        means = (torch.rand((count, 3), generator=generator) - 0.5) * side
+        quats = random_quat_tensor(count)
+    finally:
+        torch.random.set_rng_state(state)
+    distances, _ = SplatfactoModel.k_nearest_sklearn(None, means, 3)  # type: ignore[arg-type]  # uses no state
+    mean_distance = torch.from_numpy(distances).float().mean(dim=-1, keepdim=True)
+    return {
+        "means": means,
+        "scales": mean_distance.log().repeat(1, 3),
+        "quats": quats,
+        "features_dc": torch.rand((count, 3), generator=generator),
+        "features_rest": torch.zeros((count, num_sh_bases(sh_degree) - 1, 3)),
+        "opacities": torch.logit(torch.full((count, 1), 0.1)),
+    }

@@ -1,0 +1,140 @@
+"""Fine-tuning starts (prediction or splatfacto's random cube) and their refinement, through ns-train."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+import torch
+
+from pixelsplat_ns.finetune.starts import RefinementStrategy, random_cube_params, refinement_strategy
+from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+from tests.scenes import cut_scene
+
+
+def test_random_start_is_splatfacto_random_cube():
+    params = random_cube_params(2000, 10.0, sh_degree=3, seed=7)
+    assert params["means"].shape == (2000, 3)
+    assert params["means"].abs().max() <= 5.0 and params["means"].abs().max() > 4.5  # fills the cube of side 10
+    torch.testing.assert_close(params["opacities"].sigmoid(), torch.full((2000, 1), 0.1))
+    assert params["features_rest"].shape == (2000, 15, 3) and not params["features_rest"].any()
+    # Each Gaussian is as wide as the mean distance to its three nearest neighbours: for 2000
+    # uniform points in a cube of side 10 that is about 0.55 (Poisson: 0.55 * (1000 / 2000) ** (1/3) * 10 / 4.4).
+    scales = params["scales"].exp()
+    assert torch.equal(scales[:, 0], scales[:, 1]) and torch.equal(scales[:, 1], scales[:, 2])
+    assert 0.4 < scales.median() < 0.8
+    again = random_cube_params(2000, 10.0, sh_degree=3, seed=7)
+    assert all(torch.equal(params[name], again[name]) for name in params)
+    with pytest.raises(ValueError, match="at least 4"):
+        random_cube_params(3, 10.0, sh_degree=0)
+
+
+def _toy_gaussians(n: int) -> tuple[torch.nn.ParameterDict, dict[str, torch.optim.Optimizer]]:
+    params = torch.nn.ParameterDict(
+        {
+            "means": torch.nn.Parameter(torch.randn(n, 3)),
+            "scales": torch.nn.Parameter(torch.full((n, 3), -5.0)),  # small: grown ones are duplicated
+            "quats": torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(n, 4), dim=-1)),
+            "features_dc": torch.nn.Parameter(torch.rand(n, 3)),
+            "features_rest": torch.nn.Parameter(torch.zeros(n, 15, 3)),
+            "opacities": torch.nn.Parameter(torch.logit(torch.full((n, 1), 0.9))),
+        }
+    )
+    return params, {name: torch.optim.Adam([p], lr=1e-3) for name, p in params.items()}
+
+
+def _info(n: int, grads: torch.Tensor) -> dict:
+    means2d = torch.zeros(1, n, 2, requires_grad=True)
+    means2d.grad = grads[None]
+    return {"means2d": means2d, "width": 100, "height": 100, "n_cameras": 1, "radii": torch.full((1, n), 3), "gaussian_ids": None}
+
+
+def test_refinement_keeps_a_predictions_opacities_and_carries_source_pixels():
+    config = pixelsplat_trainer_config().pipeline.model
+    config.warmup_length, config.refine_every = 1, 2
+    strategy = refinement_strategy(config, num_train_data=4, reset_opacities=False)
+    assert isinstance(strategy, RefinementStrategy)
+    n = 10
+    params, optimizers = _toy_gaussians(n)
+    state = strategy.initialize_state(scene_scale=1.0)
+    state["gaussian_pixels"] = torch.arange(n)[:, None].repeat(1, 3)
+    grads = torch.zeros(n, 2)
+    grads[:3] = 1.0  # three Gaussians with a large screen-space gradient
+    # gsplat resets every opacity to 2 * cull_alpha_thresh at step 0; a prediction keeps them.
+    strategy.step_post_backward(params, optimizers, state, step=0, info=_info(n, grads))
+    torch.testing.assert_close(params["opacities"].sigmoid(), torch.full((n, 1), 0.9))
+    strategy.step_post_backward(params, optimizers, state, step=2, info=_info(n, grads))
+    assert params["means"].shape[0] == n + 3  # the three were duplicated (small scales)
+    assert state["gaussian_pixels"].shape[0] == n + 3
+    assert state["gaussian_pixels"][n:, 0].tolist() == [0, 1, 2]  # copies remember their source pixels
+    assert optimizers["means"].param_groups[0]["params"][0] is params["means"]
+    # A random start keeps splatfacto's schedule, opacity reset included.
+    assert refinement_strategy(config, 4, reset_opacities=True).reset_every == config.reset_alpha_every * 2
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return cut_scene("pavilion-chair-midday", tmp_path_factory.mktemp("scene"), train=[40, 41, 45, 46], eval_=[43])
+
+
+def _train(scene, output, steps: int = 6, **model) -> torch.nn.Module:
+    from nerfstudio.scripts.train import main as train_main
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from pixelsplat_ns.nerfstudio.trainer import close_event_writers
+
+    config = pixelsplat_trainer_config()
+    config.data, config.output_dir, config.vis = scene, output, "tensorboard"
+    config.max_num_iterations = steps
+    config.viewer.quit_on_train_completion = True
+    config.pipeline.datamanager.dataparser.eval_mode = "filename"
+    config.pipeline.datamanager.context_views = ("frame_00040_train", "frame_00045_train")
+    config.pipeline.model.encoder_long_side = 160
+    for name, value in model.items():
+        setattr(config.pipeline.model, name, value)
+    config.set_timestamp()
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_main(config)
+        close_event_writers()
+        _, pipeline, _, _ = eval_setup(config.get_base_dir() / "config.yml", test_mode="test")
+    return pipeline.model
+
+
+def test_ns_train_random_start_densifies_from_splatfacto_cube(scene, tmp_path):
+    # splatfacto pauses refinement for (training views + refine-every) steps after each opacity reset, step 0's too
+    model = _train(scene, tmp_path, steps=10, initialization="random", num_random=3000, warmup_length=1, refine_every=2)
+    assert model.means.shape[0] != 3000  # refined: split, duplicated or pruned
+    assert model.gaussian_pixels.shape[0] == 0  # from no pixel: the walkthrough's picking says so
+    assert model.sh_degree_to_use() == 0  # splatfacto's schedule: one band per 1000 steps
+
+
+def test_ns_train_prediction_start_refines_and_keeps_source_pixels(scene, tmp_path):
+    model = _train(scene, tmp_path, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)
+    assert model.means.shape[0] > 2 * 40 * 72  # densified (the encoder's 72x40 grid per view, some pruned)
+    assert model.gaussian_pixels.shape[0] == model.means.shape[0]
+    assert model.sh_degree_to_use() == 3
+
+
+def test_context_view_weight_scales_the_context_views_loss(scene):
+    config = pixelsplat_trainer_config()
+    config.pipeline.datamanager.data = scene
+    config.pipeline.datamanager.dataparser.eval_mode = "filename"
+    config.pipeline.datamanager.context_views = ("frame_00040_train", "frame_00045_train")
+    config.pipeline.model.encoder_long_side = 160
+    config.pipeline.model.context_view_weight = 3.0
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    model = pipeline.model
+    model.train()
+    context, other = pipeline.datamanager.context_indices()[0], 1
+    assert other not in model.context_train_indices
+    with torch.no_grad():
+        for index in (context, other):
+            batch = pipeline.datamanager.cached_train[index]
+            camera = pipeline.datamanager.train_dataset.cameras[index : index + 1]
+            outputs = model(camera)
+            weighted = model.get_loss_dict(outputs, batch)["main_loss"]
+            model.config.context_view_weight = 1.0
+            plain = model.get_loss_dict(outputs, batch)["main_loss"]
+            model.config.context_view_weight = 3.0
+            torch.testing.assert_close(weighted, plain * (3.0 if index == context else 1.0))
