@@ -90,11 +90,14 @@ def test_scores(config_path: Path, step: int | None) -> tuple[float, float]:
     return sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores)
 
 
-def train(scene: Path, context: tuple[str, str], start: str, steps: int, save_every: int, output_dir: Path, flags: dict) -> tuple[Path, float]:
-    """``ns-train pixelsplat`` on the window (defaults but for the start); (config path, start time)."""
+def train(scene: Path, context: tuple[str, str], start: str, steps: int, save_after: list[int], output_dir: Path, flags: dict) -> tuple[Path, float]:
+    """``ns-train pixelsplat`` on the window (defaults but for the start), keeping a checkpoint
+    after each number of iterations in ``save_after``; (config path, start time)."""
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from nerfstudio.scripts.train import main as train_main
 
     from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+    from pixelsplat_ns.nerfstudio.model import PixelSplatModel
     from pixelsplat_ns.nerfstudio.trainer import close_event_writers
 
     config = pixelsplat_trainer_config()
@@ -103,7 +106,7 @@ def train(scene: Path, context: tuple[str, str], start: str, steps: int, save_ev
     config.vis = "tensorboard"
     config.viewer.quit_on_train_completion = True
     config.max_num_iterations = steps
-    config.steps_per_save = save_every
+    config.steps_per_save = 1 << 30  # checkpoints only where scored: nerfstudio's own fall on refinement steps
     config.save_only_latest_checkpoint = False
     config.pipeline.datamanager.dataparser.eval_mode = "filename"
     config.pipeline.datamanager.context_views = context
@@ -112,9 +115,24 @@ def train(scene: Path, context: tuple[str, str], start: str, steps: int, save_ev
         setattr(config.pipeline.model, name, value)
     config.set_timestamp()
     config.timestamp = f"{config.timestamp}-{start}-{steps}"
+    callbacks = PixelSplatModel.get_training_callbacks
+
+    def with_checkpoints(model, attributes):
+        # Saved after iteration index n - 1, i.e. after n updates (nerfstudio's step n is n + 1 updates,
+        # taken right after splatfacto's refinement at multiples of refine-every).
+        def save(step: int) -> None:
+            if step + 1 in save_after:
+                attributes.trainer.save_checkpoint(step)
+
+        return [*callbacks(model, attributes), TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], save)]
+
+    PixelSplatModel.get_training_callbacks = with_checkpoints  # type: ignore[method-assign]
     began = time.time()
-    with contextlib.redirect_stdout(io.StringIO()):
-        train_main(config)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            train_main(config)
+    finally:
+        PixelSplatModel.get_training_callbacks = callbacks  # type: ignore[method-assign]
     close_event_writers()  # else the next run writes this one's tensorboard file too
     return config.get_base_dir() / "config.yml", began
 
@@ -123,19 +141,15 @@ def run_start(scene: Path, context: tuple[str, str], start: str, report: list[in
     """{step: (PSNR, SSIM, wall seconds)} for one start."""
     results: dict[int, tuple[float, float, float]] = {}
     if 0 in report:
-        config_path, began = train(scene, context, start, 0, 1 << 30, work, flags)
+        config_path, began = train(scene, context, start, 0, [], work, flags)
         results[0] = (*test_scores(config_path, None), time.time() - began)
     later = sorted(step for step in report if step > 0)
     if later:
-        save_every = later[0] if all(step % later[0] == 0 for step in later) else 100
-        config_path, began = train(scene, context, start, later[-1], save_every, work, flags)
+        config_path, began = train(scene, context, start, later[-1], later, work, flags)
         checkpoints = config_path.parent / "nerfstudio_models"
         for step in later:
-            # nerfstudio counts from 0: the checkpoint after `step` iterations is step - 1's at the end,
-            # step's otherwise (saved after iteration `step`, i.e. step + 1 updates; one update apart).
-            saved = step - 1 if step == later[-1] else step
-            path = checkpoints / f"step-{saved:09d}.ckpt"
-            results[step] = (*test_scores(config_path, saved), path.stat().st_mtime - began)
+            path = checkpoints / f"step-{step - 1:09d}.ckpt"
+            results[step] = (*test_scores(config_path, step - 1), path.stat().st_mtime - began)
     shutil.rmtree(work, ignore_errors=True)
     return results
 

@@ -53,7 +53,8 @@ def _info(n: int, grads: torch.Tensor) -> dict:
 def test_refinement_keeps_a_predictions_opacities_and_carries_source_pixels():
     config = pixelsplat_trainer_config().pipeline.model
     config.warmup_length, config.refine_every = 1, 2
-    strategy = refinement_strategy(config, num_train_data=4, reset_opacities=False)
+    strategy = refinement_strategy(config, num_train_data=4, random_start=False)
+    assert strategy.prune_opa == 1 / 255  # a prediction's faint Gaussians are a blend: only invisible ones go
     assert isinstance(strategy, RefinementStrategy)
     n = 10
     params, optimizers = _toy_gaussians(n)
@@ -70,7 +71,8 @@ def test_refinement_keeps_a_predictions_opacities_and_carries_source_pixels():
     assert state["gaussian_pixels"][n:, 0].tolist() == [0, 1, 2]  # copies remember their source pixels
     assert optimizers["means"].param_groups[0]["params"][0] is params["means"]
     # A random start keeps splatfacto's schedule, opacity reset included.
-    assert refinement_strategy(config, 4, reset_opacities=True).reset_every == config.reset_alpha_every * 2
+    random = refinement_strategy(config, 4, random_start=True)
+    assert random.reset_every == config.reset_alpha_every * 2 and random.prune_opa == 0.1
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +106,28 @@ def _train(scene, output, steps: int = 6, **model) -> torch.nn.Module:
 def test_ns_train_random_start_densifies_from_splatfacto_cube(scene, tmp_path):
     # splatfacto pauses refinement for (training views + refine-every) steps after each opacity reset, step 0's too
     model = _train(scene, tmp_path, steps=10, initialization="random", num_random=3000, warmup_length=1, refine_every=2)
-    assert model.means.shape[0] != 3000  # refined: split, duplicated or pruned
+    assert model.refining and model.means.shape[0] != 3000  # refined: split, duplicated or pruned
     assert model.gaussian_pixels.shape[0] == 0  # from no pixel: the walkthrough's picking says so
+    model.train()
     assert model.sh_degree_to_use() == 0  # splatfacto's schedule: one band per 1000 steps
+    model.eval()
+    assert model.sh_degree_to_use() == 3  # the untrained bands are zero
 
 
-def test_ns_train_prediction_start_refines_and_keeps_source_pixels(scene, tmp_path):
-    model = _train(scene, tmp_path, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)
-    assert model.means.shape[0] > 2 * 40 * 72  # densified (the encoder's 72x40 grid per view, some pruned)
+def test_ns_train_prediction_start_refines_on_request_and_keeps_source_pixels(scene, tmp_path):
+    predicted = _train(scene, tmp_path / "start", steps=0).means.shape[0]
+    model = _train(scene, tmp_path, refine=True, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)
+    assert model.means.shape[0] > predicted  # densified
     assert model.gaussian_pixels.shape[0] == model.means.shape[0]
     assert model.sh_degree_to_use() == 3
+
+
+def test_only_a_random_start_refines_by_default(scene, tmp_path):
+    predicted = _train(scene, tmp_path / "start", steps=0).means.shape[0]
+    model = _train(scene, tmp_path, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)
+    assert not model.refining and model.means.shape[0] == predicted
+    model.config.initialization = "random"
+    assert model.refining
 
 
 def test_context_view_weight_scales_the_context_views_loss(scene):

@@ -8,10 +8,11 @@ Two starts (``--pipeline.model.initialization``):
   0.1. It is what a user would otherwise train from, so the comparison is one flag.
 
 Both are refined by gsplat's ``DefaultStrategy`` (splatfacto's densification and pruning)
-with splatfacto's settings, except for two things a start that is already a scene needs:
-gsplat resets every opacity at step 0 (harmless for a random cube at 0.1; it would cap a
-prediction's opacities at ``2 * cull_alpha_thresh`` before the first step), and a periodic
-reset would do the same again later, so a prediction keeps its opacities.
+with splatfacto's settings, except for what a start that is already a scene needs: gsplat
+resets every opacity at step 0 (harmless for a random cube at 0.1; it would cap a
+prediction's opacities at ``2 * cull_alpha_thresh`` before the first step) and periodically
+after, and splatfacto prunes below opacity 0.1, which would remove the faint Gaussians a
+prediction blends; so a prediction keeps its opacities and loses only invisible Gaussians.
 """
 
 from __future__ import annotations
@@ -48,13 +49,20 @@ class RefinementStrategy(DefaultStrategy):
         super().step_post_backward(params, optimizers, state, step, info, packed=packed)
 
 
-def refinement_strategy(config: SplatfactoModelConfig, num_train_data: int, reset_opacities: bool) -> RefinementStrategy:
-    """splatfacto's densification and pruning (its config fields, its schedule), with or
-    without its periodic opacity reset. gsplat's 2D-gradient threshold is used as is:
-    ``densify_grad_thresh`` is for plain gradients here (the CPU rasteriser has no absgrad)."""
+def refinement_strategy(
+    config: SplatfactoModelConfig, num_train_data: int, random_start: bool
+) -> RefinementStrategy:
+    """splatfacto's densification and pruning (its config fields, its schedule). A random start
+    keeps all of it; a prediction keeps its opacities (no periodic reset) and, unless
+    ``cull_alpha_thresh`` is set, loses only Gaussians no render can show (opacity < 1/255):
+    its faint Gaussians are a blend, and splatfacto's 0.1 would prune about 40 % of them.
+    ``densify_grad_thresh`` is for plain gradients (the CPU rasteriser has no absgrad)."""
     never = 1 << 30
+    prune = config.cull_alpha_thresh
+    if prune is None:
+        prune = 0.1 if random_start else 1 / 255
     return RefinementStrategy(
-        prune_opa=config.cull_alpha_thresh,
+        prune_opa=prune,
         grow_grad2d=config.densify_grad_thresh,
         grow_scale3d=config.densify_size_thresh,
         grow_scale2d=config.split_screen_size,
@@ -63,9 +71,9 @@ def refinement_strategy(config: SplatfactoModelConfig, num_train_data: int, rese
         refine_scale2d_stop_iter=config.stop_screen_size_at,
         refine_start_iter=config.warmup_length,
         refine_stop_iter=config.stop_split_at,
-        reset_every=config.reset_alpha_every * config.refine_every if reset_opacities else never,
+        reset_every=config.reset_alpha_every * config.refine_every if random_start else never,
         refine_every=config.refine_every,
-        pause_refine_after_reset=num_train_data + config.refine_every if reset_opacities else 0,
+        pause_refine_after_reset=num_train_data + config.refine_every if random_start else 0,
         absgrad=False,
         revised_opacity=False,
         verbose=False,

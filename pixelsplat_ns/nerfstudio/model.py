@@ -85,11 +85,15 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     initialization: Literal["prediction", "random"] = "prediction"
     """Where fine-tuning starts: the encoder's prediction, or splatfacto's random cube (num-random Gaussians in a
     cube of side random-scale; its scales, colours and 0.1 opacities) - the start without the encoder, to compare."""
-    refine: bool = True
+    refine: Optional[bool] = None
     """Fine-tuning densifies and prunes with splatfacto's strategy (gsplat's DefaultStrategy and splatfacto's
-    warmup-length, refine-every, densify-grad-thresh, ... flags). A prediction keeps its opacities (no reset)."""
+    warmup-length, refine-every, densify-grad-thresh, ... flags; a prediction keeps its opacities). Default: on
+    for a random start, off for a prediction (measured: densifying it lowers held-out PSNR, see README)."""
     context_view_weight: float = 1.0
     """Fine-tuning: weight of the context views' photometric loss relative to the other training views'."""
+    cull_alpha_thresh: Optional[float] = None  # type: ignore[assignment]
+    """Refinement prunes Gaussians fainter than this. Default: splatfacto's 0.1 for a random start; 1/255 (what
+    no render can show) for a prediction, whose Gaussians are a blend of faint ones (median opacity about 0.14)."""
     densify_grad_thresh: float = 0.0002
     """Densify Gaussians whose mean screen-space position gradient exceeds this (plain gradients: the CPU
     rasteriser has no absgrad; gsplat's default for them)."""
@@ -146,7 +150,7 @@ class PixelSplatModel(SplatfactoModel):
         )
         self.context_train_indices: List[int] = []
         self.strategy = refinement_strategy(
-            self.config, self.num_train_data, reset_opacities=self.config.initialization == "random"
+            self.config, self.num_train_data, random_start=self.config.initialization == "random"
         )
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
@@ -336,7 +340,7 @@ class PixelSplatModel(SplatfactoModel):
                 args=[training_callback_attributes.optimizers],
             )
         ]
-        if self.config.refine:
+        if self.refining:
             callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.step_post_backward))
         return callbacks
 
@@ -355,10 +359,17 @@ class PixelSplatModel(SplatfactoModel):
         if tracked:
             self.gaussian_pixels = self.strategy_state.pop("gaussian_pixels")
 
+    @property
+    def refining(self) -> bool:
+        """Whether fine-tuning densifies and prunes (``refine``; default: for a random start only)."""
+        return self.config.initialization == "random" if self.config.refine is None else self.config.refine
+
     def sh_degree_to_use(self) -> int:
-        """splatfacto's schedule (one more SH band every sh-degree-interval steps) for a random start, whose
-        colours are learnt from nothing; a prediction comes with its bands."""
-        if self.config.initialization == "random":
+        """splatfacto's schedule while training (one more SH band every sh-degree-interval steps), whatever
+        the start: with every band from step 0 a prediction fits each training view by its view-dependent
+        colour instead of moving its Gaussians (measured, README); every band when rendering otherwise.
+        Bands the schedule has not reached keep their start (zero for a random start)."""
+        if self.training:
             return min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
         return self.config.sh_degree
 
@@ -410,7 +421,7 @@ class PixelSplatModel(SplatfactoModel):
             render_mode=render_mode,
             backend=self.config.rasterize_backend,
         )
-        if self.training and self.config.refine and self.info["means2d"].requires_grad:
+        if self.training and self.refining and self.info["means2d"].requires_grad:
             # keeps the screen-space gradients densification reads (optimisers unused here)
             self.strategy.step_pre_backward(self.gauss_params, {}, self.strategy_state, self.step, self.info)
         background = self._get_background_color()
