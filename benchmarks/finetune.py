@@ -23,6 +23,7 @@ compare the two starts of one run, not across runs).
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import io
 import json
@@ -142,7 +143,8 @@ def run_start(scene: Path, context: tuple[str, str], start: str, report: list[in
     results: dict[int, tuple[float, float, float]] = {}
     if 0 in report:
         config_path, began = train(scene, context, start, 0, [], work, flags)
-        results[0] = (*test_scores(config_path, None), time.time() - began)
+        took = time.time() - began
+        results[0] = (*test_scores(config_path, None), took)
     later = sorted(step for step in report if step > 0)
     if later:
         config_path, began = train(scene, context, start, later[-1], later, work, flags)
@@ -166,7 +168,10 @@ def main() -> None:
     flags = {}
     for item in args.set:
         name, value = item.split("=", 1)
-        flags[name] = type(getattr(__import__("pixelsplat_ns.nerfstudio.model", fromlist=["x"]).PixelSplatModelConfig(), name))(value)
+        try:
+            flags[name] = ast.literal_eval(value)  # numbers, True/False/None
+        except (ValueError, SyntaxError):
+            flags[name] = value  # a word: a Literal choice
 
     console = Console(width=200)
     table = Table(title="fine-tuning through ns-train / ns-eval's loader, native resolution: test PSNR / SSIM (wall s)")

@@ -106,12 +106,12 @@ def _train(scene, output, steps: int = 6, **model) -> torch.nn.Module:
 def test_ns_train_random_start_densifies_from_splatfacto_cube(scene, tmp_path):
     # splatfacto pauses refinement for (training views + refine-every) steps after each opacity reset, step 0's too
     model = _train(scene, tmp_path, steps=10, initialization="random", num_random=3000, warmup_length=1, refine_every=2)
+    assert isinstance(model.strategy, RefinementStrategy) and model.strategy.prune_opa == 0.1
     assert model.refining and model.means.shape[0] != 3000  # refined: split, duplicated or pruned
     assert model.gaussian_pixels.shape[0] == 0  # from no pixel: the walkthrough's picking says so
+    assert model.sh_degree_to_use() == 0  # reloaded, it renders with the bands it was trained with
     model.train()
     assert model.sh_degree_to_use() == 0  # splatfacto's schedule: one band per 1000 steps
-    model.eval()
-    assert model.sh_degree_to_use() == 3  # the untrained bands are zero
 
 
 def test_ns_train_prediction_start_refines_on_request_and_keeps_source_pixels(scene, tmp_path):
@@ -119,11 +119,13 @@ def test_ns_train_prediction_start_refines_on_request_and_keeps_source_pixels(sc
     model = _train(scene, tmp_path, refine=True, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)
     assert model.means.shape[0] > predicted  # densified
     assert model.gaussian_pixels.shape[0] == model.means.shape[0]
-    assert model.sh_degree_to_use() == 3
+    assert model.sh_degree_to_use() == 0  # the degree it was fine-tuned at (6 steps: DC only)
 
 
 def test_only_a_random_start_refines_by_default(scene, tmp_path):
-    predicted = _train(scene, tmp_path / "start", steps=0).means.shape[0]
+    start = _train(scene, tmp_path / "start", steps=0)
+    assert start.sh_degree_to_use() == 3  # feed-forward: every band the prediction has
+    predicted = start.means.shape[0]
     model = _train(scene, tmp_path, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)
     assert not model.refining and model.means.shape[0] == predicted
     model.config.initialization = "random"

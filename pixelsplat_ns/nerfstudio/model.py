@@ -5,7 +5,8 @@ The model is thin on purpose: the encoder (``pixelsplat_ns.encoder``), the conve
 the rasteriser (``pixelsplat_ns.rendering``) hold all the maths. Subclassing
 ``SplatfactoModel`` keeps nerfstudio's viewer and ``ns-export gaussian-splat`` working
 unchanged; what splatfacto does that cannot run here (``.cuda()`` calls, point-cloud
-seeding, densification, LPIPS downloads) is replaced.
+seeding, LPIPS downloads) is replaced; its densification runs through
+``pixelsplat_ns.finetune.starts``.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class PixelSplatModel(SplatfactoModel):
     def populate_modules(self) -> None:
         # splatfacto's own populate_modules seeds Gaussians from points with .cuda() and
         # builds LPIPS (which downloads AlexNet); neither may happen here. The Gaussians
-        # start empty and are filled by predict_gaussians() before the first render.
+        # start empty and are filled by initialize_gaussians() before the first render.
         k = (self.config.sh_degree + 1) ** 2
         self.gauss_params = torch.nn.ParameterDict(
             {
@@ -149,6 +150,9 @@ class PixelSplatModel(SplatfactoModel):
             lambda: (self.means.detach(), torch.sigmoid(self.opacities.detach()).squeeze(-1), self.gaussian_pixels)
         )
         self.context_train_indices: List[int] = []
+        # The SH degree fine-tuning last rendered with (-1: never fine-tuned), persisted, so that a reloaded
+        # run renders as it was trained: bands the schedule had not reached hold their start, unfitted.
+        self.register_buffer("trained_sh_degree", torch.tensor(-1))
         self.strategy = refinement_strategy(
             self.config, self.num_train_data, random_start=self.config.initialization == "random"
         )
@@ -164,6 +168,8 @@ class PixelSplatModel(SplatfactoModel):
     @torch.no_grad()
     def initialize_gaussians(self) -> None:
         """The start of a run (``initialization``): the encoder's prediction or splatfacto's random cube."""
+        if self.config.use_absgrad:
+            raise PixelSplatInputError("--pipeline.model.use-absgrad is not available: the CPU rasteriser has no absgrad")
         if self.config.initialization == "prediction":
             self.predict_gaussians()
             return
@@ -174,6 +180,7 @@ class PixelSplatModel(SplatfactoModel):
             self.gauss_params[name] = Parameter(params[name].to(self.device).contiguous())
         self.gaussian_pixels = torch.zeros(0, 3, dtype=torch.long, device=self.device)  # from no pixel
         self.gaussians_predicted.fill_(True)
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)  # statistics of the old Gaussians go
         CONSOLE.print(
             f"pixelsplat: random start: {self.config.num_random:,} Gaussians in a cube of side {self.config.random_scale} "
             "(splatfacto's random_init)"
@@ -320,14 +327,16 @@ class PixelSplatModel(SplatfactoModel):
         for name in GAUSSIAN_PARAMS:
             self.gauss_params[name] = Parameter(values[name].detach().to(self.device, torch.float32).contiguous())
         self.gaussians_predicted.fill_(True)
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)  # statistics of the old Gaussians go
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
+        dict.setdefault("trained_sh_degree", torch.tensor(-1))  # runs saved before it existed: never fine-tuned
         if "gaussian_pixels" in dict:  # sized like the saved Gaussians
             self.gaussian_pixels = torch.empty_like(dict["gaussian_pixels"], device=self.device)
         else:  # a run saved before Gaussians recorded their pixels: none known (picking says so)
             self.gaussian_pixels = torch.zeros(0, 3, dtype=torch.long, device=self.device)
         super().load_state_dict(dict, **kwargs)
-        self.step = 0  # splatfacto sets 30000 for its SH schedule, which this model does not use
+        self.step = 0  # splatfacto sets 30000 for its SH schedule; here trained_sh_degree says what to render
 
     # ------------------------------------------------------------------ training hooks
     def get_training_callbacks(
@@ -367,16 +376,20 @@ class PixelSplatModel(SplatfactoModel):
     def sh_degree_to_use(self) -> int:
         """splatfacto's schedule while training (one more SH band every sh-degree-interval steps), whatever
         the start: with every band from step 0 a prediction fits each training view by its view-dependent
-        colour instead of moving its Gaussians (measured, README); every band when rendering otherwise.
-        Bands the schedule has not reached keep their start (zero for a random start)."""
+        colour instead of moving its Gaussians (measured, README "Fine-tuning"). Rendering otherwise uses
+        the degree fine-tuning reached, or every band when there was none."""
         if self.training:
-            return min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
-        return self.config.sh_degree
+            degree = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
+            self.trained_sh_degree.fill_(degree)
+            return degree
+        trained = int(self.trained_sh_degree)
+        return self.config.sh_degree if trained < 0 else trained
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
         """splatfacto's L1 + SSIM loss, the context views' weighted by ``context_view_weight``."""
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
-        if self.config.context_view_weight != 1.0 and int(batch.get("image_idx", -1)) in self.context_train_indices:
+        weighted = self.training and self.config.context_view_weight != 1.0  # eval batches index the eval set
+        if weighted and int(batch.get("image_idx", -1)) in self.context_train_indices:
             losses["main_loss"] = losses["main_loss"] * self.config.context_view_weight
         return losses
 

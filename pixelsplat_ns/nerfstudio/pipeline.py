@@ -75,8 +75,9 @@ class PixelSplatPipeline(VanillaPipeline):
         previous = self.datamanager.config.context_views
         self.datamanager.config.context_views = (first, second)
         try:
-            self.datamanager.context_indices()  # validates the names (unknown, eval-split, identical)
+            self.model.context_train_indices = self.datamanager.context_indices()  # validates the names too
             self.model.predict_gaussians()
         except Exception:
             self.datamanager.config.context_views = previous
+            self.model.context_train_indices = self.datamanager.context_indices()
             raise
