@@ -37,6 +37,7 @@ from rich.table import Table
 
 from pixelsplat_ns.cli.progress import progress_bar
 from pixelsplat_ns.metrics import psnr, ssim
+from pixelsplat_ns.nerfstudio.context import to_float_image
 
 # Real scenes the bundled encoder never trains on (configs/train_bundled_encoder.sh), the demo's among them.
 HELD_OUT = ("llff-fern", "strecha-entry-p10", "strecha-castle-p19", "strecha-castle-p30", "pavilion-chair-midday")
@@ -62,11 +63,6 @@ def cut_pair(source: Path, first: int, gap: int, destination: Path) -> Path:
 def score(rendered: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
     """(PSNR, SSIM) of two [h, w, 3] images in [0, 1]."""
     return float(psnr(rendered.clamp(0, 1), truth)), float(ssim(rendered.clamp(0, 1), truth))
-
-
-def _image(cache: dict) -> torch.Tensor:
-    image = cache["image"].float()
-    return (image / 255.0 if cache["image"].dtype == torch.uint8 else image)[..., :3]
 
 
 @torch.no_grad()
@@ -96,7 +92,7 @@ def run_pair(scene: Path, mode: str, output_dir: Path, checkpoint: Path | None) 
     context = data.context_views()
     for index in range(len(data.eval_dataset)):
         camera = data.eval_dataset.cameras[index : index + 1]
-        truth = _image(data.cached_eval[index])
+        truth = to_float_image(data.cached_eval[index]["image"])[..., :3]
         scores["target"].append(score(model.get_outputs_for_camera(camera)["rgb"].cpu(), truth))
         nearest = (context.c2w[:, :3, 3] - camera.camera_to_worlds[0, :3, 3]).norm(dim=-1).argmin()
         scores["copy"].append(score(context.images[nearest], truth))
@@ -104,7 +100,7 @@ def run_pair(scene: Path, mode: str, output_dir: Path, checkpoint: Path | None) 
     everything = {name: value.detach().clone() for name, value in model.gauss_params.items()}
     for view, index in enumerate(data.context_indices()):
         camera = data.train_dataset.cameras[index : index + 1]
-        truth = _image(data.cached_train[index])
+        truth = to_float_image(data.cached_train[index]["image"])[..., :3]
         scores["context"].append(score(model.get_outputs_for_camera(camera)["rgb"].cpu(), truth))
         # Depth consistency: the other view's Gaussians alone, seen from this context camera.
         others = model.gaussian_pixels[:, 0] != view

@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pixelsplat_ns.metrics import psnr, ssim
+from pixelsplat_ns.nerfstudio.context import to_float_image
 
 HELD_OUT = ("llff-fern", "strecha-entry-p10", "strecha-castle-p19", "strecha-castle-p30")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -65,11 +66,6 @@ def cut_window(source: Path, destination: Path) -> tuple[Path, tuple[str, str]]:
     return destination, (names[0], names[1])
 
 
-def _image(cache: dict) -> torch.Tensor:
-    image = cache["image"].float()
-    return (image / 255.0 if cache["image"].dtype == torch.uint8 else image)[..., :3]
-
-
 @torch.no_grad()
 def test_scores(config_path: Path, step: int | None) -> tuple[float, float]:
     """Mean test PSNR/SSIM of a run's checkpoint at ``step`` (None: its latest), loaded as ns-eval loads it."""
@@ -86,7 +82,7 @@ def test_scores(config_path: Path, step: int | None) -> tuple[float, float]:
     scores = []
     for index in range(len(data.eval_dataset)):
         rendered = model.get_outputs_for_camera(data.eval_dataset.cameras[index : index + 1])["rgb"].cpu().clamp(0, 1)
-        truth = _image(data.cached_eval[index])
+        truth = to_float_image(data.cached_eval[index]["image"])[..., :3]
         scores.append((float(psnr(rendered, truth)), float(ssim(rendered, truth))))
     return sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores)
 

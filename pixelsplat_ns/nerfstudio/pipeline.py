@@ -75,9 +75,9 @@ class PixelSplatPipeline(VanillaPipeline):
         previous = self.datamanager.config.context_views
         self.datamanager.config.context_views = (first, second)
         try:
-            self.model.context_train_indices = self.datamanager.context_indices()  # validates the names too
+            indices = self.datamanager.context_indices()  # validates the names (unknown, eval-split, identical)
             self.model.predict_gaussians()
         except Exception:
             self.datamanager.config.context_views = previous
-            self.model.context_train_indices = self.datamanager.context_indices()
             raise
+        self.model.context_train_indices = indices
