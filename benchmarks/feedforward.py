@@ -22,6 +22,7 @@ and the same for copying the context photo nearest to the target camera (the bas
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import io
 import json
@@ -60,13 +61,28 @@ def cut_pair(source: Path, first: int, gap: int, destination: Path) -> Path:
     return destination
 
 
+def model_overrides(items: list[str]) -> dict[str, object]:
+    """``FIELD=VALUE`` flags as model config overrides: Python literals (numbers, True/False/None,
+    tuples) as such, anything else as a word (a Literal choice)."""
+    flags: dict[str, object] = {}
+    for item in items:
+        name, value = item.split("=", 1)
+        try:
+            flags[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            flags[name] = value
+    return flags
+
+
 def score(rendered: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
     """(PSNR, SSIM) of two [h, w, 3] images in [0, 1]."""
     return float(psnr(rendered.clamp(0, 1), truth)), float(ssim(rendered.clamp(0, 1), truth))
 
 
 @torch.no_grad()
-def run_pair(scene: Path, mode: str, output_dir: Path, checkpoint: Path | None) -> dict[str, list[tuple[float, float]]]:
+def run_pair(
+    scene: Path, mode: str, output_dir: Path, checkpoint: Path | None, flags: dict[str, object]
+) -> dict[str, list[tuple[float, float]]]:
     """ns-train pixelsplat (defaults, feed-forward) then the ns-render/ns-eval load path."""
     from nerfstudio.scripts.train import main as train_main
     from nerfstudio.utils.eval_utils import eval_setup
@@ -82,6 +98,8 @@ def run_pair(scene: Path, mode: str, output_dir: Path, checkpoint: Path | None) 
     config.pipeline.model.gaussian_resolution = "native" if mode == "native" else "encoder"
     config.pipeline.model.untrained = mode == "untrained"  # the same architecture with seeded random weights
     config.pipeline.model.encoder_checkpoint = checkpoint
+    for name, value in flags.items():
+        setattr(config.pipeline.model, name, value)
     config.set_timestamp()
     with contextlib.redirect_stdout(io.StringIO()):
         train_main(config)
@@ -121,7 +139,10 @@ def main() -> None:
                         choices=["encoder", "native", "untrained"],
                         help="encoder / native: --pipeline.model.gaussian-resolution; untrained: random weights")  # fmt: skip
     parser.add_argument("--encoder-checkpoint", type=Path, default=None, help="default: the bundled encoder")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="model config overrides for every mode, e.g. encoder_long_side=160")  # fmt: skip
     args = parser.parse_args()
+    flags = model_overrides(args.set)
     torch.set_num_threads(2)
 
     console = Console(width=200)
@@ -146,7 +167,7 @@ def main() -> None:
             for first in range(0, frames - args.gap, args.stride):
                 scene = cut_pair(source, first, args.gap, Path(work) / f"{name}-{first}")
                 for mode in args.modes:
-                    scores = run_pair(scene, mode, Path(work) / "outputs", args.encoder_checkpoint)
+                    scores = run_pair(scene, mode, Path(work) / "outputs", args.encoder_checkpoint, flags)
                     for key, values in scores.items():
                         if key == "copy" and mode != args.modes[0]:
                             continue

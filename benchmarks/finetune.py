@@ -23,7 +23,6 @@ compare the two starts of one run, not across runs).
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import io
 import json
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from feedforward import model_overrides  # benchmarks/ is the script's folder
 from rich.console import Console
 from rich.table import Table
 
@@ -161,13 +161,7 @@ def main() -> None:
                         help="model config overrides for both starts, e.g. gaussian_resolution=native")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(2)
-    flags = {}
-    for item in args.set:
-        name, value = item.split("=", 1)
-        try:
-            flags[name] = ast.literal_eval(value)  # numbers, True/False/None
-        except (ValueError, SyntaxError):
-            flags[name] = value  # a word: a Literal choice
+    flags = model_overrides(args.set)
 
     console = Console(width=200)
     table = Table(title="fine-tuning through ns-train / ns-eval's loader, native resolution: test PSNR / SSIM (wall s)")

@@ -20,7 +20,14 @@ from pixelsplat_ns.data import (
     ViewSamplerConfig,
     example_loader,
 )
-from pixelsplat_ns.data.examples import SkipExample, make_example, mirror_views, resize_and_crop
+from pixelsplat_ns.data.examples import (
+    SkipExample,
+    draw_augmentation,
+    jitter_colors,
+    make_example,
+    mirror_views,
+    resize_and_crop,
+)
 from pixelsplat_ns.data.sampling import NotEnoughFrames, example_generator, gap_range, sample_views
 from pixelsplat_ns.data.scenes import FrameImages, Scene
 from tests.conftest import DATA, require
@@ -183,6 +190,45 @@ def test_crop_and_resize_keep_intrinsics_exact(shape):
             for i in range(views["image"].shape[0]):
                 expected = project(reflected, mirrored["extrinsics"][i], mirrored["intrinsics"][i], shape)
                 assert (blob_centre(mirrored["image"][i]) - expected).abs().max() < 0.1
+
+
+def test_zoomed_crops_keep_intrinsics_exact():
+    # Zoomed crops at random positions (the same for all views of an example) still put the
+    # 3D point where the example's cameras project it.
+    shape = (96, 96)
+    point = torch.tensor([0.5, 0.2, 5.0], dtype=torch.float64)
+    scene = blob_scene(12, point)
+    config = ExampleConfig(image_shape=shape, min_gap=3, max_gap=8, num_target_views=2, augment=False, zoom_range=(1.2, 1.6))
+    checked = 0
+    for step in range(6):
+        example = make_example(scene, config, step)
+        for part in ("context", "target"):
+            views = example[part]
+            for i in range(views["image"].shape[0]):
+                expected = project(point * example["scale"], views["extrinsics"][i], views["intrinsics"][i], shape)
+                if (expected < 12).any() or (expected > 84).any():
+                    continue  # the blob is cut by the crop
+                assert (blob_centre(views["image"][i]) - expected).abs().max() < 0.1, (step, part, i)
+                checked += 1
+    assert checked >= 12
+    # Zoom draws differ between examples: the focal lengths are not all the same.
+    focals = {round(make_example(scene, config, step)["context"]["intrinsics"][0, 0, 0].item(), 4) for step in range(6)}
+    assert len(focals) > 1
+
+
+def test_color_jitter_is_shared_by_all_views_of_an_example():
+    scene = blob_scene(12, torch.tensor([0.5, 0.2, 5.0], dtype=torch.float64))
+    plain = ExampleConfig(image_shape=(32, 32), min_gap=3, max_gap=8, num_target_views=2, augment=False)
+    jittered = ExampleConfig(**{**plain.__dict__, "color_jitter": 0.4})
+    a, b = make_example(scene, plain, 5), make_example(scene, jittered, 5)
+    assert torch.equal(a["context"]["index"], b["context"]["index"])  # same views, only colours differ
+    assert not torch.allclose(a["context"]["image"], b["context"]["image"])
+    generator = example_generator(jittered.seed, 5)
+    sample_views(len(scene), jittered, 5, generator)  # the draws make_example takes before the augmentation
+    factors = torch.tensor(draw_augmentation(jittered, generator).colors)
+    for part in ("context", "target"):
+        torch.testing.assert_close(b[part]["image"], jitter_colors(a[part]["image"], factors))
+    torch.testing.assert_close(jitter_colors(a["context"]["image"], torch.ones(3)), a["context"]["image"])
 
 
 def test_resize_and_crop_matches_the_pixel_grid():

@@ -20,6 +20,7 @@ multiplied by ``scale`` so the context baseline is 1; near/far follow the offici
 from __future__ import annotations
 
 import hashlib
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Iterator
@@ -46,6 +47,14 @@ class ExampleConfig(ViewSamplerConfig):
     """Seed of the scene order and of every example's randomness (with step, rank and slot)."""
     augment: bool = True
     """Mirror half of the training examples left-right (images, poses and intrinsics), as the reference does."""
+    zoom_range: tuple[float, float] = (1.0, 1.0)
+    """Training examples are cropped from frames resized to cover ``image_shape`` times a zoom drawn
+    log-uniformly from this range (the same for all views of an example, at a random crop
+    position), so that the encoder meets scenes at several image scales; (1, 1): centre crops."""
+    color_jitter: float = 0.0
+    """Training examples' brightness, contrast and saturation are each scaled by a factor drawn from
+    [1 - color_jitter, 1 + color_jitter], the same for all views of an example (targets too, so the
+    photometric loss compares like with like); 0: off."""
     make_baseline_1: bool = True
     """Scale each example's world so the widest context baseline is 1."""
     baseline_epsilon: float = 1e-3
@@ -61,6 +70,10 @@ class ExampleConfig(ViewSamplerConfig):
         super().__post_init__()
         if min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be positive, got {self.image_shape}")
+        if not 1.0 <= self.zoom_range[0] <= self.zoom_range[1]:
+            raise ValueError(f"zoom_range must be (low, high) with 1 <= low <= high, got {self.zoom_range}")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1), got {self.color_jitter}")
 
     @classmethod
     def re10k(cls) -> "ExampleConfig":
@@ -80,9 +93,15 @@ class SkipExample(ValueError):
 
 
 def resize_and_crop(
-    image: Image.Image, intrinsics: Float[Tensor, "3 3"], shape: tuple[int, int]
+    image: Image.Image,
+    intrinsics: Float[Tensor, "3 3"],
+    shape: tuple[int, int],
+    zoom: float = 1.0,
+    position: tuple[float, float] = (0.5, 0.5),
 ) -> tuple[Float[Tensor, "3 h w"], Float[Tensor, "3 3"]]:
-    """Resize ``image`` (Lanczos) to just cover ``shape`` = (h, w), then centre-crop to it.
+    """Resize ``image`` (Lanczos) to just cover ``shape`` = (h, w) times ``zoom``, then crop
+    ``shape`` from it at ``position`` (fractions of the spare rows and columns; the default
+    is a centre crop).
 
     The resize is corner-aligned, so normalised intrinsics are unchanged by it; the crop
     shifts the principal point and rescales by the cropped fraction. Exact: a 3D point
@@ -90,11 +109,11 @@ def resize_and_crop(
     """
     h_out, w_out = shape
     w_in, h_in = image.size
-    factor = max(h_out / h_in, w_out / w_in)
+    factor = max(h_out / h_in, w_out / w_in) * zoom
     h_scaled, w_scaled = max(round(h_in * factor), h_out), max(round(w_in * factor), w_out)
     if (h_scaled, w_scaled) != (h_in, w_in):
         image = image.resize((w_scaled, h_scaled), Image.LANCZOS)
-    row, col = (h_scaled - h_out) // 2, (w_scaled - w_out) // 2
+    row, col = round((h_scaled - h_out) * position[0] - 1e-9), round((w_scaled - w_out) * position[1] - 1e-9)
     image = image.crop((col, row, col + w_out, row + h_out))
     k_pixels = denormalize_intrinsics(intrinsics.to(torch.float64), w_scaled, h_scaled)
     k_pixels[0, 2] -= col
@@ -128,14 +147,53 @@ def field_of_view_deg(intrinsics: Float[Tensor, "*batch 3 3"]) -> Float[Tensor, 
     return torch.stack((fov_x, fov_y), dim=-1).rad2deg()
 
 
-def _load_views(scene: Scene, indices: Tensor, shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def jitter_colors(images: Float[Tensor, "*batch 3 h w"], factors: Float[Tensor, "3"]) -> Float[Tensor, "*batch 3 h w"]:
+    """Scale brightness, then contrast (about each image's mean grey), then saturation (about
+    each pixel's grey) by ``factors``; clamped to [0, 1]."""
+    brightness, contrast, saturation = factors.tolist()
+    images = images * brightness
+    grey = images.mean(dim=-3, keepdim=True)
+    images = (images - grey.mean(dim=(-2, -1), keepdim=True)) * contrast + grey.mean(dim=(-2, -1), keepdim=True)
+    grey = images.mean(dim=-3, keepdim=True)
+    return ((images - grey) * saturation + grey).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One training example's photometric and crop augmentation (identity by default)."""
+
+    mirror: bool = False
+    zoom: float = 1.0
+    position: tuple[float, float] = (0.5, 0.5)
+    colors: tuple[float, float, float] | None = None
+
+
+def draw_augmentation(config: ExampleConfig, generator: torch.Generator) -> Augmentation:
+    """An example's augmentation from ``config``; draws nothing for a disabled one, so examples
+    made without zoom or jitter are the same as before those options existed."""
+    mirror = config.augment and bool(torch.rand((), generator=generator) < 0.5)
+    zoom, position, colors = 1.0, (0.5, 0.5), None
+    low, high = config.zoom_range
+    if high > 1.0:
+        fraction, row, col = torch.rand(3, generator=generator).tolist()
+        zoom = math.exp(math.log(low) + fraction * (math.log(high) - math.log(low)))  # log-uniform
+        position = (row, col)
+    if config.color_jitter > 0:
+        draws = torch.rand(3, generator=generator) * 2 - 1
+        colors = tuple((1 + config.color_jitter * draws).tolist())
+    return Augmentation(mirror, zoom, position, colors)
+
+
+def _load_views(
+    scene: Scene, indices: Tensor, shape: tuple[int, int], zoom: float = 1.0, position: tuple[float, float] = (0.5, 0.5)
+) -> tuple[Tensor, Tensor]:
     images, intrinsics = [], []
     for index in indices.tolist():
         try:
             pil = scene.images.pil(index)
         except (ImageDecodeError, OSError) as error:
             raise SkipExample(f"frame {index} ({scene.images.name(index)}) cannot be decoded: {error}") from error
-        image, k = resize_and_crop(pil, scene.intrinsics[index], shape)
+        image, k = resize_and_crop(pil, scene.intrinsics[index], shape, zoom, position)
         images.append(image)
         intrinsics.append(k)
     return torch.stack(images), torch.stack(intrinsics)
@@ -163,8 +221,8 @@ def make_example(
     if (fov > config.max_fov_deg).any():
         raise SkipExample(f"field of view {fov.max():.1f} deg exceeds max_fov_deg={config.max_fov_deg}")
 
-    mirror = stage == "train" and config.augment and bool(torch.rand((), generator=generator) < 0.5)
-    example = example_from_indices(scene, context_index, target_index, config, mirror=mirror)
+    augmentation = draw_augmentation(config, generator) if stage == "train" else Augmentation()
+    example = example_from_indices(scene, context_index, target_index, config, augmentation=augmentation)
     example["step"] = step
     return example
 
@@ -174,12 +232,13 @@ def example_from_indices(
     context_index: Tensor,
     target_index: Tensor,
     config: ExampleConfig,
-    mirror: bool = False,
+    augmentation: Augmentation = Augmentation(),
 ) -> dict:
     """The example made of the given frames: images resized and cropped to
     ``config.image_shape`` (intrinsics exact), world scaled so the context baseline is 1
-    (``make_baseline_1``), near/far from the official rule. Used by the sampler above and
-    by evaluations with fixed view choices. Raises :class:`SkipExample` with the reason.
+    (``make_baseline_1``), near/far from the official rule, then ``augmentation`` (mirror,
+    zoomed crop, colours) applied to every view alike. Used by the sampler above and by
+    evaluations with fixed view choices. Raises :class:`SkipExample` with the reason.
     """
     extrinsics = scene.extrinsics.to(torch.float32)
     origins = extrinsics[context_index, :3, 3]
@@ -190,11 +249,13 @@ def example_from_indices(
 
     views = {}
     for name, index in (("context", context_index), ("target", target_index)):
-        image, intrinsics = _load_views(scene, index, config.image_shape)
+        image, intrinsics = _load_views(scene, index, config.image_shape, augmentation.zoom, augmentation.position)
+        if augmentation.colors is not None:
+            image = jitter_colors(image, torch.tensor(augmentation.colors))
         pose = extrinsics[index].clone()
         pose[:, :3, 3] *= scale
         views[name] = {"image": image, "extrinsics": pose, "intrinsics": intrinsics, "index": index}
-    if mirror:
+    if augmentation.mirror:
         views = {name: mirror_views(value) for name, value in views.items()}
 
     near, far = official_near_far(
