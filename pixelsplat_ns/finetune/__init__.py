@@ -1,25 +1,6 @@
-"""Per-scene fine-tuning of predicted Gaussians, and the starts from scratch it is compared with."""
+"""Where per-scene fine-tuning starts (the encoder's prediction or splatfacto's random cube) and
+how it refines the Gaussians (gsplat's DefaultStrategy, adapted): used by the nerfstudio model."""
 
-from pixelsplat_ns.finetune.optimize import FitConfig, fit_splats, photometric_loss
-from pixelsplat_ns.finetune.pairs import merge_splats, scale_splats, splats_from_pairs
-from pixelsplat_ns.finetune.splats import (
-    Splats,
-    pixel_splats,
-    random_splats,
-    render_splats,
-    splats_from_gaussians,
-)
+from pixelsplat_ns.finetune.starts import RefinementStrategy, random_cube_params, refinement_strategy
 
-__all__ = [
-    "FitConfig",
-    "Splats",
-    "fit_splats",
-    "merge_splats",
-    "photometric_loss",
-    "pixel_splats",
-    "random_splats",
-    "render_splats",
-    "scale_splats",
-    "splats_from_gaussians",
-    "splats_from_pairs",
-]
+__all__ = ["RefinementStrategy", "random_cube_params", "refinement_strategy"]
