@@ -10,13 +10,19 @@
 # Wide baselines: context gaps grow from 2-6 to 2-12 frames (3-47 degrees), and the near plane
 # is where the baseline gives 2 x min(h, w) pixels of disparity (recorded in the checkpoint).
 #
-#   bash configs/train_bundled_encoder.sh            # STEPS=7000 (about 45-50 min on 2 CPU cores)
-#   STEPS=500 bash configs/train_bundled_encoder.sh  # a shorter run
-# A stopped run resumes where it stopped: add  --load-dir $OUT/tiny/pixelsplat-pretrain/run/nerfstudio_models
-# to the ns-train line (RESUME=1 does it) with the same STEPS.
+# Then a second stage of AUGMENT_STEPS from the first stage's encoder: every gap of 2-12 frames from
+# the start, crops zoomed 1-2x at random positions and colour jitter (examples.zoom-range,
+# examples.color-jitter), learning rate 1e-4, so that the encoder meets scenes at several scales.
+#
+#   bash configs/train_bundled_encoder.sh            # STEPS=7000, AUGMENT_STEPS=6000 (about 50 + 53 min on 2 CPU cores)
+#   STEPS=500 AUGMENT_STEPS=100 bash configs/train_bundled_encoder.sh  # a shorter run
+# A finished stage is not run again. A stopped stage resumes where it stopped: RESUME=1 with the
+# same STEPS and AUGMENT_STEPS adds  --load-dir $OUT/<stage>/pixelsplat-pretrain/run/nerfstudio_models
+# to that stage's ns-train line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-7000}
+AUGMENT_STEPS=${AUGMENT_STEPS:-6000}
 SCENES=${SCENES:-150}
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-outputs/bundled-encoder}
@@ -33,10 +39,19 @@ if [ ! -d "$WORK/scenes/procedural" ]; then
   ln -s "$(realpath "$DATA/dtu-vase")" "$WORK/scenes/dtu-vase"
 fi
 
-resume=()
-if [ "${RESUME:-0}" = 1 ]; then resume=(--load-dir "$OUT/tiny/pixelsplat-pretrain/run/nerfstudio_models"); fi
+# A stage is done when its last encoder (step N - 1) is written.
+finished() { [ -f "$OUT/$1/pixelsplat-pretrain/run/encoders/encoder-step-$(printf %09d $(($2 - 1))).ckpt" ]; }
+last_encoder() { ls "$OUT/$1"/pixelsplat-pretrain/run/encoders/encoder-step-*.ckpt | sort | tail -n 1; }
 
-.venv/bin/ns-train pixelsplat-pretrain \
+# With RESUME=1, a stage that saved nerfstudio checkpoints continues from them.
+resume_flags() {  # sets the array `resume` for stage $1
+  resume=()
+  local models="$OUT/$1/pixelsplat-pretrain/run/nerfstudio_models"
+  if [ "${RESUME:-0}" = 1 ] && [ -d "$models" ]; then resume=(--load-dir "$models"); fi
+}
+
+resume_flags tiny
+finished tiny "$STEPS" || .venv/bin/ns-train pixelsplat-pretrain \
   --data "$WORK/scenes" --output-dir "$OUT" --experiment-name tiny --timestamp run "${resume[@]}" \
   --max-num-iterations "$STEPS" --steps-per-save 250 --steps-per-eval-batch 500 --steps-per-eval-image 1000 \
   --steps-per-eval-all-images 1000000 --logging.steps-per-log 50 \
@@ -52,7 +67,27 @@ if [ "${RESUME:-0}" = 1 ]; then resume=(--load-dir "$OUT/tiny/pixelsplat-pretrai
   --optimizers.encoder.optimizer.lr 3e-4 \
   --optimizers.encoder.scheduler.warmup-steps 100 --optimizers.encoder.scheduler.max-steps "$STEPS"
 
-final=$(ls "$OUT"/tiny/pixelsplat-pretrain/run/encoders/encoder-step-*.ckpt | sort | tail -n 1)
+
+if [ "$AUGMENT_STEPS" -gt 0 ] && ! finished augment "$AUGMENT_STEPS"; then
+  resume_flags augment
+  .venv/bin/ns-train pixelsplat-pretrain \
+    --data "$WORK/scenes" --output-dir "$OUT" --experiment-name augment --timestamp run "${resume[@]}" \
+    --max-num-iterations "$AUGMENT_STEPS" --steps-per-save 250 --steps-per-eval-batch 500 \
+    --steps-per-eval-image 1000000 --steps-per-eval-all-images 1000000 --logging.steps-per-log 50 \
+    --machine.seed 0 \
+    --pipeline.model.encoder tiny --pipeline.model.encoder-checkpoint-every 250 \
+    --pipeline.model.init-checkpoint "$(last_encoder tiny)" \
+    --pipeline.model.gaussians-per-pixel 1 \
+    --pipeline.datamanager.examples.image-shape 64 64 \
+    --pipeline.datamanager.examples.num-target-views 2 \
+    --pipeline.datamanager.examples.near-disparity 2.0 \
+    --pipeline.datamanager.examples.min-gap 2 --pipeline.datamanager.examples.max-gap 12 \
+    --pipeline.datamanager.examples.zoom-range 1.0 2.0 --pipeline.datamanager.examples.color-jitter 0.2 \
+    --optimizers.encoder.optimizer.lr 1e-4 \
+    --optimizers.encoder.scheduler.warmup-steps 50 --optimizers.encoder.scheduler.max-steps "$AUGMENT_STEPS"
+fi
+final=$(last_encoder tiny)
+if [ "$AUGMENT_STEPS" -gt 0 ]; then final=$(last_encoder augment); fi
 mkdir -p pixelsplat_ns/assets/weights
 cp "$final" pixelsplat_ns/assets/weights/tiny.ckpt
 echo "bundled encoder: $final -> pixelsplat_ns/assets/weights/tiny.ckpt"

@@ -89,4 +89,5 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path, capsys, mo
         Demo(output_dir=tmp_path / "out").main()
     assert stopped.value.code == 1
     out = printed(capsys)
-    assert "No space left on device" in out and "Traceback" not in out
+    # rich wraps at spaces, which the unwrapping cannot restore: compare without whitespace
+    assert "Nospaceleftondevice" in "".join(out.split()) and "Traceback" not in out
