@@ -18,7 +18,7 @@
 #   STEPS=500 AUGMENT_STEPS=100 bash configs/train_bundled_encoder.sh  # a shorter run
 # A finished stage is not run again. A stopped stage resumes where it stopped: RESUME=1 with the
 # same STEPS and AUGMENT_STEPS adds  --load-dir $OUT/<stage>/pixelsplat-pretrain/run/nerfstudio_models
-# to that stage's ns-train line.
+# to that stage's ns-train line and asks only for the steps still to do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-7000}
@@ -43,17 +43,25 @@ fi
 finished() { [ -f "$OUT/$1/pixelsplat-pretrain/run/encoders/encoder-step-$(printf %09d $(($2 - 1))).ckpt" ]; }
 last_encoder() { ls "$OUT/$1"/pixelsplat-pretrain/run/encoders/encoder-step-*.ckpt | sort | tail -n 1; }
 
-# With RESUME=1, a stage that saved nerfstudio checkpoints continues from them.
-resume_flags() {  # sets the array `resume` for stage $1
+# With RESUME=1, a stage that saved nerfstudio checkpoints continues from its last one: sets the
+# array `resume` (--load-dir) and `steps`, the steps still to do (nerfstudio's --max-num-iterations
+# counts from the loaded step), for stage $1 of $2 steps.
+resume_flags() {
   resume=()
-  local models="$OUT/$1/pixelsplat-pretrain/run/nerfstudio_models"
-  if [ "${RESUME:-0}" = 1 ] && [ -d "$models" ]; then resume=(--load-dir "$models"); fi
+  steps=$2
+  local models="$OUT/$1/pixelsplat-pretrain/run/nerfstudio_models" last
+  if [ "${RESUME:-0}" = 1 ] && compgen -G "$models/step-*.ckpt" > /dev/null; then
+    last=$(ls "$models"/step-*.ckpt | sort | tail -n 1)
+    last=${last##*/step-}
+    resume=(--load-dir "$models")
+    steps=$(($2 - 10#${last%.ckpt} - 1))
+  fi
 }
 
-resume_flags tiny
+resume_flags tiny "$STEPS"
 finished tiny "$STEPS" || .venv/bin/ns-train pixelsplat-pretrain \
   --data "$WORK/scenes" --output-dir "$OUT" --experiment-name tiny --timestamp run "${resume[@]}" \
-  --max-num-iterations "$STEPS" --steps-per-save 250 --steps-per-eval-batch 500 --steps-per-eval-image 1000 \
+  --max-num-iterations "$steps" --steps-per-save 250 --steps-per-eval-batch 500 --steps-per-eval-image 1000 \
   --steps-per-eval-all-images 1000000 --logging.steps-per-log 50 \
   --machine.seed 0 \
   --pipeline.model.encoder tiny --pipeline.model.encoder-checkpoint-every 250 \
@@ -69,10 +77,10 @@ finished tiny "$STEPS" || .venv/bin/ns-train pixelsplat-pretrain \
 
 
 if [ "$AUGMENT_STEPS" -gt 0 ] && ! finished augment "$AUGMENT_STEPS"; then
-  resume_flags augment
+  resume_flags augment "$AUGMENT_STEPS"
   .venv/bin/ns-train pixelsplat-pretrain \
     --data "$WORK/scenes" --output-dir "$OUT" --experiment-name augment --timestamp run "${resume[@]}" \
-    --max-num-iterations "$AUGMENT_STEPS" --steps-per-save 250 --steps-per-eval-batch 500 \
+    --max-num-iterations "$steps" --steps-per-save 250 --steps-per-eval-batch 500 \
     --steps-per-eval-image 1000000 --steps-per-eval-all-images 1000000 --logging.steps-per-log 50 \
     --machine.seed 0 \
     --pipeline.model.encoder tiny --pipeline.model.encoder-checkpoint-every 250 \

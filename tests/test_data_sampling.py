@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from io import BytesIO
@@ -219,16 +220,16 @@ def test_zoomed_crops_keep_intrinsics_exact():
 def test_color_jitter_is_shared_by_all_views_of_an_example():
     scene = blob_scene(12, torch.tensor([0.5, 0.2, 5.0], dtype=torch.float64))
     plain = ExampleConfig(image_shape=(32, 32), min_gap=3, max_gap=8, num_target_views=2, augment=False)
-    jittered = ExampleConfig(**{**plain.__dict__, "color_jitter": 0.4})
+    jittered = dataclasses.replace(plain, color_jitter=0.4)
     a, b = make_example(scene, plain, 5), make_example(scene, jittered, 5)
     assert torch.equal(a["context"]["index"], b["context"]["index"])  # same views, only colours differ
     assert not torch.allclose(a["context"]["image"], b["context"]["image"])
     generator = example_generator(jittered.seed, 5)
     sample_views(len(scene), jittered, 5, generator)  # the draws make_example takes before the augmentation
-    factors = torch.tensor(draw_augmentation(jittered, generator).colors)
+    factors = draw_augmentation(jittered, generator).colors
     for part in ("context", "target"):
         torch.testing.assert_close(b[part]["image"], jitter_colors(a[part]["image"], factors))
-    torch.testing.assert_close(jitter_colors(a["context"]["image"], torch.ones(3)), a["context"]["image"])
+    torch.testing.assert_close(jitter_colors(a["context"]["image"], (1.0, 1.0, 1.0)), a["context"]["image"])
 
 
 def test_resize_and_crop_matches_the_pixel_grid():

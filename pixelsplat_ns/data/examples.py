@@ -12,7 +12,8 @@ An example (a dict, so ``torch.utils.data.default_collate`` batches it) is::
     }
 
 Images are resized (Lanczos, corner-aligned) so they cover the training resolution and
-centre-cropped to it, with the intrinsics following exactly. World translations are
+centre-cropped to it (training examples optionally zoomed and cropped at a random position,
+mirrored and colour-jittered: ``ExampleConfig``), with the intrinsics following exactly. World translations are
 multiplied by ``scale`` so the context baseline is 1; near/far follow the official rule
 (``cameras.official_near_far``) on the context views and are shared by the targets.
 """
@@ -27,7 +28,7 @@ from typing import Iterator
 
 import torch
 import torch.distributed as dist
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -147,10 +148,12 @@ def field_of_view_deg(intrinsics: Float[Tensor, "*batch 3 3"]) -> Float[Tensor, 
     return torch.stack((fov_x, fov_y), dim=-1).rad2deg()
 
 
-def jitter_colors(images: Float[Tensor, "*batch 3 h w"], factors: Float[Tensor, "3"]) -> Float[Tensor, "*batch 3 h w"]:
+def jitter_colors(
+    images: Float[Tensor, "*batch 3 h w"], factors: tuple[float, float, float]
+) -> Float[Tensor, "*batch 3 h w"]:
     """Scale brightness, then contrast (about each image's mean grey), then saturation (about
     each pixel's grey) by ``factors``; clamped to [0, 1]."""
-    brightness, contrast, saturation = factors.tolist()
+    brightness, contrast, saturation = factors
     images = images * brightness
     grey = images.mean(dim=-3, keepdim=True)
     images = (images - grey.mean(dim=(-2, -1), keepdim=True)) * contrast + grey.mean(dim=(-2, -1), keepdim=True)
@@ -163,9 +166,13 @@ class Augmentation:
     """One training example's photometric and crop augmentation (identity by default)."""
 
     mirror: bool = False
+    """Mirror the views left-right (``mirror_views``)."""
     zoom: float = 1.0
+    """Resize frames to cover the example's shape times this before cropping."""
     position: tuple[float, float] = (0.5, 0.5)
+    """Where the crop lies, as fractions of the spare (rows, columns)."""
     colors: tuple[float, float, float] | None = None
+    """Brightness, contrast and saturation factors (``jitter_colors``); None: unchanged."""
 
 
 def draw_augmentation(config: ExampleConfig, generator: torch.Generator) -> Augmentation:
@@ -185,8 +192,13 @@ def draw_augmentation(config: ExampleConfig, generator: torch.Generator) -> Augm
 
 
 def _load_views(
-    scene: Scene, indices: Tensor, shape: tuple[int, int], zoom: float = 1.0, position: tuple[float, float] = (0.5, 0.5)
-) -> tuple[Tensor, Tensor]:
+    scene: Scene,
+    indices: Int[Tensor, " view"],
+    shape: tuple[int, int],
+    zoom: float = 1.0,
+    position: tuple[float, float] = (0.5, 0.5),
+) -> tuple[Float[Tensor, "view 3 h w"], Float[Tensor, "view 3 3"]]:
+    """The frames ``indices`` of ``scene`` resized and cropped (``resize_and_crop``), with their intrinsics."""
     images, intrinsics = [], []
     for index in indices.tolist():
         try:
@@ -251,7 +263,7 @@ def example_from_indices(
     for name, index in (("context", context_index), ("target", target_index)):
         image, intrinsics = _load_views(scene, index, config.image_shape, augmentation.zoom, augmentation.position)
         if augmentation.colors is not None:
-            image = jitter_colors(image, torch.tensor(augmentation.colors))
+            image = jitter_colors(image, augmentation.colors)
         pose = extrinsics[index].clone()
         pose[:, :3, 3] *= scale
         views[name] = {"image": image, "extrinsics": pose, "intrinsics": intrinsics, "index": index}
