@@ -39,9 +39,9 @@ if [ ! -d "$WORK/scenes/procedural" ]; then
   ln -s "$(realpath "$DATA/dtu-vase")" "$WORK/scenes/dtu-vase"
 fi
 
-# A stage is done when its last encoder (step N - 1) is written.
-finished() { [ -f "$OUT/$1/pixelsplat-pretrain/run/encoders/encoder-step-$(printf %09d $(($2 - 1))).ckpt" ]; }
-last_encoder() { ls "$OUT/$1"/pixelsplat-pretrain/run/encoders/encoder-step-*.ckpt | sort | tail -n 1; }
+# The last encoder of stage $1 of $2 steps (step $2 - 1); the stage is done when it is written.
+last_encoder() { printf '%s/%s/pixelsplat-pretrain/run/encoders/encoder-step-%09d.ckpt' "$OUT" "$1" $(($2 - 1)); }
+finished() { [ -f "$(last_encoder "$1" "$2")" ]; }
 
 # With RESUME=1, a stage that saved nerfstudio checkpoints continues from its last one: sets the
 # array `resume` (--load-dir) and `steps`, the steps still to do (nerfstudio's --max-num-iterations
@@ -58,44 +58,48 @@ resume_flags() {
   fi
 }
 
+# What both stages share: data, seed, architecture, example size, near rule, final context gaps.
+shared=(
+  --data "$WORK/scenes" --output-dir "$OUT" --logging.steps-per-log 50 --steps-per-save 250
+  --machine.seed 0
+  --pipeline.model.encoder tiny --pipeline.model.encoder-checkpoint-every 250
+  --pipeline.model.gaussians-per-pixel 1
+  --pipeline.datamanager.examples.image-shape 64 64
+  --pipeline.datamanager.examples.num-target-views 2
+  --pipeline.datamanager.examples.near-disparity 2.0
+  --pipeline.datamanager.examples.min-gap 2 --pipeline.datamanager.examples.max-gap 12
+)
+
 resume_flags tiny "$STEPS"
 finished tiny "$STEPS" || .venv/bin/ns-train pixelsplat-pretrain \
-  --data "$WORK/scenes" --output-dir "$OUT" --experiment-name tiny --timestamp run "${resume[@]}" \
-  --max-num-iterations "$steps" --steps-per-save 250 --steps-per-eval-batch 500 --steps-per-eval-image 1000 \
-  --steps-per-eval-all-images 1000000 --logging.steps-per-log 50 \
-  --machine.seed 0 \
-  --pipeline.model.encoder tiny --pipeline.model.encoder-checkpoint-every 250 \
-  --pipeline.model.gaussians-per-pixel 1 \
-  --pipeline.datamanager.examples.image-shape 64 64 \
-  --pipeline.datamanager.examples.num-target-views 2 \
-  --pipeline.datamanager.examples.near-disparity 2.0 \
-  --pipeline.datamanager.examples.min-gap 2 --pipeline.datamanager.examples.max-gap 12 \
+  --experiment-name tiny --timestamp run "${resume[@]}" \
+  --max-num-iterations "$steps" --steps-per-eval-batch 500 --steps-per-eval-image 1000 \
+  --steps-per-eval-all-images 1000000 \
+  "${shared[@]}" \
   --pipeline.datamanager.examples.initial-min-gap 2 --pipeline.datamanager.examples.initial-max-gap 6 \
   --pipeline.datamanager.examples.warmup-steps 2000 \
   --optimizers.encoder.optimizer.lr 3e-4 \
   --optimizers.encoder.scheduler.warmup-steps 100 --optimizers.encoder.scheduler.max-steps "$STEPS"
 
-
 if [ "$AUGMENT_STEPS" -gt 0 ] && ! finished augment "$AUGMENT_STEPS"; then
   resume_flags augment "$AUGMENT_STEPS"
   .venv/bin/ns-train pixelsplat-pretrain \
-    --data "$WORK/scenes" --output-dir "$OUT" --experiment-name augment --timestamp run "${resume[@]}" \
-    --max-num-iterations "$steps" --steps-per-save 250 --steps-per-eval-batch 500 \
-    --steps-per-eval-image 1000000 --steps-per-eval-all-images 1000000 --logging.steps-per-log 50 \
-    --machine.seed 0 \
-    --pipeline.model.encoder tiny --pipeline.model.encoder-checkpoint-every 250 \
-    --pipeline.model.init-checkpoint "$(last_encoder tiny)" \
-    --pipeline.model.gaussians-per-pixel 1 \
-    --pipeline.datamanager.examples.image-shape 64 64 \
-    --pipeline.datamanager.examples.num-target-views 2 \
-    --pipeline.datamanager.examples.near-disparity 2.0 \
-    --pipeline.datamanager.examples.min-gap 2 --pipeline.datamanager.examples.max-gap 12 \
+    --experiment-name augment --timestamp run "${resume[@]}" \
+    --max-num-iterations "$steps" --steps-per-eval-batch 500 \
+    --steps-per-eval-image 1000000 --steps-per-eval-all-images 1000000 \
+    "${shared[@]}" \
+    --pipeline.model.init-checkpoint "$(last_encoder tiny "$STEPS")" \
     --pipeline.datamanager.examples.zoom-range 1.0 2.0 --pipeline.datamanager.examples.color-jitter 0.2 \
     --optimizers.encoder.optimizer.lr 1e-4 \
     --optimizers.encoder.scheduler.warmup-steps 50 --optimizers.encoder.scheduler.max-steps "$AUGMENT_STEPS"
 fi
-final=$(last_encoder tiny)
-if [ "$AUGMENT_STEPS" -gt 0 ]; then final=$(last_encoder augment); fi
+stage=tiny total=$STEPS
+if [ "$AUGMENT_STEPS" -gt 0 ]; then stage=augment total=$AUGMENT_STEPS; fi
+if ! finished "$stage" "$total"; then
+  echo "recipe: stage $stage did not write its last encoder ($(last_encoder "$stage" "$total")); nothing copied" >&2
+  exit 1
+fi
+final=$(last_encoder "$stage" "$total")
 mkdir -p pixelsplat_ns/assets/weights
 cp "$final" pixelsplat_ns/assets/weights/tiny.ckpt
 echo "bundled encoder: $final -> pixelsplat_ns/assets/weights/tiny.ckpt"

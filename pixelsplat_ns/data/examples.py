@@ -13,8 +13,8 @@ An example (a dict, so ``torch.utils.data.default_collate`` batches it) is::
 
 Images are resized (Lanczos, corner-aligned) so they cover the training resolution and
 centre-cropped to it (training examples optionally zoomed and cropped at a random position,
-mirrored and colour-jittered: ``ExampleConfig``), with the intrinsics following exactly. World translations are
-multiplied by ``scale`` so the context baseline is 1; near/far follow the official rule
+mirrored and colour-jittered: ``ExampleConfig``), with the intrinsics following exactly. World
+translations are multiplied by ``scale`` so the context baseline is 1; near/far follow the official rule
 (``cameras.official_near_far``) on the context views and are shared by the targets.
 """
 
@@ -155,8 +155,8 @@ def jitter_colors(
     each pixel's grey) by ``factors``; clamped to [0, 1]."""
     brightness, contrast, saturation = factors
     images = images * brightness
-    grey = images.mean(dim=-3, keepdim=True)
-    images = (images - grey.mean(dim=(-2, -1), keepdim=True)) * contrast + grey.mean(dim=(-2, -1), keepdim=True)
+    mean_grey = images.mean(dim=(-3, -2, -1), keepdim=True)
+    images = (images - mean_grey) * contrast + mean_grey
     grey = images.mean(dim=-3, keepdim=True)
     return ((images - grey) * saturation + grey).clamp(0, 1)
 
