@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config  # noqa: E402
-from pixelsplat_ns.official import fill_deterministic  # noqa: E402
+from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
+from pixelsplat_ns.official import fill_deterministic
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pixelsplat-official" / "parity_pair_a64.pt"
 
@@ -36,7 +36,9 @@ def inputs(size: int) -> tuple[torch.Tensor, ...]:
     """The fixture's real pair (cameras and images, upsampled) if present, else a synthetic pair."""
     if FIXTURE.exists():
         data = torch.load(FIXTURE, map_location="cpu", weights_only=False)["inputs"]
-        images = torch.nn.functional.interpolate(data["image"][0], size=(size, size), mode="bilinear", align_corners=False)
+        images = torch.nn.functional.interpolate(
+            data["image"][0], size=(size, size), mode="bilinear", align_corners=False
+        )
         near = data["near"] * size / data["image"].shape[-1]  # the official near rule scales with the image size
         return images[None].clamp(0, 1), data["extrinsics"], data["intrinsics"], near, data["far"]
     extrinsics = torch.eye(4).repeat(1, 2, 1, 1)
@@ -64,8 +66,10 @@ def main() -> None:
     encoder = fill_deterministic(PixelSplatEncoder(encoder_config(args.preset))).eval()
     built = time.perf_counter() - start
     batch = inputs(args.size)
-    print(f"preset {args.preset}, 2x{args.size}x{args.size}, {torch.get_num_threads()} threads, built in {built:.1f} s, "
-          f"RSS after build {peak_rss_gb():.2f} GB")
+    print(
+        f"preset {args.preset}, 2x{args.size}x{args.size}, {torch.get_num_threads()} threads, built in {built:.1f} s, "
+        f"RSS after build {peak_rss_gb():.2f} GB"
+    )
 
     times, cpu_times = [], []
     out = None

@@ -57,7 +57,9 @@ def cut_pair(source: Path, first: int, gap: int, destination: Path) -> Path:
         os.symlink((source / frame["file_path"]).resolve(), destination / "images" / name)
         frame["file_path"] = f"images/{name}"
         frames.append(frame)
-    (destination / "transforms.json").write_text(json.dumps({**{k: v for k, v in meta.items() if k != "frames"}, "frames": frames}))
+    (destination / "transforms.json").write_text(
+        json.dumps({**{k: v for k, v in meta.items() if k != "frames"}, "frames": frames})
+    )
     return destination
 
 
@@ -154,7 +156,9 @@ def main() -> None:
     for mode in args.modes:
         columns += [f"{mode}: target PSNR", f"{mode}: SSIM", f"{mode}: at context", f"{mode}: cross-view"]
     columns += ["copy nearest: PSNR", "copy nearest: SSIM"]
-    table = Table(title=f"feed-forward through ns-train/ns-render, native resolution, pairs (i, i+{args.gap}), targets between")
+    table = Table(
+        title=f"feed-forward through ns-train/ns-render, native resolution, pairs (i, i+{args.gap}), targets between"
+    )
     for column in columns:
         table.add_column(column, justify="right")
     everything: dict[str, list[tuple[float, float]]] = {}
@@ -200,7 +204,7 @@ def _row(scores: dict[str, list[tuple[float, float]]], modes: list[str]) -> list
     row = [str(len(scores["copy"]))]
     for mode in modes:
         row += [f"{mean(f'{mode}:{key}', metric):.{digits}f}" for key, metric, digits in TABLE_CELLS]
-    return row + [f"{mean('copy', 0):.2f}", f"{mean('copy', 1):.3f}"]
+    return [*row, f"{mean('copy', 0):.2f}", f"{mean('copy', 1):.3f}"]
 
 
 if __name__ == "__main__":

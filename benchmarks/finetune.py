@@ -62,7 +62,9 @@ def cut_window(source: Path, destination: Path) -> tuple[Path, tuple[str, str]]:
         frames.append(frame)
         if k in CONTEXT:
             names.append(name)
-    (destination / "transforms.json").write_text(json.dumps({**{k: v for k, v in meta.items() if k != "frames"}, "frames": frames}))
+    (destination / "transforms.json").write_text(
+        json.dumps({**{k: v for k, v in meta.items() if k != "frames"}, "frames": frames})
+    )
     return destination, (names[0], names[1])
 
 
@@ -87,7 +89,16 @@ def test_scores(config_path: Path, step: int | None) -> tuple[float, float]:
     return sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores)
 
 
-def train(scene: Path, context: tuple[str, str], start: str, steps: int, save_after: list[int], output_dir: Path, flags: dict) -> tuple[Path, float]:
+def train(
+    scene: Path,
+    context: tuple[str, str],
+    start: str,
+    steps: int,
+    save_after: list[int],
+    output_dir: Path,
+    flags: dict,
+    rates: dict[str, float],
+) -> tuple[Path, float]:
     """``ns-train pixelsplat`` on the window (defaults but for the start), keeping a checkpoint
     after each number of iterations in ``save_after``; (config path, start time)."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
@@ -110,6 +121,8 @@ def train(scene: Path, context: tuple[str, str], start: str, steps: int, save_af
     config.pipeline.model.initialization = start  # type: ignore[assignment]
     for name, value in flags.items():
         setattr(config.pipeline.model, name, value)
+    for group, rate in rates.items():
+        config.optimizers[group]["optimizer"].lr = rate
     config.set_timestamp()
     config.timestamp = f"{config.timestamp}-{start}-{steps}"
     callbacks = PixelSplatModel.get_training_callbacks
@@ -134,22 +147,47 @@ def train(scene: Path, context: tuple[str, str], start: str, steps: int, save_af
     return config.get_base_dir() / "config.yml", began
 
 
-def run_start(scene: Path, context: tuple[str, str], start: str, report: list[int], work: Path, flags: dict) -> dict[int, tuple[float, float, float]]:
+def run_start(
+    scene: Path,
+    context: tuple[str, str],
+    start: str,
+    report: list[int],
+    work: Path,
+    flags: dict,
+    rates: dict[str, float],
+) -> dict[int, tuple[float, float, float]]:
     """{step: (PSNR, SSIM, wall seconds)} for one start."""
     results: dict[int, tuple[float, float, float]] = {}
     if 0 in report:
-        config_path, began = train(scene, context, start, 0, [], work, flags)
+        config_path, began = train(scene, context, start, 0, [], work, flags, rates)
         took = time.time() - began
         results[0] = (*test_scores(config_path, None), took)
     later = sorted(step for step in report if step > 0)
     if later:
-        config_path, began = train(scene, context, start, later[-1], later, work, flags)
+        config_path, began = train(scene, context, start, later[-1], later, work, flags, rates)
         checkpoints = config_path.parent / "nerfstudio_models"
         for step in later:
             path = checkpoints / f"step-{step - 1:09d}.ckpt"
             results[step] = (*test_scores(config_path, step - 1), path.stat().st_mtime - began)
     shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def learning_rates(items: list[str]) -> dict[str, float]:
+    """``GROUP=RATE`` flags as initial learning rates of ``ns-train pixelsplat``'s optimiser groups."""
+    from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+
+    groups = pixelsplat_trainer_config().optimizers
+    rates: dict[str, float] = {}
+    for item in items:
+        group, _, rate = item.partition("=")
+        try:
+            rates[group] = float(rate)
+        except ValueError:
+            rate = ""
+        if group not in groups or not rate:
+            raise SystemExit(f"--lr {item!r}: expected GROUP=RATE with GROUP one of {', '.join(groups)}")
+    return rates
 
 
 def main() -> None:
@@ -159,9 +197,12 @@ def main() -> None:
     parser.add_argument("--starts", nargs="+", default=["prediction", "random"], choices=["prediction", "random"])
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="model config overrides for both starts, e.g. gaussian_resolution=native")  # fmt: skip
+    parser.add_argument("--lr", nargs="*", default=[], metavar="GROUP=RATE",
+                        help="initial learning rate of an optimiser group for both starts, e.g. means=1.6e-5")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(2)
     flags = model_overrides(args.set)
+    rates = learning_rates(args.lr)
 
     console = Console(width=200)
     table = Table(title="fine-tuning through ns-train / ns-eval's loader, native resolution: test PSNR / SSIM (wall s)")
@@ -174,16 +215,26 @@ def main() -> None:
         for name in args.scenes:
             scene, context = cut_window(DATA / name, Path(work) / name)
             for start in args.starts:
-                results = run_start(scene, context, start, args.report, Path(work) / "outputs", flags)
+                results = run_start(scene, context, start, args.report, Path(work) / "outputs", flags, rates)
                 for step, value in results.items():
                     totals.setdefault(start, {}).setdefault(step, []).append(value)
-                table.add_row(name, start, *[f"{results[s][0]:.2f} / {results[s][1]:.3f} ({results[s][2]:.0f})" for s in args.report])
-                console.print(f"{name} {start}: " + ", ".join(f"{s}: {results[s][0]:.2f}/{results[s][1]:.3f}" for s in args.report))
+                table.add_row(
+                    name,
+                    start,
+                    *[f"{results[s][0]:.2f} / {results[s][1]:.3f} ({results[s][2]:.0f})" for s in args.report],
+                )
+                console.print(
+                    f"{name} {start}: "
+                    + ", ".join(f"{s}: {results[s][0]:.2f}/{results[s][1]:.3f}" for s in args.report)
+                )
     for start, per_step in totals.items():
         cells = []
         for step in args.report:
             values = per_step[step]
-            cells.append(" / ".join(f"{sum(v[i] for v in values) / len(values):.{d}f}" for i, d in ((0, 2), (1, 3))) + f" ({sum(v[2] for v in values) / len(values):.0f})")
+            cells.append(
+                " / ".join(f"{sum(v[i] for v in values) / len(values):.{d}f}" for i, d in ((0, 2), (1, 3)))
+                + f" ({sum(v[2] for v in values) / len(values):.0f})"
+            )
         table.add_row("mean", start, *cells, style="bold")
     console.print(table)
 

@@ -37,12 +37,12 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor

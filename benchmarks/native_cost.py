@@ -37,7 +37,9 @@ def make_scene(destination: Path, size: tuple[int, int] = (960, 540)) -> Path:
     sx, sy = size[0] / meta["w"], size[1] / meta["h"]
     for frame in meta["frames"]:
         Image.open(DEMO_SCENE / frame["file_path"]).resize(size, Image.BICUBIC).save(destination / frame["file_path"])
-    meta.update(w=size[0], h=size[1], fl_x=meta["fl_x"] * sx, fl_y=meta["fl_y"] * sy, cx=meta["cx"] * sx, cy=meta["cy"] * sy)
+    meta.update(
+        w=size[0], h=size[1], fl_x=meta["fl_x"] * sx, fl_y=meta["fl_y"] * sy, cx=meta["cx"] * sx, cy=meta["cy"] * sy
+    )
     (destination / "transforms.json").write_text(json.dumps(meta))
     return destination
 
@@ -87,7 +89,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="pixelsplat-cost-") as work:
         scene = make_scene(Path(work) / "scene")
-        print(f"{'mode':8} {'Gaussians':>10} {'prediction':>11} {'first render':>13} {'viewer frame':>13} {'peak RSS':>9}")
+        print(
+            f"{'mode':8} {'Gaussians':>10} {'prediction':>11} {'first render':>13} {'viewer frame':>13} {'peak RSS':>9}"
+        )
         for mode in args.modes:  # one process each, so peak memory is the mode's own
             out = subprocess.run(
                 [sys.executable, __file__, "--child", str(scene), mode, "--repeats", str(args.repeats)],

@@ -89,7 +89,6 @@ def run_case(case: str, mode: str, repeats: int, impl: str = "project") -> dict:
     grads = ("means", "quats", "scales", "opacities", "colors")
     rss_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     times, cpu_times = [], []
-    meta = {}
     for i in range(repeats + 1):
         inputs = dict(scene)
         if mode == "fwd+bwd":
@@ -98,9 +97,9 @@ def run_case(case: str, mode: str, repeats: int, impl: str = "project") -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         if mode == "fwd":
             with torch.no_grad():
-                render, alpha, meta = rasterize(**inputs)
+                render, alpha, _ = rasterize(**inputs)
         else:
-            render, alpha, meta = rasterize(**inputs)
+            render, alpha, _ = rasterize(**inputs)
             (render.sum() + alpha.sum()).backward()
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         if i > 0:  # first run is warm-up
@@ -168,7 +167,9 @@ def main() -> None:
                 repeats = args.repeats if impl == "project" else args.plain_repeats
                 r = child("--child", case, mode, impl, "--repeats", str(repeats))
                 results[case, mode, impl] = r
-                print(f"  done {r['size']}x{r['size']} / {r['n']:,} {mode} {impl}: {r['median_s']:.3f} s", file=sys.stderr)
+                print(
+                    f"  done {r['size']}x{r['size']} / {r['n']:,} {mode} {impl}: {r['median_s']:.3f} s", file=sys.stderr
+                )
 
     native = any(r["native"] for r in results.values())
     print(f"CPU kernels: {'C++ (native)' if native else 'pure PyTorch'}; 2 threads; median of repeated runs")
@@ -190,7 +191,9 @@ def main() -> None:
             f"{r['size']:>4}x{r['size']:<4} {r['n']:>10,} {mode:>8} {r['median_s']:>10.3f} {r['cpu_s']:>7.3f}"
             f" {r['peak_rss_mb']:>12.0f}{plain_cols}"
         )
-    print(f"(RSS includes importing torch and building the scene: {results[next(iter(results))]['setup_rss_mb']:.0f} MB)")
+    print(
+        f"(RSS includes importing torch and building the scene: {results[next(iter(results))]['setup_rss_mb']:.0f} MB)"
+    )
     if not args.no_plain:
         print("forward images, project versus plain reference:")
         for case in args.cases:

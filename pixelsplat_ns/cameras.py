@@ -163,7 +163,9 @@ def validate_context_cameras(c2w: Float[Tensor, "view 4 4"], names: list[str] | 
         )
     for i, name in enumerate(names):
         if not torch.isfinite(c2w[i]).all():
-            raise PixelSplatInputError(f"context view {name} has a non-finite camera pose (NaN or inf): check its transform.")
+            raise PixelSplatInputError(
+                f"context view {name} has a non-finite camera pose (NaN or inf): check its transform."
+            )
     origins = c2w[:, :3, 3]
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
@@ -249,7 +251,9 @@ def prepare_context(
 
     crop_h, crop_w = (h // image_multiple) * image_multiple, (w // image_multiple) * image_multiple
     if crop_h == 0 or crop_w == 0:
-        raise PixelSplatInputError(f"context images of {w}x{h} pixels are smaller than the encoder's {image_multiple}-pixel patch")
+        raise PixelSplatInputError(
+            f"context images of {w}x{h} pixels are smaller than the encoder's {image_multiple}-pixel patch"
+        )
     row, col = (h - crop_h) // 2, (w - crop_w) // 2
     image = image[:, :, row : row + crop_h, col : col + crop_w].clamp(0, 1)
     k = k.clone()
@@ -268,7 +272,9 @@ def prepare_context(
         full, k_full = _downscale(full, k_full, gaussian_long_side)
         full_image = full.clamp(0, 1)[None]
         full_intrinsics = normalize_intrinsics(k_full, full.shape[-1], full.shape[-2])[None]
-    return ContextViews(image[None], extrinsics[None], intrinsics[None], near, far, scene_scale, full_image, full_intrinsics)
+    return ContextViews(
+        image[None], extrinsics[None], intrinsics[None], near, far, scene_scale, full_image, full_intrinsics
+    )
 
 
 def to_caller_frame(values: Tensor, scene_scale: float) -> Tensor:

@@ -8,8 +8,8 @@ which needs the system library libusb; this one does not.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch

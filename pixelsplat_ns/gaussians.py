@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 from einops import rearrange
@@ -49,7 +49,10 @@ class Gaussians:
 
     def detach(self) -> "Gaussians":
         return Gaussians(
-            self.means.detach(), self.covariances.detach(), self.harmonics.detach(), self.opacities.detach(),
+            self.means.detach(),
+            self.covariances.detach(),
+            self.harmonics.detach(),
+            self.opacities.detach(),
             None if self.scales is None else self.scales.detach(),
             None if self.rotations is None else self.rotations.detach(),
         )
@@ -73,9 +76,15 @@ def quaternion_to_matrix(quaternions: Float[Tensor, "*batch 4"]) -> Float[Tensor
     w, x, y, z = q.unbind(-1)
     matrix = torch.stack(
         (
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ),
         dim=-1,
     )
@@ -97,10 +106,42 @@ def matrix_to_quaternion(matrix: Float[Tensor, "*batch 3 3"]) -> Float[Tensor, "
     # Rows: quaternion (w, x, y, z) built assuming component i is the largest.
     q_from = torch.stack(
         (
-            torch.stack((root[..., 0] ** 2, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]), -1),
-            torch.stack((m[..., 2, 1] - m[..., 1, 2], root[..., 1] ** 2, m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0]), -1),
-            torch.stack((m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] + m[..., 0, 1], root[..., 2] ** 2, m[..., 2, 1] + m[..., 1, 2]), -1),
-            torch.stack((m[..., 1, 0] - m[..., 0, 1], m[..., 2, 0] + m[..., 0, 2], m[..., 2, 1] + m[..., 1, 2], root[..., 3] ** 2), -1),
+            torch.stack(
+                (
+                    root[..., 0] ** 2,
+                    m[..., 2, 1] - m[..., 1, 2],
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 1, 0] - m[..., 0, 1],
+                ),
+                -1,
+            ),
+            torch.stack(
+                (
+                    m[..., 2, 1] - m[..., 1, 2],
+                    root[..., 1] ** 2,
+                    m[..., 1, 0] + m[..., 0, 1],
+                    m[..., 0, 2] + m[..., 2, 0],
+                ),
+                -1,
+            ),
+            torch.stack(
+                (
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 1, 0] + m[..., 0, 1],
+                    root[..., 2] ** 2,
+                    m[..., 2, 1] + m[..., 1, 2],
+                ),
+                -1,
+            ),
+            torch.stack(
+                (
+                    m[..., 1, 0] - m[..., 0, 1],
+                    m[..., 2, 0] + m[..., 0, 2],
+                    m[..., 2, 1] + m[..., 1, 2],
+                    root[..., 3] ** 2,
+                ),
+                -1,
+            ),
         ),
         dim=-2,
     ) / (2 * root[..., :, None])
@@ -148,8 +189,13 @@ SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
 SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 SH_C3 = (
-    -0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
-    -0.4570457994644658, 1.445305721320277, -0.5900435899266435,
+    -0.5900435899266435,
+    2.890611442640554,
+    -0.4570457994644658,
+    0.3731763325901154,
+    -0.4570457994644658,
+    1.445305721320277,
+    -0.5900435899266435,
 )
 
 
@@ -166,11 +212,21 @@ def official_sh_basis(directions: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*
     return torch.stack(
         (
             SH_C0 * one,
-            -SH_C1 * x, SH_C1 * y, -SH_C1 * z,
-            SH_C2[0] * z * x, SH_C2[1] * x * y, SH_C2[2] * (2 * yy - zz - xx), SH_C2[3] * z * y, SH_C2[4] * (zz - xx),
-            SH_C3[0] * x * (3 * zz - xx), SH_C3[1] * z * x * y, SH_C3[2] * x * (4 * yy - zz - xx),
-            SH_C3[3] * y * (2 * yy - 3 * zz - 3 * xx), SH_C3[4] * z * (4 * yy - zz - xx),
-            SH_C3[5] * z * (zz - xx), SH_C3[6] * z * (zz - 3 * xx),
+            -SH_C1 * x,
+            SH_C1 * y,
+            -SH_C1 * z,
+            SH_C2[0] * z * x,
+            SH_C2[1] * x * y,
+            SH_C2[2] * (2 * yy - zz - xx),
+            SH_C2[3] * z * y,
+            SH_C2[4] * (zz - xx),
+            SH_C3[0] * x * (3 * zz - xx),
+            SH_C3[1] * z * x * y,
+            SH_C3[2] * x * (4 * yy - zz - xx),
+            SH_C3[3] * y * (2 * yy - 3 * zz - 3 * xx),
+            SH_C3[4] * z * (4 * yy - zz - xx),
+            SH_C3[5] * z * (zz - xx),
+            SH_C3[6] * z * (zz - 3 * xx),
         ),
         dim=-1,
     )
@@ -185,17 +241,27 @@ def gsplat_sh_basis(directions: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*ba
     return torch.stack(
         (
             SH_C0 * one,
-            -SH_C1 * y, SH_C1 * z, -SH_C1 * x,
-            SH_C2[0] * x * y, SH_C2[1] * y * z, SH_C2[2] * (2 * zz - xx - yy), SH_C2[3] * x * z, SH_C2[4] * (xx - yy),
-            SH_C3[0] * y * (3 * xx - yy), SH_C3[1] * x * y * z, SH_C3[2] * y * (4 * zz - xx - yy),
-            SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy), SH_C3[4] * x * (4 * zz - xx - yy),
-            SH_C3[5] * z * (xx - yy), SH_C3[6] * x * (xx - 3 * yy),
+            -SH_C1 * y,
+            SH_C1 * z,
+            -SH_C1 * x,
+            SH_C2[0] * x * y,
+            SH_C2[1] * y * z,
+            SH_C2[2] * (2 * zz - xx - yy),
+            SH_C2[3] * x * z,
+            SH_C2[4] * (xx - yy),
+            SH_C3[0] * y * (3 * xx - yy),
+            SH_C3[1] * x * y * z,
+            SH_C3[2] * y * (4 * zz - xx - yy),
+            SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
+            SH_C3[4] * x * (4 * zz - xx - yy),
+            SH_C3[5] * z * (xx - yy),
+            SH_C3[6] * x * (xx - 3 * yy),
         ),
         dim=-1,
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _official_to_gsplat_matrix() -> Tensor:
     """M (16 x 16, float64) with official_basis(d) = gsplat_basis(d) @ M for all unit d.
 

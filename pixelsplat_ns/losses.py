@@ -61,7 +61,7 @@ def cross_view_photometric_loss(
 ) -> Float[Tensor, ""]:
     """Mean photometric error of every context view against the other views warped onto it
     by its expected depth (first surface); pixels no other view sees are left out."""
-    b, v, _, h, w = images.shape
+    _b, v, _, h, w = images.shape
     if v < 2:
         return images.new_zeros(())
     depth = expected_depth(depth_pdf[..., 0, :], depth_offset[..., 0, :], near[..., None], far[..., None])

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import pickle
 import zlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -149,7 +150,11 @@ def _read(path: Path) -> Any:
 
 
 def _strip_official_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    return {k[len(OFFICIAL_PREFIX):]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith(OFFICIAL_PREFIX)}
+    return {
+        k[len(OFFICIAL_PREFIX) :]: v
+        for k, v in state_dict.items()
+        if isinstance(k, str) and k.startswith(OFFICIAL_PREFIX)
+    }
 
 
 def _expected_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:

@@ -33,7 +33,11 @@ def default_long_side(preset: str, checkpoint: Path | None, untrained: bool = Fa
 
 
 def input_long_side(
-    encoder: "PixelSplatEncoder", image_shape: tuple[int, int], preset: str, checkpoint: Path | None, untrained: bool = False
+    encoder: "PixelSplatEncoder",
+    image_shape: tuple[int, int],
+    preset: str,
+    checkpoint: Path | None,
+    untrained: bool = False,
 ) -> int:
     """Long side (pixels) to which context images of ``image_shape`` (h, w) are downscaled for
     ``encoder``: the scale its training examples had (frames resized to cover the example shape,

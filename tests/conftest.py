@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,16 @@ DATA = SHARED / "data"
 FIXTURES = SHARED / "fixtures" / "pixelsplat-official"
 
 
+# CI has ../shared: there a missing fixture is a failure, never a silent skip of the parity tests.
+REQUIRE_SHARED = os.environ.get("PIXELSPLAT_NS_REQUIRE_SHARED") == "1"
+
+
 def require(path: Path) -> Path:
+    """``path`` under ../shared, or skip the test saying what is missing (fail where
+    PIXELSPLAT_NS_REQUIRE_SHARED=1, as in CI)."""
     if not path.exists():
-        pytest.skip(f"{path} is not present (expected ../shared beside the repository)")
+        reason = f"{path} is not present: the official-parity and real-data tests need ../shared beside the repository"
+        if REQUIRE_SHARED:
+            pytest.fail(f"{reason} (PIXELSPLAT_NS_REQUIRE_SHARED=1)")
+        pytest.skip(reason)
     return path

@@ -321,7 +321,7 @@ def test_a_checkpoint_from_a_newer_version_is_refused_naming_both_versions(tmp_p
     payload = torch.load(path)
     assert payload["format"] == PROJECT_FORMAT == "pixelsplat_ns.encoder/1"  # every save records its version
     torch.save({**payload, "format": "pixelsplat_ns.encoder/2"}, path)
-    with pytest.raises(CheckpointError, match="format 2.*reads format 1"):
+    with pytest.raises(CheckpointError, match=r"format 2.*reads format 1"):
         read_encoder_weights(path)
     output = refused(capsys, demo_copy(tmp_path / "scene"), encoder_checkpoint=path)
     assert f"{path} was written by a newer pixelsplat_ns (encoder checkpoint format 2)" in output
@@ -471,7 +471,7 @@ def loads(output: Path) -> int:
     """Load the run as ns-viewer / ns-render do (latest checkpoint); render one view."""
     from nerfstudio.utils.eval_utils import eval_setup
 
-    _, pipeline, checkpoint, step = eval_setup(next(output.rglob("config.yml")), test_mode="test")
+    _, pipeline, _checkpoint, step = eval_setup(next(output.rglob("config.yml")), test_mode="test")
     camera = pipeline.datamanager.eval_dataset.cameras[0:1]
     assert torch.isfinite(pipeline.model.get_outputs_for_camera(camera)["rgb"]).all()
     return step
@@ -510,7 +510,7 @@ def test_ctrl_c_during_fine_tuning_leaves_the_last_checkpoint_loadable(tmp_path,
 
         def with_interrupt(self, attributes):
             after = [TrainingCallbackLocation.AFTER_TRAIN_ITERATION]
-            return callbacks(self, attributes) + [TrainingCallback(after, interrupt)]
+            return [*callbacks(self, attributes), TrainingCallback(after, interrupt)]
 
         monkeypatch.setattr(PixelSplatModel, "get_training_callbacks", with_interrupt)
     else:  # Ctrl-C half-way through writing the checkpoint of step 4

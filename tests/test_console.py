@@ -14,7 +14,9 @@ from pixelsplat_ns.cli.progress import progress_bar
 
 def test_entry_point_hides_nerfstudios_import_time_deprecation_notices():
     code = "import pixelsplat_ns.cli.main; import nerfstudio.configs.method_configs; import nerfstudio.scripts.train"
-    bare = subprocess.run([sys.executable, "-c", "import nerfstudio.configs.method_configs"], capture_output=True, text=True)
+    bare = subprocess.run(
+        [sys.executable, "-c", "import nerfstudio.configs.method_configs"], capture_output=True, text=True
+    )
     ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert ours.returncode == 0, ours.stderr[-2000:]
     if "is deprecated" in bare.stderr:  # the notices exist with this torch: they must be gone

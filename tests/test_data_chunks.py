@@ -252,7 +252,13 @@ def test_convert_round_trip_on_a_real_scene(tmp_path):
     meta = json.loads((scene_dir / "transforms.json").read_text())
     c2w_gl = torch.tensor([frame["transform_matrix"] for frame in meta["frames"]], dtype=torch.float64)
     torch.testing.assert_close(scene.extrinsics, opengl_to_opencv_c2w(c2w_gl).float(), atol=1e-6, rtol=0)
-    k = torch.tensor([[meta["fl_x"] / meta["w"], 0, meta["cx"] / meta["w"]], [0, meta["fl_y"] / meta["h"], meta["cy"] / meta["h"]], [0, 0, 1]])
+    k = torch.tensor(
+        [
+            [meta["fl_x"] / meta["w"], 0, meta["cx"] / meta["w"]],
+            [0, meta["fl_y"] / meta["h"], meta["cy"] / meta["h"]],
+            [0, 0, 1],
+        ]
+    )
     torch.testing.assert_close(scene.intrinsics, k.float().expand(8, 3, 3), atol=1e-6, rtol=0)
     for i, frame in enumerate(meta["frames"]):
         stored = scene.images.encoded(i)

@@ -52,8 +52,15 @@ def test_gap_range_grows_linearly_with_step():
 
 
 def test_sampled_views_respect_the_schedule_and_lie_between_context():
-    config = ViewSamplerConfig(num_context_views=3, num_target_views=4, min_gap=4, max_gap=10,
-                               initial_max_gap=5, warmup_steps=50, min_distance_to_context=1)
+    config = ViewSamplerConfig(
+        num_context_views=3,
+        num_target_views=4,
+        min_gap=4,
+        max_gap=10,
+        initial_max_gap=5,
+        warmup_steps=50,
+        min_distance_to_context=1,
+    )
     gaps_by_step = {}
     for step in range(0, 80, 4):
         for slot in range(8):
@@ -102,7 +109,9 @@ def test_examples_are_deterministic_per_step_rank_and_seed():
     assert len(picks) > 3  # other steps and ranks give other examples
     other_seed = ExampleConfig(image_shape=(16, 24), min_gap=2, max_gap=10, num_target_views=3, seed=1)
     assert any(
-        not torch.equal(make_example(scene, other_seed, s)["context"]["index"], make_example(scene, config, s)["context"]["index"])
+        not torch.equal(
+            make_example(scene, other_seed, s)["context"]["index"], make_example(scene, config, s)["context"]["index"]
+        )
         for s in range(6)
     )
 
@@ -126,10 +135,18 @@ def test_example_layout_baseline_and_near_far():
         torch.testing.assert_close(rotation @ rotation.transpose(1, 2), torch.eye(3).expand(2, 3, 3), atol=1e-5, rtol=0)
 
     # No baseline, too wide a field of view, too few frames: skipped with the reason.
-    still = Scene("still", scene.images, scene.extrinsics[:1].expand(19, 4, 4).clone(), scene.intrinsics, scene.image_shape)
+    still = Scene(
+        "still", scene.images, scene.extrinsics[:1].expand(19, 4, 4).clone(), scene.intrinsics, scene.image_shape
+    )
     with pytest.raises(SkipExample, match="baseline"):
         make_example(still, config, 0)
-    wide = Scene("wide", scene.images, scene.extrinsics, scene.intrinsics * torch.tensor([[0.2], [0.2], [1.0]]), scene.image_shape)
+    wide = Scene(
+        "wide",
+        scene.images,
+        scene.extrinsics,
+        scene.intrinsics * torch.tensor([[0.2], [0.2], [1.0]]),
+        scene.image_shape,
+    )
     with pytest.raises(SkipExample, match="field of view"):
         make_example(wide, config, 0)
     with pytest.raises(SkipExample, match="frames"):
@@ -199,7 +216,9 @@ def test_zoomed_crops_keep_intrinsics_exact():
     shape = (96, 96)
     point = torch.tensor([0.5, 0.2, 5.0], dtype=torch.float64)
     scene = blob_scene(12, point)
-    config = ExampleConfig(image_shape=shape, min_gap=3, max_gap=8, num_target_views=2, augment=False, zoom_range=(1.2, 1.6))
+    config = ExampleConfig(
+        image_shape=shape, min_gap=3, max_gap=8, num_target_views=2, augment=False, zoom_range=(1.2, 1.6)
+    )
     checked = 0
     for step in range(6):
         example = make_example(scene, config, step)
@@ -239,7 +258,9 @@ def test_resize_and_crop_matches_the_pixel_grid():
     out, k_out = resize_and_crop(image, k, (20, 20))
     assert out.shape == (3, 20, 20)
     # 40x60 -> 20x30, crop 5 columns each side: cx_px = 0.45 * 30 - 5, fx_px = 0.8 * 30.
-    torch.testing.assert_close(k_out, torch.tensor([[24 / 20, 0.0, (13.5 - 5) / 20], [0.0, 1.1, 0.55], [0.0, 0.0, 1.0]]))
+    torch.testing.assert_close(
+        k_out, torch.tensor([[24 / 20, 0.0, (13.5 - 5) / 20], [0.0, 1.1, 0.55], [0.0, 0.0, 1.0]])
+    )
 
 
 def test_dataset_is_deterministic_and_numbers_steps(tmp_path):
@@ -254,11 +275,15 @@ def test_dataset_is_deterministic_and_numbers_steps(tmp_path):
     first = take(ExampleDataset(source, config, batch_size=2), 8)
     again = take(ExampleDataset(source, config, batch_size=2), 8)
     assert [e["step"] for e in first] == [0, 0, 1, 1, 2, 2, 3, 3]
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         assert a["scene"] == b["scene"] and torch.equal(a["context"]["image"], b["context"]["image"])
         assert torch.equal(a["target"]["index"], b["target"]["index"])
     # Every scene comes once per epoch (3 scenes: examples 0-2, 3-5 are each a permutation).
-    assert sorted(e["scene"] for e in first[:3]) == sorted(e["scene"] for e in first[3:6]) == ["scene0", "scene1", "scene2"]
+    assert (
+        sorted(e["scene"] for e in first[:3])
+        == sorted(e["scene"] for e in first[3:6])
+        == ["scene0", "scene1", "scene2"]
+    )
     # Resuming numbers steps from start_step.
     assert [e["step"] for e in take(ExampleDataset(source, config, batch_size=2, start_step=100), 3)] == [100, 100, 101]
 

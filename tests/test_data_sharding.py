@@ -26,7 +26,9 @@ def _rank_main(rank: int, init_file: str, roots: dict[str, str], output: str) ->
         for name, root in roots.items():
             source = ChunkSource(Path(root))
             # One test pass through a DataLoader with two workers: rank and worker shares.
-            loader = torch.utils.data.DataLoader(ExampleDataset(source, CONFIG, stage="test"), batch_size=None, num_workers=2)
+            loader = torch.utils.data.DataLoader(
+                ExampleDataset(source, CONFIG, stage="test"), batch_size=None, num_workers=2
+            )
             tested = [example["scene"] for example in loader]
             # Training epochs (shuffled anew each epoch), as this rank's main process reads them.
             train = ExampleDataset(source, CONFIG, stage="train")

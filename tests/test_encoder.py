@@ -236,8 +236,10 @@ def test_epipolar_samples_lie_on_the_projected_ray():
     other_k = sampling.collect(k)[:, :, :, None, None]
     camera = (other[..., :3, :3].transpose(-1, -2) @ (points - other[..., :3, 3])[..., None])[..., 0]
     xy = (other_k @ (camera / camera[..., 2:])[..., None])[..., :2, 0]
-    inside = sampling.valid[..., None] & (depths > near[:, :, None, None, None] * 1.001) & (
-        depths < far[:, :, None, None, None] * 0.999
+    inside = (
+        sampling.valid[..., None]
+        & (depths > near[:, :, None, None, None] * 1.001)
+        & (depths < far[:, :, None, None, None] * 0.999)
     )
     assert inside.sum() > 100
     error = (xy - sampling.xy_sample).norm(dim=-1)[inside]
@@ -289,7 +291,14 @@ def test_training_backward_reaches_every_parameter_group():
     g = out.gaussians
     loss = g.means.square().mean() + g.covariances.abs().mean() + g.harmonics.square().mean() + g.opacities.mean()
     loss.backward()
-    for name in ("backbone", "backbone_projection", "epipolar_transformer", "depth_predictor", "to_gaussians", "high_resolution_skip"):
+    for name in (
+        "backbone",
+        "backbone_projection",
+        "epipolar_transformer",
+        "depth_predictor",
+        "to_gaussians",
+        "high_resolution_skip",
+    ):
         grads = [p.grad for n, p in encoder.named_parameters() if n.startswith(name)]
         assert any(gr is not None and gr.abs().sum() > 0 for gr in grads), name
 

@@ -23,6 +23,7 @@ from pixelsplat_ns.evaluation import (
 from pixelsplat_ns.metrics import psnr, ssim
 from pixelsplat_ns.views import render_views
 from pixelsplat_ns.weights import load_encoder
+from tests.conftest import FIXTURES, require
 from tests.test_data_chunks import synthetic_item, synthetic_scene, write_chunk
 
 SHAPE = (16, 16)
@@ -63,10 +64,22 @@ def test_scores_every_listed_target_and_records_what_was_left_out(encoder, datas
     assert json.loads(output.read_text())["summary"] == summary
 
     # The same numbers computed by hand for "alpha": the listed frames, deterministic prediction.
-    example = example_from_indices(synthetic_scene("alpha", 6, seed=1), torch.tensor([0, 4]), torch.tensor([1, 2, 3]), ExampleConfig(image_shape=SHAPE))
+    example = example_from_indices(
+        synthetic_scene("alpha", 6, seed=1),
+        torch.tensor([0, 4]),
+        torch.tensor([1, 2, 3]),
+        ExampleConfig(image_shape=SHAPE),
+    )
     c, t = example["context"], example["target"]
     with torch.no_grad():
-        gaussians = encoder(c["image"][None], c["extrinsics"][None], c["intrinsics"][None], c["near"][None], c["far"][None], deterministic=True).gaussians
+        gaussians = encoder(
+            c["image"][None],
+            c["extrinsics"][None],
+            c["intrinsics"][None],
+            c["near"][None],
+            c["far"][None],
+            deterministic=True,
+        ).gaussians
         rendered = render_views(gaussians, t["extrinsics"][None], t["intrinsics"][None], SHAPE)[0]
     truth = t["image"].permute(0, 2, 3, 1)
     expected = [float(psnr(rendered[i], truth[i])) for i in range(3)]
@@ -129,12 +142,7 @@ def test_bad_index_files_are_named(tmp_path, content, message):
 
 
 def test_official_index_files_load(tmp_path):
-    from pathlib import Path
-
-    fixtures = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pixelsplat-official"
-    if not fixtures.is_dir():
-        pytest.skip("fixtures not present")
-    index = load_evaluation_index(fixtures / "evaluation_index_re10k.json")
+    index = load_evaluation_index(require(FIXTURES / "evaluation_index_re10k.json"))
     assert len(index) == 7194
     listed = [v for v in index.values() if v is not None]
     assert len(listed) == 7194 - 720 and all(isinstance(v, ViewChoice) and len(v.context) == 2 for v in listed)
@@ -145,7 +153,7 @@ def test_score_views_identical_images():
     noisy = (image + 0.1).clamp(0, 1)
     same, different = score_views(image, image, None), score_views(noisy, image, None)
     assert same.ssim == pytest.approx([1.0, 1.0], abs=1e-5) and all(s > 80 for s in same.psnr)
-    assert all(d < s for d, s in zip(different.ssim, same.ssim)) and all(p < 25 for p in different.psnr)
+    assert all(d < s for d, s in zip(different.ssim, same.ssim, strict=True)) and all(p < 25 for p in different.psnr)
 
 
 def test_cli_reports_a_missing_index_in_one_line(tmp_path):

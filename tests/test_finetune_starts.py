@@ -47,7 +47,14 @@ def _toy_gaussians(n: int) -> tuple[torch.nn.ParameterDict, dict[str, torch.opti
 def _info(n: int, grads: torch.Tensor) -> dict:
     means2d = torch.zeros(1, n, 2, requires_grad=True)
     means2d.grad = grads[None]
-    return {"means2d": means2d, "width": 100, "height": 100, "n_cameras": 1, "radii": torch.full((1, n), 3), "gaussian_ids": None}
+    return {
+        "means2d": means2d,
+        "width": 100,
+        "height": 100,
+        "n_cameras": 1,
+        "radii": torch.full((1, n), 3),
+        "gaussian_ids": None,
+    }
 
 
 def test_refinement_keeps_a_predictions_opacities_and_carries_source_pixels():

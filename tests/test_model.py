@@ -167,7 +167,9 @@ def test_walkthrough_traces_a_pixel_and_draws_it_in_nerfstudio_world(pipeline):
     trace = walkthrough.trace(1, h // 2, w // 3)
     items = scene_items(trace, run)
     index = trace.gaussian_indices[0]
-    torch.testing.assert_close(torch.from_numpy(items["gaussian"].points[0]), model.means[index].detach(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.from_numpy(items["gaussian"].points[0]), model.means[index].detach(), atol=1e-4, rtol=1e-4
+    )
     assert encoder_gaussian_pixels(run.output, run.image_shape)[index].tolist() == [1, h // 2, w // 3]
     assert model.gaussian_pixels[index].tolist() == [1, h // 2, w // 3]  # encoder mode: nothing pruned here
     assert "epipolar_0" in items and items["epipolar_0"].points.shape == (trace.epipolar[0].xy.shape[0], 3)
@@ -251,14 +253,18 @@ def test_nerfstudio_viewer_installs_the_walkthrough_panel(pipeline, tmp_path):
         import viser.transforms as vtf
         from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 
-        client = SimpleNamespace(camera=SimpleNamespace(position=None, wxyz=None, fov=None), atomic=contextlib.nullcontext)
+        client = SimpleNamespace(
+            camera=SimpleNamespace(position=None, wxyz=None, fov=None), atomic=contextlib.nullcontext
+        )
         pipeline.model.walkthrough.control.look_through_first_context_camera(client)
         data = pipeline.datamanager
         camera = data.train_dataset.cameras[data.context_indices()[0]]
         c2w = camera.camera_to_worlds.numpy()
         expected = (vtf.SO3.from_matrix(c2w[:3, :3]) @ vtf.SO3.from_x_radians(np.pi)).wxyz
         np.testing.assert_allclose(client.camera.position, c2w[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO, atol=1e-5)
-        assert np.allclose(client.camera.wxyz, expected, atol=1e-5) or np.allclose(client.camera.wxyz, -expected, atol=1e-5)
+        assert np.allclose(client.camera.wxyz, expected, atol=1e-5) or np.allclose(
+            client.camera.wxyz, -expected, atol=1e-5
+        )
         assert client.camera.fov == pytest.approx(2 * np.arctan(0.5 * float(camera.height) / float(camera.fy)))
     finally:
         viewer.viser_server.stop()

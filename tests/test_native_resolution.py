@@ -84,7 +84,9 @@ def test_pixel_aligned_gaussians_of_both_views_give_each_context_photo_back():
     height, width = views.full_image.shape[-2:]
     assert native.gaussians.means.shape == (1, 2 * height * width, 3)
     # Every Gaussian is on the plane (OpenCV cameras at the origin looking along world -z).
-    torch.testing.assert_close(native.gaussians.means[0, :, 2], torch.full((2 * height * width,), -plane), rtol=2e-3, atol=0)
+    torch.testing.assert_close(
+        native.gaussians.means[0, :, 2], torch.full((2 * height * width,), -plane), rtol=2e-3, atol=0
+    )
     rendered = render_views(native.gaussians, views.extrinsics, views.full_intrinsics, (height, width))[0]
     for view in range(2):
         truth = views.full_image[0, view].permute(1, 2, 0)

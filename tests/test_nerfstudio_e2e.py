@@ -32,13 +32,20 @@ def free_port() -> int:
 
 def train_args(scene: Path, output: Path, *extra: str, eval_mode: str = "filename") -> list[str]:
     return [
-        str(BIN / "ns-train"), "pixelsplat",
-        "--data", str(scene),
-        "--output-dir", str(output),
-        "--viewer.quit-on-train-completion", "True",
-        "--viewer.websocket-port", str(free_port()),
+        str(BIN / "ns-train"),
+        "pixelsplat",
+        "--data",
+        str(scene),
+        "--output-dir",
+        str(output),
+        "--viewer.quit-on-train-completion",
+        "True",
+        "--viewer.websocket-port",
+        str(free_port()),
         *extra,
-        "nerfstudio-data", "--eval-mode", eval_mode,  # the dataparser subcommand comes last
+        "nerfstudio-data",
+        "--eval-mode",
+        eval_mode,  # the dataparser subcommand comes last
     ]
 
 
@@ -47,9 +54,17 @@ def trained_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
     scene = cut_scene("pavilion-chair-sunset", root / "scene", train=[20, 21, 25, 26], eval_=[22, 23])
     result = run(
-        *train_args(scene, root / "outputs", "--max-num-iterations", "3",
-                    "--pipeline.model.encoder-long-side", "320",
-                    "--pipeline.datamanager.context-views", "frame_00021_train", "frame_00025_train")
+        *train_args(
+            scene,
+            root / "outputs",
+            "--max-num-iterations",
+            "3",
+            "--pipeline.model.encoder-long-side",
+            "320",
+            "--pipeline.datamanager.context-views",
+            "frame_00021_train",
+            "frame_00025_train",
+        )
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     configs = list((root / "outputs").rglob("config.yml"))
@@ -76,7 +91,9 @@ def test_training_writes_config_and_a_checkpoint_that_reloads_with_torch_default
 def test_ns_export_writes_a_standard_3dgs_ply(trained_run: Path, tmp_path: Path):
     from plyfile import PlyData
 
-    result = run(str(BIN / "ns-export"), "gaussian-splat", "--load-config", str(trained_run), "--output-dir", str(tmp_path))
+    result = run(
+        str(BIN / "ns-export"), "gaussian-splat", "--load-config", str(trained_run), "--output-dir", str(tmp_path)
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     vertex = PlyData.read(str(tmp_path / "splat.ply"))["vertex"]
     names = [p.name for p in vertex.properties]
@@ -91,7 +108,9 @@ def test_ns_export_writes_a_standard_3dgs_ply(trained_run: Path, tmp_path: Path)
     params = torch.load(checkpoint, map_location="cpu")["pipeline"]
     opacity_logits = params["_model.gauss_params.opacities"].squeeze(-1)
     assert len(vertex) == int((opacity_logits >= -5.5373).sum())
-    np.testing.assert_allclose(vertex["x"], params["_model.gauss_params.means"][opacity_logits >= -5.5373, 0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        vertex["x"], params["_model.gauss_params.means"][opacity_logits >= -5.5373, 0].numpy(), rtol=1e-6
+    )
 
     # The project's own exporter (no open3d) writes the same file content.
     from pixelsplat_ns.export import export_splat_ply
@@ -105,8 +124,17 @@ def test_ns_export_writes_a_standard_3dgs_ply(trained_run: Path, tmp_path: Path)
 
 def test_ns_render_dataset_writes_images(trained_run: Path, tmp_path: Path):
     result = run(
-        str(BIN / "ns-render"), "dataset", "--load-config", str(trained_run), "--output-path", str(tmp_path),
-        "--split", "test", "--rendered-output-names", "rgb", "depth",
+        str(BIN / "ns-render"),
+        "dataset",
+        "--load-config",
+        str(trained_run),
+        "--output-path",
+        str(tmp_path),
+        "--split",
+        "test",
+        "--rendered-output-names",
+        "rgb",
+        "depth",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     images = sorted(tmp_path.rglob("*.png")) + sorted(tmp_path.rglob("*.jpg"))
@@ -126,7 +154,10 @@ def test_ns_viewer_starts_and_serves(trained_run: Path):
     port = free_port()
     process = subprocess.Popen(
         [str(BIN / "ns-viewer"), "--load-config", str(trained_run), "--viewer.websocket-port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
     )
     try:
         deadline = time.time() + 240

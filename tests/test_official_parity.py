@@ -50,7 +50,9 @@ def test_state_dict_matches_official_checkpoint_keys(official, checkpoint_keys):
     state = official.state_dict()
     assert len(checkpoint_keys) == 574
     assert sorted(state) == sorted(checkpoint_keys)
-    mismatched = {k: (list(v.shape), checkpoint_keys[k]) for k, v in state.items() if list(v.shape) != checkpoint_keys[k]}
+    mismatched = {
+        k: (list(v.shape), checkpoint_keys[k]) for k, v in state.items() if list(v.shape) != checkpoint_keys[k]
+    }
     assert not mismatched
     assert sum(v.numel() for v in state.values()) == 119_032_585
 
@@ -91,7 +93,9 @@ def test_deterministic_weights_recipe(checkpoint_keys, official):
     assert (running_var >= 0.5).all() and (running_var < 1.5).all()
 
 
-@pytest.mark.parametrize("name", ["backbone", "backbone_projection", "epipolar_transformer", "depth_pdf", "depth_offset"])
+@pytest.mark.parametrize(
+    "name", ["backbone", "backbone_projection", "epipolar_transformer", "depth_pdf", "depth_offset"]
+)
 def test_intermediates_match(run, fixture, name):
     expected = fixture["intermediates"][name]
     actual = run.intermediates[name]

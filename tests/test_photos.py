@@ -116,7 +116,7 @@ def test_unreadable_images_are_named(tmp_path: Path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
     _, listed = frames("strecha-castle-p19")
-    with pytest.raises(PixelSplatInputError, match="cannot read image .*broken.jpg"):
+    with pytest.raises(PixelSplatInputError, match=r"cannot read image .*broken\.jpg"):
         estimate_pair_poses(broken, frame_path("strecha-castle-p19", listed[0]))
     with pytest.raises(PixelSplatInputError, match="no such file"):
         estimate_pair_poses(tmp_path / "missing.png", broken)

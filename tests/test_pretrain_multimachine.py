@@ -53,7 +53,7 @@ def _run(tmp_path: Path, name: str, data: Path, num_machines: int, num_devices: 
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                     text=True,
-                )  # fmt: skip
+                )
             )
             records.append(spec)
     for process in processes:

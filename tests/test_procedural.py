@@ -34,7 +34,7 @@ def test_same_seed_same_bytes_and_another_seed_differs(tmp_path: Path):
     write_scene(tmp_path / "b", 3, CONFIG)
     write_scene(tmp_path / "c", 4, CONFIG)
     a, b, c = (folder_bytes(tmp_path / name) for name in "abc")
-    assert sorted(a) == ["images/frame_0000%d.png" % i for i in range(5)] + ["transforms.json"]
+    assert sorted(a) == [f"images/frame_0000{i}.png" for i in range(5)] + ["transforms.json"]
     assert a == b
     assert a["transforms.json"] != c["transforms.json"]
     assert all(a[name] != c[name] for name in a if name.endswith(".png"))

@@ -29,11 +29,11 @@ import signal
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -553,7 +553,7 @@ def saved(obj: object) -> bytes:
     return buffer.getvalue()
 
 
-@lru_cache(maxsize=None)
+@cache
 def valid_chunk() -> bytes:
     """Scenes "a" and "b" in one chunk file."""
     return saved([chunk_item("a", 0), chunk_item("b", 1)])
@@ -581,7 +581,7 @@ def chunk_offsets(draw: st.DrawFn, data: bytes) -> int:
     storage, the archive's directory, ...), then a byte inside it. Small records such as
     the pickle get as many draws as the large image storages."""
     starts = sorted(info.header_offset for info in zipfile.ZipFile(io.BytesIO(data)).infolist())
-    bounds = list(zip(starts, [*starts[1:], len(data)]))
+    bounds = list(zip(starts, [*starts[1:], len(data)], strict=True))
     start, end = draw(st.sampled_from(bounds))
     return draw(st.integers(start, end - 1))
 

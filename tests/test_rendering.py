@@ -25,8 +25,21 @@ from pixelsplat_ns.rendering.sh import eval_sh
 
 
 def reference_rasterize(
-    means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-    sh_degree=None, backgrounds=None, render_mode="RGB", near_plane=0.01, far_plane=1e10, eps2d=0.3,
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    width,
+    height,
+    sh_degree=None,
+    backgrounds=None,
+    render_mode="RGB",
+    near_plane=0.01,
+    far_plane=1e10,
+    eps2d=0.3,
     radius_clip=0.0,
 ):
     """Per-pixel, per-Gaussian rendering with gsplat's rules. Returns (render, alpha, n_terminated)."""
@@ -127,17 +140,17 @@ def random_scene(seed, n=200, kind="mixed", sh_degree=None, dtype=torch.float32)
         opacities = 0.02 + 0.2 * rand(n)
     elif kind == "near":
         # behind the camera, straddling the near plane, very close, and off-screen
-        z = torch.cat((-rand(n // 4) * 2, (rand(n // 4) - 0.5) * 0.1, 0.01 + rand(n // 4) * 0.4, 1 + rand(n - 3 * (n // 4)) * 3))
+        z = torch.cat(
+            (-rand(n // 4) * 2, (rand(n // 4) - 0.5) * 0.1, 0.01 + rand(n // 4) * 0.4, 1 + rand(n - 3 * (n // 4)) * 3)
+        )
         means = torch.stack((randn(n) * 1.5, randn(n) * 1.5, z), -1)
         means[: n // 8, 0] += 6.0  # far off to the side
         scales = rand(n, 3) * 0.5 + 0.02
     elif kind != "mixed":
         raise ValueError(kind)
     quats = randn(n, 4)
-    if sh_degree is None:
-        colors = rand(n, 3)
-    else:
-        colors = randn(n, (sh_degree + 1) ** 2 + 1, 3) * 0.4  # one spare band entry: K > (d+1)^2
+    # with SH, one spare band entry: K > (d+1)^2
+    colors = rand(n, 3) if sh_degree is None else randn(n, (sh_degree + 1) ** 2 + 1, 3) * 0.4
     return dict(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors)
 
 
@@ -145,7 +158,12 @@ CAMERAS = {
     # name: (viewmats offsets, (fx, fy, cx, cy), width, height)
     "square_centred": ([(0.0, 0.0, 0.0, 0.0)], (40.0, 40.0, 20.0, 20.0), 40, 40),
     "wide_offcentre_2cams": ([(0.0, 0.0, 0.0, 0.0), (0.4, -0.2, 0.3, 0.25)], (38.0, 45.0, 31.0, 12.5), 53, 29),
-    "tall_3cams": ([(0.1, 0.0, 0.0, -0.1), (-0.3, 0.1, 0.0, 0.2), (0.0, 0.3, -0.5, 0.0)], (30.0, 33.0, 9.0, 30.0), 21, 47),
+    "tall_3cams": (
+        [(0.1, 0.0, 0.0, -0.1), (-0.3, 0.1, 0.0, 0.2), (0.0, 0.3, -0.5, 0.0)],
+        (30.0, 33.0, 9.0, 30.0),
+        21,
+        47,
+    ),
 }
 
 
@@ -196,8 +214,10 @@ def test_matches_bruteforce_reference(render, seed, kind, sh_degree, cam, mode, 
     viewmats, Ks, w, h = camera(cam)
     bg = torch.rand(viewmats.shape[0], 3, generator=torch.Generator().manual_seed(7)) if with_bg else None
     kwargs = dict(sh_degree=sh_degree, backgrounds=bg, render_mode=mode)
-    image, alpha, meta = render(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, **kwargs)
-    ref_render, ref_alpha, n_terminated = reference_rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, **kwargs)
+    image, alpha, _meta = render(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, **kwargs)
+    ref_render, ref_alpha, n_terminated = reference_rasterize(
+        **scene, viewmats=viewmats, Ks=Ks, width=w, height=h, **kwargs
+    )
 
     channels = 4 if mode == "RGB+ED" else 3
     assert image.shape == (viewmats.shape[0], h, w, channels)
@@ -230,14 +250,24 @@ def test_near_plane_far_plane_and_radius_clip(render):
 def test_tiling_parameters_do_not_change_the_result():
     scene = random_scene(11, n=300, kind="opaque", sh_degree=2)
     viewmats, Ks, w, h = camera("wide_offcentre_2cams")
-    base, base_alpha, _ = rasterize_torch(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2, native=False)
+    base, base_alpha, _ = rasterize_torch(
+        **scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2, native=False
+    )
     settings = [(16, 256, 1 << 22, False), (4, 8, 1 << 12, False), (2, 5, 1 << 10, False)]
     if native.available():
         settings += [(16, 32, 0, True), (8, 32, 0, True)]
     for block, chunk, max_elements, use_native in settings:
         render, alpha, _ = rasterize_torch(
-            **scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2,
-            block=block, chunk=chunk, max_elements=max_elements, native=use_native,
+            **scene,
+            viewmats=viewmats,
+            Ks=Ks,
+            width=w,
+            height=h,
+            sh_degree=2,
+            block=block,
+            chunk=chunk,
+            max_elements=max_elements,
+            native=use_native,
         )
         torch.testing.assert_close(render, base, atol=2e-6, rtol=0)
         torch.testing.assert_close(alpha, base_alpha, atol=2e-6, rtol=0)
@@ -263,8 +293,12 @@ def test_other_channel_counts(render):
         scene["colors"] = torch.rand(150, channels, generator=torch.Generator().manual_seed(channels))
         bg = torch.rand(2, channels, generator=torch.Generator().manual_seed(9))
         for mode in ("RGB", "RGB+ED"):
-            image, alpha, _ = render(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, backgrounds=bg, render_mode=mode)
-            ref, ref_alpha, _ = reference_rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, backgrounds=bg, render_mode=mode)
+            image, alpha, _ = render(
+                **scene, viewmats=viewmats, Ks=Ks, width=w, height=h, backgrounds=bg, render_mode=mode
+            )
+            ref, ref_alpha, _ = reference_rasterize(
+                **scene, viewmats=viewmats, Ks=Ks, width=w, height=h, backgrounds=bg, render_mode=mode
+            )
             assert image.shape[-1] == channels + (mode == "RGB+ED")
             torch.testing.assert_close(alpha, ref_alpha, atol=1e-4, rtol=0)
             torch.testing.assert_close(image[..., :channels], ref[..., :channels], atol=1e-4, rtol=0)
@@ -276,13 +310,24 @@ def test_per_camera_colors_match_separate_renders(render, sh_degree):
     scene = random_scene(14, n=120, sh_degree=sh_degree)
     viewmats, Ks, w, h = camera("tall_3cams")
     g = torch.Generator().manual_seed(3)
-    per_camera = torch.stack([scene["colors"] + 0.1 * torch.randn(scene["colors"].shape, generator=g) for _ in range(3)])
+    per_camera = torch.stack(
+        [scene["colors"] + 0.1 * torch.randn(scene["colors"].shape, generator=g) for _ in range(3)]
+    )
     per_camera.requires_grad_(True)
-    image, alpha, _ = render(**{**scene, "colors": per_camera}, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=sh_degree)
+    image, alpha, _ = render(
+        **{**scene, "colors": per_camera}, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=sh_degree
+    )
     (image.square().sum()).backward()
     for c in range(3):
         colors_c = per_camera.detach()[c].clone().requires_grad_(True)
-        ref, ref_alpha, _ = render(**{**scene, "colors": colors_c}, viewmats=viewmats[c : c + 1], Ks=Ks[c : c + 1], width=w, height=h, sh_degree=sh_degree)
+        ref, ref_alpha, _ = render(
+            **{**scene, "colors": colors_c},
+            viewmats=viewmats[c : c + 1],
+            Ks=Ks[c : c + 1],
+            width=w,
+            height=h,
+            sh_degree=sh_degree,
+        )
         torch.testing.assert_close(image[c : c + 1], ref, atol=1e-6, rtol=0)
         torch.testing.assert_close(alpha[c : c + 1], ref_alpha, atol=1e-6, rtol=0)
         ref.square().sum().backward()
@@ -301,8 +346,8 @@ def test_falls_back_to_pytorch_without_compiler(monkeypatch):
         assert native.load() is None
     scene = random_scene(15, n=80, sh_degree=1)
     viewmats, Ks, w, h = camera("square_centred")
-    image, alpha, _ = rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=1)
-    ref, ref_alpha, _ = reference_rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=1)
+    image, _alpha, _ = rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=1)
+    ref, _ref_alpha, _ = reference_rasterize(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=1)
     torch.testing.assert_close(image, ref, atol=1e-4, rtol=0)
     monkeypatch.setenv("PIXELSPLAT_NS_NATIVE", "0")
     monkeypatch.setattr(native, "_state", {})
@@ -341,7 +386,9 @@ def test_projection_matches_gsplat(cam, dtype):
     a, b, c = proj.conics[valid].unbind(-1)
     cxx, cxy, cyy = proj.cov2d[valid].unbind(-1)
     det = a * c - b * b
-    torch.testing.assert_close(torch.stack((c / det, -b / det, a / det), -1), torch.stack((cxx, cxy, cyy), -1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        torch.stack((c / det, -b / det, a / det), -1), torch.stack((cxx, cxy, cyy), -1), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_meta_matches_gsplat_projection(render):
@@ -368,7 +415,7 @@ def test_means2d_gradient_is_retainable(render):
     scene = random_scene(9, n=100, sh_degree=1)
     viewmats, Ks, w, h = camera("square_centred")
     scene["means"].requires_grad_(True)
-    image, alpha, meta = render(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=1)
+    image, _alpha, meta = render(**scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=1)
     meta["means2d"].retain_grad()
     image.sum().backward()
     grad = meta["means2d"].grad
@@ -384,7 +431,9 @@ def test_sh_matches_gsplat(degree):
     coeffs = torch.randn(500, 25, 3, generator=g)
     torch.testing.assert_close(eval_sh(degree, dirs, coeffs), _spherical_harmonics(degree, dirs, coeffs))
     d64, c64 = dirs.double(), coeffs.double()
-    torch.testing.assert_close(eval_sh(degree, d64, c64), _spherical_harmonics(degree, d64, c64), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        eval_sh(degree, d64, c64), _spherical_harmonics(degree, d64, c64), rtol=1e-12, atol=1e-12
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -411,17 +460,27 @@ def test_gradcheck_float64(render):
 
     def fn(means, quats, scales, opacities, colors, backgrounds):
         image, alpha, _ = render(
-            means, quats, scales, opacities, colors, viewmats, Ks, 9, 8,
-            sh_degree=1, backgrounds=backgrounds, render_mode="RGB+ED",
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            viewmats,
+            Ks,
+            9,
+            8,
+            sh_degree=1,
+            backgrounds=backgrounds,
+            render_mode="RGB+ED",
         )
         return image, alpha
 
-    image, alpha = fn(*inputs, backgrounds)
+    _image, alpha = fn(*inputs, backgrounds)
     assert (alpha > 0.2).float().mean() > 0.3  # the Gaussians cover the tiny image
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # ~1000 calls on tiny tensors: thread start-up would dominate
     try:
-        assert torch.autograd.gradcheck(fn, inputs + (backgrounds,), eps=1e-6, atol=1e-5, rtol=1e-4)
+        assert torch.autograd.gradcheck(fn, (*inputs, backgrounds), eps=1e-6, atol=1e-5, rtol=1e-4)
     finally:
         torch.set_num_threads(threads)
 
@@ -440,12 +499,14 @@ def test_gradients_match_autograd_through_reference(render):
     grads = []
     for fn in (render, reference_rasterize):
         inputs = {k: scene[k].clone().requires_grad_(True) for k in names}
-        image, alpha, extra = fn(**inputs, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2, backgrounds=bg, render_mode="RGB+ED")
+        image, alpha, extra = fn(
+            **inputs, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2, backgrounds=bg, render_mode="RGB+ED"
+        )
         if fn is reference_rasterize:
             assert extra > 0
         loss = (image * w_render).sum() + (alpha * w_alpha).sum()
         grads.append(torch.autograd.grad(loss, [inputs[k] for k in names]))
-    for name, ours, ref in zip(names, *grads):
+    for name, ours, ref in zip(names, *grads, strict=True):
         torch.testing.assert_close(ours, ref, atol=1e-8, rtol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
 
 
@@ -457,10 +518,12 @@ def test_camera_gradients_match_reference(render):
     for fn in (render, reference_rasterize):
         vm = viewmats.clone().requires_grad_(True)
         means = scene["means"].clone().requires_grad_(True)
-        image, alpha, _ = fn(**{**scene, "means": means}, viewmats=vm, Ks=Ks, width=w, height=h, sh_degree=2, render_mode="RGB+ED")
+        image, alpha, _ = fn(
+            **{**scene, "means": means}, viewmats=vm, Ks=Ks, width=w, height=h, sh_degree=2, render_mode="RGB+ED"
+        )
         loss = image.square().sum() + alpha.sum()
         grads.append(torch.autograd.grad(loss, [vm, means]))
-    for ours, ref in zip(*grads):
+    for ours, ref in zip(*grads, strict=True):
         assert ref.abs().sum() > 0
         torch.testing.assert_close(ours, ref, atol=1e-8, rtol=1e-7)
 
@@ -593,6 +656,6 @@ def test_compiled_kernels_equal_the_pytorch_rasteriser_on_a_pixelsplat_scene():
     assert (alpha > 0.5).float().mean() > 0.5  # the scene covers the view
     assert (image - ref_image).abs().max() <= 1e-5
     assert (alpha - ref_alpha).abs().max() <= 1e-5
-    for name, grad, ref in zip(names, grads, ref_grads):
+    for name, grad, ref in zip(names, grads, ref_grads, strict=True):
         assert ref.abs().max() > 0, name
         assert (grad - ref).norm() / ref.norm() <= 1e-4, name

@@ -92,7 +92,9 @@ _FIELD_VALUES = "return Array.from(document.querySelectorAll('input, textarea'))
 def _button(driver, label: str):
     from selenium.webdriver.common.by import By
 
-    return driver.find_element(By.XPATH, f"//button[.//*[normalize-space(text())='{label}'] or normalize-space(.)='{label}']")
+    return driver.find_element(
+        By.XPATH, f"//button[.//*[normalize-space(text())='{label}'] or normalize-space(.)='{label}']"
+    )
 
 
 def test_viewer_shows_the_scene_and_traces_a_pixel_in_a_real_browser(viewer_url):
@@ -101,6 +103,7 @@ def test_viewer_shows_the_scene_and_traces_a_pixel_in_a_real_browser(viewer_url)
     driver.capture_path = str(root / "canvas.png")
     try:
         _wait(lambda: driver.get(url) or True, 240, "the page")
+
         # The scene: the viewer streams its render of the first context camera into the canvas.
         # Until then the canvas shows the empty scene: one background colour (and the axes).
         def rendered() -> np.ndarray | None:
@@ -134,6 +137,8 @@ def test_viewer_shows_the_scene_and_traces_a_pixel_in_a_real_browser(viewer_url)
         _button(driver, "Trace pixel").click()
         changed = lambda: float((np.abs(_canvas(driver) - before).max(axis=-1) > 0.2).mean())  # noqa: E731
         _wait(lambda: changed() > 0.001 or None, 120, "the traced samples in the canvas")
-        _wait(lambda: "top bucket" in driver.execute_script(_FIELD_VALUES) or None, 60, "the trace's readout in the panel")
+        _wait(
+            lambda: "top bucket" in driver.execute_script(_FIELD_VALUES) or None, 60, "the trace's readout in the panel"
+        )
     finally:
         driver.quit()

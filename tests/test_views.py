@@ -29,7 +29,9 @@ def test_encoder_factors_reproduce_its_covariances_and_render_like_them():
     # Rendering from the stored factors equals rendering from the covariances alone.
     from_factors = render_views(gaussians.detach(), extrinsics, intrinsics, (64, 64))
     covariance_only = Gaussians(
-        gaussians.means.detach(), gaussians.covariances.detach(), gaussians.harmonics.detach(),
+        gaussians.means.detach(),
+        gaussians.covariances.detach(),
+        gaussians.harmonics.detach(),
         gaussians.opacities.detach(),
     )
     from_covariances = render_views(covariance_only, extrinsics, intrinsics, (64, 64))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import tyro
 from rich.console import Console
@@ -26,7 +26,7 @@ class Convert:
     """Dataset root; chunks go to <output-dir>/<split>/ with an index.json."""
     split: str = "train"
     """Split folder to write (train or test)."""
-    dataparser: Optional[str] = None
+    dataparser: str | None = None
     """Read scenes with this nerfstudio dataparser (e.g. colmap, nerfstudio-data, blender-data) instead of
     reading transforms.json directly. Poses are kept as stored either way (no re-orientation or scaling)."""
     chunk_size_mb: float = 100.0
@@ -35,7 +35,7 @@ class Convert:
     """original: keep JPEG/PNG files byte for byte (others become PNG); jpeg or png: re-encode every frame."""
     jpeg_quality: int = 95
     """JPEG quality when re-encoding as JPEG."""
-    max_long_side: Optional[int] = None
+    max_long_side: int | None = None
     """Downscale frames whose long side exceeds this many pixels (normalised intrinsics are unchanged)."""
     min_frames: int = 2
     """Scenes with fewer frames are skipped with a warning."""

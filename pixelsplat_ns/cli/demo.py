@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from rich.table import Table
 
@@ -26,7 +26,7 @@ class Demo:
     """Where the run, the renders and the PLY go."""
     encoder: Literal["tiny", "official"] = "tiny"
     """Encoder architecture when no checkpoint is given."""
-    encoder_checkpoint: Optional[Path] = None
+    encoder_checkpoint: Path | None = None
     """Trained encoder weights (official re10k.ckpt / acid.ckpt, or this project's)."""
     gaussian_resolution: Literal["encoder", "native"] = "encoder"
     """encoder: pixelSplat's Gaussians (one per encoder pixel); native: one per pixel of the photos."""
@@ -150,6 +150,8 @@ class Demo:
         )
         CONSOLE.print(f"  run (config + checkpoint): {run_dir}")
         CONSOLE.print(f"  held-out renders:          {renders_dir}")
-        CONSOLE.print(f"  comparison:                {comparison_path} (per held-out view: nearest context | truth | render | depth)")
+        CONSOLE.print(
+            f"  comparison:                {comparison_path} (per held-out view: nearest context | truth | render | depth)"
+        )
         CONSOLE.print(f"  Gaussians (3DGS PLY):      {ply_path} ({exported:,} Gaussians)")
         CONSOLE.print(f"  look at it:                ns-viewer --load-config {config_path}")

@@ -6,7 +6,10 @@ import warnings
 
 # Deprecation notices nerfstudio 1.1.5's imports print on every command with a recent torch; they
 # concern nerfstudio's code, not the user's run, so they are hidden before anything imports it.
-for _message in (r"`torch\.jit\.script` is deprecated", r"`torch\.cuda\.amp\.custom_(fwd|bwd)\(args\.\.\.\)` is deprecated"):
+for _message in (
+    r"`torch\.jit\.script` is deprecated",
+    r"`torch\.cuda\.amp\.custom_(fwd|bwd)\(args\.\.\.\)` is deprecated",
+):
     warnings.filterwarnings("ignore", message=_message, category=FutureWarning)
 
 import tyro  # noqa: E402

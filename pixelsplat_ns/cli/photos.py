@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import tyro
 
@@ -27,13 +27,13 @@ class Photos:
     """The second photo, of the same subject from a little to the side."""
     output_dir: Path = Path("outputs/photos")
     """Where scene/, the run, splat.ply and path.mp4 go."""
-    focal_px: Optional[float] = None
+    focal_px: float | None = None
     """Focal length in pixels (when the photos carry no EXIF focal length)."""
-    fov_deg: Optional[float] = None
+    fov_deg: float | None = None
     """Horizontal field of view in degrees (when the photos carry no EXIF focal length)."""
     encoder: Literal["tiny", "official"] = "tiny"
     """Encoder architecture when no checkpoint is given."""
-    encoder_checkpoint: Optional[Path] = None
+    encoder_checkpoint: Path | None = None
     """Trained encoder weights (official re10k.ckpt / acid.ckpt, or this project's)."""
     video_frames: int = 48
     """Frames of path.mp4 (from a quarter baseline before A to a quarter after B)."""
@@ -125,8 +125,8 @@ class Photos:
         ply_path, video_path = output_dir / "splat.ply", output_dir / "path.mp4"
         # The PLY and the video are written here and renamed into place once everything has
         # succeeded; a previous scene/ waits here too, to be put back if this run fails.
-        staging: Optional[Path] = None
-        previous: Optional[Path] = None
+        staging: Path | None = None
+        previous: Path | None = None
         try:
             with output_errors(output_dir):
                 output_dir.mkdir(parents=True, exist_ok=True)

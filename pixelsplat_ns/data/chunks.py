@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from functools import cached_property
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 from PIL import Image
@@ -88,7 +89,9 @@ def scene_from_chunk_item(item: Any, min_frames: int = 2) -> Scene | str:
         return "has a singular world-to-camera matrix (cannot be inverted)"
     timestamps = item.get("timestamps")
     timestamps = timestamps.to(torch.int64) if isinstance(timestamps, Tensor) else torch.zeros(0, dtype=torch.int64)
-    scene = Scene(item["key"], FrameImages(list(images)), extrinsics, intrinsics, shape, timestamps, str(item.get("url", "")))
+    scene = Scene(
+        item["key"], FrameImages(list(images)), extrinsics, intrinsics, shape, timestamps, str(item.get("url", ""))
+    )
     return scene_problem(scene, min_frames) or scene
 
 

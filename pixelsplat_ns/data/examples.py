@@ -23,8 +23,8 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -365,7 +365,9 @@ class ExampleDataset(IterableDataset):
         part, parts = rank * workers + worker, world * workers
         shards = self.source.shards()
         if self.stage == "train":
-            order = torch.randperm(len(shards), generator=_generator("shards", self.config.seed, self.start_step, epoch))
+            order = torch.randperm(
+                len(shards), generator=_generator("shards", self.config.seed, self.start_step, epoch)
+            )
             shards = [shards[i] for i in order.tolist()]
         by_shard = len(shards) >= parts
         mine = shards[part::parts] if by_shard else shards

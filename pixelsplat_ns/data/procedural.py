@@ -30,10 +30,11 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -442,7 +443,7 @@ def build_scene(
     light = _normalize(np.array([rng.normal(), rng.uniform(0.5, 1.5), rng.normal()]))
     ambient = rng.uniform(0.45, 0.7)
     photos = list(photos)
-    for surface, step in zip(surfaces, spacing):
+    for surface, step in zip(surfaces, spacing, strict=True):
         cols = int(np.clip(round(surface.size[0] / step), 2, 1024))
         rows = int(np.clip(round(surface.size[1] / step), 2, 1024))
         if photos and rng.random() < config.photo_probability:
@@ -476,7 +477,7 @@ def surface_gaussians(surfaces: Sequence[Surface], footprint: float = 0.7) -> Su
         colours = rearrange(surface.texture, "h w c -> (h w) c")
         n = rows * cols
         parts.append((means, repeat(quat, "c -> n c", n=n), repeat(scales, "c -> n c", n=n), colours))
-    means, quats, scales, colours = (torch.from_numpy(np.concatenate(p)).float() for p in zip(*parts))
+    means, quats, scales, colours = (torch.from_numpy(np.concatenate(p)).float() for p in zip(*parts, strict=True))
     return SurfaceGaussians(
         means=means,
         quats=quats,

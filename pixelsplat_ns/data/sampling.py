@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from jaxtyping import Int64
@@ -37,9 +37,9 @@ class ViewSamplerConfig:
     """Smallest distance (in frames) between the outer context views, after warm-up."""
     max_gap: int = 8
     """Largest distance (in frames) between the outer context views, after warm-up."""
-    initial_min_gap: Optional[int] = None
+    initial_min_gap: int | None = None
     """Smallest gap at step 0 (default: min_gap)."""
-    initial_max_gap: Optional[int] = None
+    initial_max_gap: int | None = None
     """Largest gap at step 0 (default: min_gap, so the gap grows from min_gap to max_gap)."""
     warmup_steps: int = 0
     """Steps over which the gap range moves linearly from its initial to its final value."""
@@ -105,8 +105,7 @@ def sample_views(
     high = min(high, num_frames - 1)
     if high < low:
         raise NotEnoughFrames(
-            f"{num_frames} frames, but the context gap must be at least {low} at step {step} "
-            f"(needs {low + 1} frames)"
+            f"{num_frames} frames, but the context gap must be at least {low} at step {step} (needs {low + 1} frames)"
         )
     gap = int(_randint(low, high + 1, generator)) if stage == "train" else high
     if stage == "train":

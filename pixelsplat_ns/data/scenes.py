@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -237,7 +238,9 @@ def load_transforms_scene(folder: Path, key: str | None = None) -> Scene:
     if camera_model not in ("PINHOLE", "OPENCV", "SIMPLE_PINHOLE", "PERSPECTIVE"):
         raise ValueError(f"{key}: camera model {camera_model} is not a pinhole camera")
     frames = sorted(meta["frames"], key=lambda frame: str(folder / frame["file_path"]))
-    if any(abs(float(frame.get(name, meta.get(name, 0.0)) or 0.0)) > 0 for frame in frames for name in _DISTORTION_KEYS):
+    if any(
+        abs(float(frame.get(name, meta.get(name, 0.0)) or 0.0)) > 0 for frame in frames for name in _DISTORTION_KEYS
+    ):
         warnings.warn(
             f"scene {key!r}: lens distortion parameters are ignored (pixelSplat assumes pinhole "
             "cameras); undistort the images first for exact geometry",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from pixelsplat_ns.data.chunks import CHUNK_SUFFIX, ChunkSource
 from pixelsplat_ns.data.scenes import Scene, SceneFolderSource, SceneSource

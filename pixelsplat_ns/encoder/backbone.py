@@ -272,7 +272,7 @@ class DinoBackbone(FullResolutionFeatures):
 
     def patch_terms(self, images: Tensor) -> list[Tensor]:
         """ViT patch tokens (repeated over their pixels) plus the class token (over the image)."""
-        n, _, h, w = images.shape
+        _n, _, h, w = images.shape
         p = self.patch_size
         tokens = self.dino(images)
         global_token = self.global_token_mlp(tokens[:, 0])

@@ -25,9 +25,9 @@ class BackboneConfig:
     """
 
     name: Literal["dino", "resnet"] = "dino"
-    model: Literal[
-        "dino_vits16", "dino_vits8", "dino_vitb16", "dino_vitb8", "resnet18", "resnet34", "resnet50"
-    ] = "dino_vitb8"
+    model: Literal["dino_vits16", "dino_vits8", "dino_vitb16", "dino_vitb8", "resnet18", "resnet34", "resnet50"] = (
+        "dino_vitb8"
+    )
     d_out: int = 512
     resnet_layers: int = 4
     """Feature levels taken from the ResNet: the stem plus stages 1..resnet_layers-1."""

@@ -6,8 +6,8 @@ backbone -> projection to d_feature -> epipolar transformer -> + high-resolution
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +115,9 @@ class PixelSplatEncoder(nn.Module):
         }
         for name, (value, shape) in expected.items():
             if tuple(value.shape) != shape:
-                raise ValueError(f"{name} must have shape {list(shape)} to match images {list(images.shape)}, got {list(value.shape)}")
+                raise ValueError(
+                    f"{name} must have shape {list(shape)} to match images {list(images.shape)}, got {list(value.shape)}"
+                )
         multiple = self.image_multiple
         if h % multiple or w % multiple or h == 0 or w == 0:
             raise ValueError(
@@ -205,7 +207,9 @@ class PixelSplatEncoder(nn.Module):
             sh_blocks = wigner_blocks(extrinsics[:, views, :3, :3], self.cfg.gaussian_adapter.sh_degree, images.dtype)
             for top in range(0, h, band):
                 bottom = min(top + band, h)
-                skip = F.conv2d(padded[:, view, :, top : bottom + 2 * half], skip_conv.weight, skip_conv.bias, padding=(0, half))
+                skip = F.conv2d(
+                    padded[:, view, :, top : bottom + 2 * half], skip_conv.weight, skip_conv.bias, padding=(0, half)
+                )
                 band_features = torch.stack([features(i, view, top, bottom) for i in range(b)])
                 band_features = band_features + self.high_resolution_skip[1](skip)
                 band_features = rearrange(band_features, "b c h w -> b () (h w) c")
@@ -216,7 +220,13 @@ class PixelSplatEncoder(nn.Module):
                 opacities = map_pdf_to_opacity(depth.densities, self.cfg.opacity_mapping, global_step)
                 opacities = opacities / self.cfg.gaussians_per_pixel
                 adapted = self.gaussian_adapter(
-                    extrinsics[:, views], intrinsics[:, views], xy, depth.depths, opacities, raw[..., 2:], (h, w),
+                    extrinsics[:, views],
+                    intrinsics[:, views],
+                    xy,
+                    depth.depths,
+                    opacities,
+                    raw[..., 2:],
+                    (h, w),
                     sh_blocks=sh_blocks,
                 )
                 for name, value in (
@@ -248,7 +258,7 @@ class PixelSplatEncoder(nn.Module):
         top depth bucket per pixel (one Gaussian per pixel and surface); otherwise
         ``gaussians_per_pixel`` depths are drawn (torch's global RNG)."""
         self._validate(images, extrinsics, intrinsics, near, far)
-        b, v, _, h, w = images.shape
+        b, v, _, _h, _w = images.shape
         intermediates: dict[str, Tensor] | None = {} if return_intermediates else None
 
         features = self.encode_features(images, intermediates)
@@ -275,6 +285,7 @@ class PixelSplatEncoder(nn.Module):
                 if intermediates is not None:
                     intermediates["epipolar_transformer"] = features
             else:  # inference: full-resolution rows are made band by band, as the heads need them
+
                 def features(batch: int, view: int, top: int, bottom: int) -> Tensor:
                     r = transformer.cfg.downscale
                     index = batch * v + view

@@ -150,5 +150,7 @@ def _lstsq(lhs: Float[Tensor, "n 3 3"], rhs: Float[Tensor, "n 3"]) -> Float[Tens
     global _POOL
     if _POOL is None or _POOL._max_workers < workers:
         _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pixelsplat-lstsq")
-    parts = _POOL.map(lambda pair: torch.linalg.lstsq(*pair).solution, zip(lhs.chunk(workers), rhs.chunk(workers)))
+    parts = _POOL.map(
+        lambda pair: torch.linalg.lstsq(*pair).solution, zip(lhs.chunk(workers), rhs.chunk(workers), strict=True)
+    )
     return torch.cat(list(parts))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
-from functools import lru_cache
+from functools import cache
 
 
-@lru_cache(maxsize=None)
+@cache
 def _malloc_trim():
     if not sys.platform.startswith("linux"):
         return None

@@ -29,7 +29,7 @@ def _use_onednn(x: Tensor, weight: Tensor) -> bool:
 
 
 def linear(
-    x: Float[Tensor, "*batch d_in"], weight: Float[Tensor, "d_out d_in"], bias: Float[Tensor, "d_out"] | None
+    x: Float[Tensor, "*batch d_in"], weight: Float[Tensor, "d_out d_in"], bias: Float[Tensor, " d_out"] | None
 ) -> Float[Tensor, "*batch d_out"]:
     """``F.linear(x, weight, bias)``, through oneDNN on the CPU at inference."""
     if not _use_onednn(x, weight):

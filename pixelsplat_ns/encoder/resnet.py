@@ -7,7 +7,7 @@ No classifier head, no max-pool use (the pixelSplat backbones never pool). In in
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -163,4 +163,3 @@ class ResNet(nn.Module):
             x = getattr(self, f"layer{index}")(x)
             outputs.append(x)
         return outputs
-

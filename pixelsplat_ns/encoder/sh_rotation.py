@@ -11,18 +11,18 @@ R = Ry(alpha) Rx(beta) Ry(gamma). Everything runs in float64.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 
-@lru_cache(maxsize=None)
+@cache
 def _real_generators(degree: int) -> tuple[Tensor, Tensor]:
     """(G_x, G_y): real (2l+1)x(2l+1) generators of rotations about x and y for degree l,
     such that D(exp(theta L_k)) = exp(theta G_k) and D^1(R) = R."""
-    l = degree
+    l = degree  # noqa: E741 - the usual symbol for the degree
     m = torch.arange(-l, l + 1, dtype=torch.float64)
     # Ladder operators in the complex |l, m> basis (Condon-Shortley phases, sign as in e3nn).
     up = torch.sqrt(l * (l + 1) - m[:-1] * (m[:-1] + 1))  # |m> -> |m + 1>

@@ -19,9 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 
-def kernel_spectrum(
-    weight: Float[Tensor, "c_out c_in k k"], tile: int
-) -> Float[Tensor, "bin c_in c_out"]:
+def kernel_spectrum(weight: Float[Tensor, "c_out c_in k k"], tile: int) -> Float[Tensor, "bin c_in c_out"]:
     """The kernel's frequency response on (tile + k - 1)^2 tiles, laid out for ``bmm``.
 
     ``F.conv2d`` is a correlation: the flipped kernel turns it into the convolution that
@@ -39,14 +37,14 @@ def kernel_spectrum(
 def spectral_conv2d(
     x: Float[Tensor, "n c_in h w"],
     spectrum: Float[Tensor, "bin c_in c_out"],
-    bias: Float[Tensor, "c_out"] | None,
+    bias: Float[Tensor, " c_out"] | None,
     kernel_size: int,
     tile: int,
     padding: tuple[int, int] = (0, 0),
 ) -> Float[Tensor, "n c_out h_out w_out"]:
     """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1, odd square kernel) with
     ``spectrum = kernel_spectrum(weight, tile)``."""
-    n, c_in, h, w = x.shape
+    n, _c_in, h, w = x.shape
     k = kernel_size
     size = tile + k - 1
     pad_y, pad_x = padding

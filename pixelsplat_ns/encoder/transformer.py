@@ -8,7 +8,7 @@ ever forming the projected keys and values (see ``CrossAttention``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -144,4 +144,3 @@ class Transformer(nn.Module):
             x = attention(x) + x
             x = feed_forward(x) + x
         return x
-

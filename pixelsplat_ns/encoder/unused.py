@@ -38,7 +38,7 @@ class UnusedWeights(nn.Module):
                     f"from checkpoint, the shape in current model is {shape}."
                 )
         for name in state_dict:
-            if name.startswith(prefix) and name[len(prefix):] not in self.shapes:
+            if name.startswith(prefix) and name[len(prefix) :] not in self.shapes:
                 unexpected_keys.append(name)
 
     def state_keys(self, prefix: str = "") -> list[str]:

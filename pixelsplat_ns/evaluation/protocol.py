@@ -59,14 +59,18 @@ def load_evaluation_index(path: Path) -> dict[str, ViewChoice | None]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise EvaluationIndexError(f"evaluation index {path} is not valid JSON ({error})") from None
     if not isinstance(raw, dict):
-        raise EvaluationIndexError(f"evaluation index {path} must map scene keys to view choices, got {type(raw).__name__}")
+        raise EvaluationIndexError(
+            f"evaluation index {path} must map scene keys to view choices, got {type(raw).__name__}"
+        )
     index: dict[str, ViewChoice | None] = {}
     for key, entry in raw.items():
         if entry is None:
             index[key] = None
             continue
         if not isinstance(entry, dict) or not {"context", "target"} <= entry.keys():
-            raise EvaluationIndexError(f"evaluation index {path}: scene {key!r} needs 'context' and 'target' lists, got {entry!r}")
+            raise EvaluationIndexError(
+                f"evaluation index {path}: scene {key!r} needs 'context' and 'target' lists, got {entry!r}"
+            )
         context, target = entry["context"], entry["target"]
         valid = all(isinstance(i, int) and i >= 0 for i in [*context, *target])
         if not valid or len(context) < 2 or len(target) < 1:
@@ -100,9 +104,9 @@ def score_views(
     ssims = ssim(*as_nchw, data_range=1.0, size_average=False, win_size=11, win_sigma=1.5)
     lpips_values = None
     if lpips is not None:
-        lpips_values = [float(lpips(a[None], b[None])) for a, b in zip(*as_nchw)]
+        lpips_values = [float(lpips(a[None], b[None])) for a, b in zip(*as_nchw, strict=True)]
     return SceneScores(
-        psnr=[float(psnr(a, b)) for a, b in zip(rendered, truth)],
+        psnr=[float(psnr(a, b)) for a, b in zip(rendered, truth, strict=True)],
         ssim=[float(s) for s in ssims],
         lpips=lpips_values,
     )
@@ -146,7 +150,9 @@ class EvaluationResults:
             temporary.write_text(json.dumps(self.to_json(), indent=1))
 
     @classmethod
-    def resume_or_start(cls, path: Path, checkpoint: str, index: str, image_shape: tuple[int, int]) -> EvaluationResults:
+    def resume_or_start(
+        cls, path: Path, checkpoint: str, index: str, image_shape: tuple[int, int]
+    ) -> EvaluationResults:
         """The results already in ``path`` if they belong to this run, else a new record."""
         fresh = cls(checkpoint, index, tuple(image_shape))
         if not Path(path).is_file():

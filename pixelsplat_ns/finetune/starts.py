@@ -18,7 +18,7 @@ prediction blends; so a prediction keeps its opacities and loses only invisible 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any
 
 import torch
 from gsplat.strategy import DefaultStrategy
@@ -36,10 +36,10 @@ class RefinementStrategy(DefaultStrategy):
     def step_post_backward(
         self,
         params: Any,
-        optimizers: Dict[str, torch.optim.Optimizer],
-        state: Dict[str, Any],
+        optimizers: dict[str, torch.optim.Optimizer],
+        state: dict[str, Any],
         step: int,
-        info: Dict[str, Any],
+        info: dict[str, Any],
         packed: bool = False,
     ) -> None:
         if step == 0:  # gsplat would reset every opacity here (step % reset_every == 0)
@@ -49,9 +49,7 @@ class RefinementStrategy(DefaultStrategy):
         super().step_post_backward(params, optimizers, state, step, info, packed=packed)
 
 
-def refinement_strategy(
-    config: SplatfactoModelConfig, num_train_data: int, random_start: bool
-) -> RefinementStrategy:
+def refinement_strategy(config: SplatfactoModelConfig, num_train_data: int, random_start: bool) -> RefinementStrategy:
     """splatfacto's densification and pruning (its config fields, its schedule). A random start
     keeps all of it; a prediction keeps its opacities (no periodic reset) and, unless
     ``cull_alpha_thresh`` is set, loses only Gaussians no render can show (opacity < 1/255):
@@ -80,12 +78,16 @@ def refinement_strategy(
     )
 
 
-def random_cube_params(count: int, side: float, sh_degree: int, seed: int = 0) -> dict[str, Float[Tensor, "gaussian ..."]]:
+def random_cube_params(
+    count: int, side: float, sh_degree: int, seed: int = 0
+) -> dict[str, Float[Tensor, "gaussian ..."]]:
     """splatfacto's ``random_init`` start as splatfacto's parameters (means, log-scales, wxyz
     quaternions, SH DC and rest, logit opacities): ``count`` Gaussians uniform in a cube of
     side ``side`` centred on the origin of nerfstudio's normalised scene, seeded."""
     if count < 4:
-        raise ValueError(f"a random start needs at least 4 Gaussians (their scale is the distance to 3 neighbours), got {count}")
+        raise ValueError(
+            f"a random start needs at least 4 Gaussians (their scale is the distance to 3 neighbours), got {count}"
+        )
     generator = torch.Generator().manual_seed(seed)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # random_quat_tensor draws from the global generator

@@ -53,7 +53,7 @@ def most_opaque_sample(
 ) -> tuple[Float[Tensor, "batch view h w"], Float[Tensor, "batch view h w"]]:
     """(depth, opacity) per encoder pixel: of its surfaces and samples, the most opaque one."""
     h, w = image_shape
-    b, v, _, surfaces, samples = output.depths.shape
+    _b, v, _, surfaces, samples = output.depths.shape
     depths = rearrange(output.depths, "b v r srf spp -> b v r (srf spp)")
     opacities = rearrange(
         output.gaussians.opacities, "b (v r srf spp) -> b v r (srf spp)", v=v, srf=surfaces, spp=samples
@@ -103,7 +103,9 @@ def native_resolution_gaussians(
     pixel), which is low wherever the encoder is unsure.
     """
     if views.full_image is None or views.full_intrinsics is None:
-        raise ValueError("native-resolution Gaussians need ContextViews with full_image (prepare_context(gaussian_long_side=...))")
+        raise ValueError(
+            "native-resolution Gaussians need ContextViews with full_image (prepare_context(gaussian_long_side=...))"
+        )
     b, v, _, h, w = views.image.shape
     height, width = views.full_image.shape[-2:]
     depth, opacity = most_opaque_sample(output, (h, w))
@@ -154,9 +156,7 @@ def native_resolution_gaussians(
         nearest = positions.floor().long()
         col = nearest[..., 0].clamp(0, w - 1)
         row = nearest[..., 1].clamp(0, h - 1)
-        pixels.append(
-            rearrange(torch.stack((torch.full_like(row, view), row, col), dim=-1), "b h w c -> b (h w) c")
-        )
+        pixels.append(rearrange(torch.stack((torch.full_like(row, view), row, col), dim=-1), "b h w c -> b (h w) c"))
 
     scales_all = torch.cat(scales, dim=1)
     rotations_all = torch.cat(rotations, dim=1)

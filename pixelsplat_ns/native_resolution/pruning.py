@@ -24,7 +24,9 @@ def visible_mask(
 def keep_gaussians(gaussians: Gaussians, keep: Bool[Tensor, "batch gaussian"]) -> Gaussians:
     """The Gaussians where ``keep`` holds (batch of one: counts differ between elements)."""
     if gaussians.means.shape[0] != 1:
-        raise ValueError(f"pruning keeps different counts per batch element; give a batch of 1, got {gaussians.means.shape[0]}")
+        raise ValueError(
+            f"pruning keeps different counts per batch element; give a batch of 1, got {gaussians.means.shape[0]}"
+        )
     mask = keep[0]
 
     def select(value: Tensor | None) -> Tensor | None:

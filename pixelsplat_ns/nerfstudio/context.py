@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ class ContextImages:
     c2w: Float[Tensor, "view 3 4"]  # OpenGL camera-to-world, dataparser world frame
     intrinsics: Float[Tensor, "view 3 3"]  # pixels, pixel centres at +0.5
     names: list[str]
-    alpha: Optional[Float[Tensor, "view h w 1"]] = None  # opacity, when any context image has an alpha channel
+    alpha: Float[Tensor, "view h w 1"] | None = None  # opacity, when any context image has an alpha channel
 
 
 def _matches(name: str, path: str) -> bool:

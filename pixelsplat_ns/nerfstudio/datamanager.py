@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -36,11 +37,11 @@ _UNDISTORTED_TYPES = (CameraType.FISHEYE.value, CameraType.FISHEYE624.value)
 class PixelSplatDataManagerConfig(FullImageDatamanagerConfig):
     """Full images for rendering and scoring, plus the context views the encoder sees."""
 
-    _target: Type = field(default_factory=lambda: PixelSplatDataManager)
-    context_views: Tuple[str, ...] = ()
+    _target: type = field(default_factory=lambda: PixelSplatDataManager)
+    context_views: tuple[str, ...] = ()
     """Training images given to the encoder, by file name, stem or path suffix (e.g. frame_00040 frame_00052).
     Empty: two training images context-gap apart, centred on the middle one, in file-name order."""
-    context_gap: Optional[int] = None
+    context_gap: int | None = None
     """Gap of the automatic pair, in training images (default: a tenth of them, at least 1)."""
     cache_images: Literal["cpu", "gpu"] = "cpu"
     """Where images are cached. 'cpu' works without CUDA here (nerfstudio pins memory, which needs CUDA)."""
@@ -95,7 +96,7 @@ class PixelSplatDataManager(FullImageDatamanager[PixelSplatDataset]):
 
     def _load_images(
         self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]
-    ) -> List[Dict[str, torch.Tensor]]:
+    ) -> list[dict[str, torch.Tensor]]:
         # nerfstudio's "cpu" cache calls pin_memory(), which fails without CUDA. Its "gpu"
         # branch moves the cache to self.device, which is plain CPU memory on such machines.
         if cache_images_device == "cpu" and not torch.cuda.is_available():
@@ -105,7 +106,7 @@ class PixelSplatDataManager(FullImageDatamanager[PixelSplatDataset]):
         except (AssertionError, NotImplementedError) as error:  # nerfstudio's checks while undistorting
             raise PixelSplatInputError(f"nerfstudio cannot load the {split} images: {error}") from None
 
-    def context_indices(self) -> List[int]:
+    def context_indices(self) -> list[int]:
         """Indices into the training set of the context views (see the config's rule)."""
         train_paths = [str(p) for p in self.train_dataset.image_filenames]
         if self.config.context_views:
@@ -113,7 +114,7 @@ class PixelSplatDataManager(FullImageDatamanager[PixelSplatDataset]):
             return resolve_context_names(self.config.context_views, train_paths, eval_paths)
         return default_context_pair(train_paths, self.config.context_gap)
 
-    def _check_perspective(self, indices: List[int]) -> None:
+    def _check_perspective(self, indices: list[int]) -> None:
         """The encoder and the rasterisers are pinhole: a context camera must be perspective, or
         a fisheye one that nerfstudio undistorts (one with distortion coefficients)."""
         cameras = self.train_dataset.cameras
@@ -135,9 +136,7 @@ class PixelSplatDataManager(FullImageDatamanager[PixelSplatDataset]):
                 "nerfstudio undistorts only perspective and fisheye ones"
             )
 
-    def context_views(
-        self, long_side: Union[int, Callable[[Tuple[int, int]], Optional[int]], None] = None
-    ) -> ContextImages:
+    def context_views(self, long_side: int | Callable[[tuple[int, int]], int | None] | None = None) -> ContextImages:
         """The context images (float RGB in [0, 1], composited on black; their opacity in ``alpha``
         when any has an alpha channel) with their nerfstudio cameras (after nerfstudio's
         undistortion). Views of different sizes are brought to the smallest one's size (resized
@@ -154,13 +153,13 @@ class PixelSplatDataManager(FullImageDatamanager[PixelSplatDataset]):
         if len(set(sizes)) > 1:
             CONSOLE.print(
                 "pixelsplat: context views of different sizes ("
-                + ", ".join(f"{name} {w}x{h}" for name, (h, w) in zip(names, sizes))
+                + ", ".join(f"{name} {w}x{h}" for name, (h, w) in zip(names, sizes, strict=True))
                 + f") are resized to {size[1]}x{size[0]} (centre-cropped where the aspect ratio differs)"
             )
         cap = long_side(size) if callable(long_side) else long_side
         with_alpha = any(cached[i]["image"].shape[-1] == 4 for i in indices)
         images, alphas, intrinsics = [], [], []
-        for i, k in zip(indices, cameras.get_intrinsics_matrices().cpu()):
+        for i, k in zip(indices, cameras.get_intrinsics_matrices().cpu(), strict=True):
             image = cached[i]["image"].cpu()
             alpha = to_float_image(image[..., 3]) if image.shape[-1] == 4 else None
             planes = []

@@ -42,9 +42,7 @@ def pixelsplat_trainer_config() -> PixelSplatTrainerConfig:
         mixed_precision=False,
         machine=_default_machine(),
         pipeline=PixelSplatPipelineConfig(
-            datamanager=PixelSplatDataManagerConfig(
-                dataparser=NerfstudioDataParserConfig(), cache_images_type="uint8"
-            ),
+            datamanager=PixelSplatDataManagerConfig(dataparser=NerfstudioDataParserConfig(), cache_images_type="uint8"),
             model=PixelSplatModelConfig(),
         ),
         optimizers={

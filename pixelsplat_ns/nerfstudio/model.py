@@ -11,9 +11,10 @@ seeding, LPIPS downloads) is replaced; its densification runs through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import Literal
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -43,18 +44,18 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     """pixelSplat: Gaussians predicted from two context views, rendered with gsplat (CUDA) or
     the project's CPU rasteriser, optionally fine-tuned with splatfacto's photometric loss."""
 
-    _target: Type = field(default_factory=lambda: PixelSplatModel)
+    _target: type = field(default_factory=lambda: PixelSplatModel)
     encoder: Literal["tiny", "official"] = "tiny"
     """Encoder architecture when no checkpoint is given (a checkpoint carries its own)."""
-    encoder_checkpoint: Optional[Path] = None
+    encoder_checkpoint: Path | None = None
     """Encoder weights: an official pixelSplat checkpoint (re10k.ckpt, acid.ckpt) or one saved by this project.
     Default: the bundled tiny encoder (trained on CPU) for --pipeline.model.encoder tiny."""
     untrained: bool = False
     """Ignore the bundled weights and run the encoder with seeded random weights (ablations, tests)."""
-    encoder_long_side: Optional[int] = None
+    encoder_long_side: int | None = None
     """Context images are downscaled so their long side is at most this many pixels before encoding
     (default: the scale the encoder was trained at when its checkpoint says, else 512, or 114 for the bundled one)."""
-    near_disparity: Optional[float] = None
+    near_disparity: float | None = None
     """Near plane rule of the official pipeline: disparity (in units of min(h, w) pixels) at the near plane
     (default: the rule the encoder was trained with, 3.0 for official checkpoints)."""
     deterministic: bool = True
@@ -86,13 +87,13 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     initialization: Literal["prediction", "random"] = "prediction"
     """Where fine-tuning starts: the encoder's prediction, or splatfacto's random cube (num-random Gaussians in a
     cube of side random-scale; its scales, colours and 0.1 opacities) - the start without the encoder, to compare."""
-    refine: Optional[bool] = None
+    refine: bool | None = None
     """Fine-tuning densifies and prunes with splatfacto's strategy (gsplat's DefaultStrategy and splatfacto's
     warmup-length, refine-every, densify-grad-thresh, ... flags; a prediction keeps its opacities). Default: on
     for a random start, off for a prediction (measured: densifying it lowers held-out PSNR, see README)."""
     context_view_weight: float = 1.0
     """Fine-tuning: weight of the context views' photometric loss relative to the other training views'."""
-    cull_alpha_thresh: Optional[float] = None  # type: ignore[assignment]
+    cull_alpha_thresh: float | None = None  # type: ignore[assignment]
     """Refinement prunes Gaussians fainter than this. Default: splatfacto's 0.1 for a random start; 1/255 (what
     no render can show) for a prediction, whose Gaussians are a blend of faint ones (median opacity about 0.14)."""
     densify_grad_thresh: float = 0.0002
@@ -139,8 +140,8 @@ class PixelSplatModel(SplatfactoModel):
             else {"black": torch.zeros(3), "white": torch.ones(3)}[self.config.background_color]
         )
         self.info: dict = {}
-        self.context_provider: Optional[Callable[..., ContextImages]] = None
-        self.context_names: List[str] = []
+        self.context_provider: Callable[..., ContextImages] | None = None
+        self.context_names: list[str] = []
         # The viewer's walkthrough panel; runs the encoder (with attention) on first use.
         self.walkthrough = Walkthrough(lambda: self.run_encoder(return_attention=True))
         # The encoder pixel (view, row, column) each Gaussian came from, for the walkthrough's
@@ -149,7 +150,7 @@ class PixelSplatModel(SplatfactoModel):
         self.walkthrough.set_gaussian_source(
             lambda: (self.means.detach(), torch.sigmoid(self.opacities.detach()).squeeze(-1), self.gaussian_pixels)
         )
-        self.context_train_indices: List[int] = []
+        self.context_train_indices: list[int] = []
         # The SH degree fine-tuning last rendered with (-1: never fine-tuned), persisted, so that a reloaded
         # run renders as it was trained: bands the schedule had not reached hold their start, unfitted.
         self.register_buffer("trained_sh_degree", torch.tensor(-1))
@@ -169,7 +170,9 @@ class PixelSplatModel(SplatfactoModel):
     def initialize_gaussians(self) -> None:
         """The start of a run (``initialization``): the encoder's prediction or splatfacto's random cube."""
         if self.config.use_absgrad:
-            raise PixelSplatInputError("--pipeline.model.use-absgrad is not available: the CPU rasteriser has no absgrad")
+            raise PixelSplatInputError(
+                "--pipeline.model.use-absgrad is not available: the CPU rasteriser has no absgrad"
+            )
         if self.config.initialization == "prediction":
             self.predict_gaussians()
             return
@@ -197,7 +200,7 @@ class PixelSplatModel(SplatfactoModel):
         )
         encoder_side: list[int] = []
 
-        def long_side(image_shape: Tuple[int, int]) -> int:
+        def long_side(image_shape: tuple[int, int]) -> int:
             # The largest size anything below needs: the photos are downscaled to it one at a
             # time as they are read, so huge photos never become a float batch.
             encoder_side.append(
@@ -221,7 +224,9 @@ class PixelSplatModel(SplatfactoModel):
             context.intrinsics,
             image_multiple=encoder.image_multiple,
             long_side=encoder_side[0],
-            near_disparity=encoder.cfg.near_disparity if self.config.near_disparity is None else self.config.near_disparity,
+            near_disparity=encoder.cfg.near_disparity
+            if self.config.near_disparity is None
+            else self.config.near_disparity,
             names=context.names,
             gaussian_long_side=self.config.gaussian_long_side if self.config.gaussian_resolution == "native" else None,
         )
@@ -291,7 +296,10 @@ class PixelSplatModel(SplatfactoModel):
     def _check_gaussian_config(self) -> None:
         if self.config.gaussian_resolution != "native":
             return
-        for flag, value in (("gaussian-scale", self.config.gaussian_scale), ("gaussian-opacity-gain", self.config.gaussian_opacity_gain)):
+        for flag, value in (
+            ("gaussian-scale", self.config.gaussian_scale),
+            ("gaussian-opacity-gain", self.config.gaussian_opacity_gain),
+        ):
             if not value > 0:
                 raise PixelSplatInputError(f"--pipeline.model.{flag} must be positive, got {value}")
 
@@ -301,8 +309,8 @@ class PixelSplatModel(SplatfactoModel):
         covariances: torch.Tensor,
         harmonics: torch.Tensor,
         opacities: torch.Tensor,
-        scales: Optional[torch.Tensor] = None,
-        rotations: Optional[torch.Tensor] = None,
+        scales: torch.Tensor | None = None,
+        rotations: torch.Tensor | None = None,
     ) -> None:
         """Write pixelSplat Gaussians (world frame, official SH basis) into splatfacto's
         parameters. ``scales``/``rotations`` (wxyz): the covariances' factors when known
@@ -341,7 +349,7 @@ class PixelSplatModel(SplatfactoModel):
     # ------------------------------------------------------------------ training hooks
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
-    ) -> List[TrainingCallback]:
+    ) -> list[TrainingCallback]:
         callbacks = [
             TrainingCallback(
                 [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
@@ -350,7 +358,9 @@ class PixelSplatModel(SplatfactoModel):
             )
         ]
         if self.refining:
-            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.step_post_backward))
+            callbacks.append(
+                TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.step_post_backward)
+            )
         return callbacks
 
     def step_cb(self, optimizers: Optimizers, step: int) -> None:
@@ -385,7 +395,7 @@ class PixelSplatModel(SplatfactoModel):
         trained = int(self.trained_sh_degree)
         return self.config.sh_degree if trained < 0 else trained
 
-    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, torch.Tensor]:
         """splatfacto's L1 + SSIM loss, the context views' weighted by ``context_view_weight``."""
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
         weighted = self.training and self.config.context_view_weight != 1.0  # eval batches index the eval set
@@ -394,7 +404,7 @@ class PixelSplatModel(SplatfactoModel):
         return losses
 
     # ------------------------------------------------------------------ rendering
-    def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
+    def get_outputs(self, camera: Cameras) -> dict[str, torch.Tensor | list]:
         """Render one camera: ``rgb`` [H, W, 3], ``depth`` [H, W, 1] (expected depth, eval
         only unless ``output_depth_during_training``), ``accumulation`` [H, W, 1]."""
         if not isinstance(camera, Cameras):
@@ -412,7 +422,9 @@ class PixelSplatModel(SplatfactoModel):
         if self.crop_box is not None and not self.training:
             inside = self.crop_box.within(params["means"]).squeeze()
             if inside.sum() == 0:
-                return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
+                return self.get_empty_outputs(
+                    int(camera.width.item()), int(camera.height.item()), self.background_color
+                )
             params = {name: value[inside] for name, value in params.items()}
 
         width, height = int(camera.width.item()), int(camera.height.item())
@@ -449,8 +461,8 @@ class PixelSplatModel(SplatfactoModel):
 
     # ------------------------------------------------------------------ metrics
     def get_image_metrics_and_images(
-        self, outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]
-    ) -> Tuple[Dict[str, float], Dict[str, torch.Tensor]]:
+        self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         gt_rgb = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
         predicted_rgb = outputs["rgb"]
         combined_rgb = torch.cat([gt_rgb, predicted_rgb], dim=1)
@@ -460,4 +472,3 @@ class PixelSplatModel(SplatfactoModel):
         if self.lpips is not None:
             metrics["lpips"] = float(self.lpips(gt, predicted))
         return metrics, {"img": combined_rgb}
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Type
+from typing import Literal
 
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -19,7 +19,7 @@ from pixelsplat_ns.nerfstudio.model import PixelSplatModelConfig
 
 @dataclass
 class PixelSplatPipelineConfig(VanillaPipelineConfig):
-    _target: Type = field(default_factory=lambda: PixelSplatPipeline)
+    _target: type = field(default_factory=lambda: PixelSplatPipeline)
     datamanager: PixelSplatDataManagerConfig = field(default_factory=PixelSplatDataManagerConfig)
     model: PixelSplatModelConfig = field(default_factory=PixelSplatModelConfig)
 
@@ -36,7 +36,7 @@ class PixelSplatPipeline(VanillaPipeline):
         test_mode: Literal["test", "val", "inference"] = "val",
         world_size: int = 1,
         local_rank: int = 0,
-        grad_scaler: Optional[GradScaler] = None,
+        grad_scaler: GradScaler | None = None,
     ):
         atomic_export.install()  # inside ns-export: its PLY is written atomically
         try:
@@ -71,7 +71,9 @@ class PixelSplatPipeline(VanillaPipeline):
         """Predict the Gaussians again from two other training images (the viewer's pair
         picking). Refused once fine-tuning has started: its optimisers own the Gaussians."""
         if self.model.step > 0:
-            raise PixelSplatInputError("the Gaussians are being fine-tuned; pick pairs in a feed-forward run (0 iterations)")
+            raise PixelSplatInputError(
+                "the Gaussians are being fine-tuned; pick pairs in a feed-forward run (0 iterations)"
+            )
         previous = self.datamanager.config.context_views
         self.datamanager.config.context_views = (first, second)
         try:

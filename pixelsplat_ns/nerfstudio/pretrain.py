@@ -10,9 +10,10 @@ nerfstudio's, for ``ns-train pixelsplat --pipeline.model.encoder-checkpoint``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Literal, Optional, Tuple, Type
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ from pixelsplat_ns.views import render_views
 class WarmupCosineSchedulerConfig(SchedulerConfig):
     """Linear warm-up then cosine decay (the reference's OneCycle-like schedule); Python floats only."""
 
-    _target: Type = field(default_factory=lambda: WarmupCosineScheduler)
+    _target: type = field(default_factory=lambda: WarmupCosineScheduler)
     warmup_steps: int = 2000
     max_steps: int = 300000
     final_fraction: float = 0.01
@@ -65,10 +66,10 @@ class WarmupCosineScheduler(Scheduler):
 class PretrainDataManagerConfig(DataManagerConfig):
     """Examples from many scenes: chunk files (RE10K/ACID format) or nerfstudio scene folders."""
 
-    _target: Type = field(default_factory=lambda: PretrainDataManager)
-    data: Optional[Path] = None
+    _target: type = field(default_factory=lambda: PretrainDataManager)
+    data: Path | None = None
     """Training scenes: a chunk split folder, a folder of nerfstudio scenes, or one scene."""
-    eval_data: Optional[Path] = None
+    eval_data: Path | None = None
     """Validation scenes (default: the 'test' split next to a chunk folder, else the training scenes)."""
     examples: ExampleConfig = field(default_factory=ExampleConfig)
     """View sampling, resolution and bounds of the examples."""
@@ -106,34 +107,44 @@ class PretrainDataManager(DataManager):
             self.eval_source = self.train_source
         self.train_dataset = self.train_source  # nerfstudio's trainer only checks these exist
         self.eval_dataset = self.eval_source
-        self._train_iter: Optional[Iterator] = None
-        self._eval_iter: Optional[Iterator] = None
+        self._train_iter: Iterator | None = None
+        self._eval_iter: Iterator | None = None
         super().__init__()
 
     def _loader(self, stage: Literal["train", "test"], start_step: int) -> Iterator:
         source = self.train_source if stage == "train" else self.eval_source
         return iter(
             example_loader(
-                source, self.config.examples, self.config.batch_size if stage == "train" else 1,
-                num_workers=self.config.num_workers if stage == "train" else 0, stage=stage,
-                start_step=start_step, rank=self.rank, world_size=self.world_size,
+                source,
+                self.config.examples,
+                self.config.batch_size if stage == "train" else 1,
+                num_workers=self.config.num_workers if stage == "train" else 0,
+                stage=stage,
+                start_step=start_step,
+                rank=self.rank,
+                world_size=self.world_size,
             )
         )
 
     def _to_device(self, batch: dict) -> dict:
         return {
-            key: ({k: v.to(self.device) for k, v in value.items()} if isinstance(value, dict)
-                  else value.to(self.device) if isinstance(value, torch.Tensor) else value)
+            key: (
+                {k: v.to(self.device) for k, v in value.items()}
+                if isinstance(value, dict)
+                else value.to(self.device)
+                if isinstance(value, torch.Tensor)
+                else value
+            )
             for key, value in batch.items()
         }
 
-    def next_train(self, step: int) -> Tuple[dict, dict]:
+    def next_train(self, step: int) -> tuple[dict, dict]:
         if self._train_iter is None:
             self._train_iter = self._loader("train", step)
         batch = self._to_device(next(self._train_iter))
         return batch, batch
 
-    def next_eval(self, step: int) -> Tuple[dict, dict]:
+    def next_eval(self, step: int) -> tuple[dict, dict]:
         if self._eval_iter is None:
             self._eval_iter = self._loader("test", 0)
         try:
@@ -144,7 +155,7 @@ class PretrainDataManager(DataManager):
         batch = self._to_device(batch)
         return batch, batch
 
-    def next_eval_image(self, step: int) -> Tuple[dict, dict]:
+    def next_eval_image(self, step: int) -> tuple[dict, dict]:
         return self.next_eval(step)
 
     def get_train_rays_per_batch(self) -> int:
@@ -164,7 +175,7 @@ class PretrainDataManager(DataManager):
     def setup_eval(self) -> None:
         return None
 
-    def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
+    def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {}
 
 
@@ -175,10 +186,10 @@ class PretrainDataManager(DataManager):
 class PretrainModelConfig(ModelConfig):
     """The pixelSplat encoder, trained end to end through the rasteriser."""
 
-    _target: Type = field(default_factory=lambda: PretrainModel)
+    _target: type = field(default_factory=lambda: PretrainModel)
     encoder: Literal["tiny", "official"] = "tiny"
     """Encoder architecture."""
-    init_checkpoint: Optional[Path] = None
+    init_checkpoint: Path | None = None
     """Start from these encoder weights (official or project checkpoint) instead of random ones."""
     lpips_weight: float = 0.05
     """Weight of the LPIPS loss (the reference uses 0.05)."""
@@ -186,7 +197,7 @@ class PretrainModelConfig(ModelConfig):
     """Step from which LPIPS joins the loss (skipped when its AlexNet weights are absent)."""
     encoder_checkpoint_every: int = 500
     """Write an encoder checkpoint (project format) every this many steps, and at the end."""
-    gaussians_per_pixel: Optional[int] = None
+    gaussians_per_pixel: int | None = None
     """Depths sampled per pixel while training (default: the architecture's, 3 as in the reference).
     Fewer makes CPU training cheaper; it is stored with the checkpoint."""
     depth_consistency_weight: float = 0.0
@@ -214,12 +225,12 @@ class PretrainModel(Model):
         self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
         self.step = 0
         self.rank = 0  # set by the pipeline under DDP
-        self.checkpoint_dir: Optional[Path] = None  # set from the trainer: <run>/encoders
+        self.checkpoint_dir: Path | None = None  # set from the trainer: <run>/encoders
 
-    def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
+    def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"encoder": list(self.encoder.parameters())}
 
-    def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> list[TrainingCallback]:
         def set_step(step: int) -> None:
             self.step = step
 
@@ -229,13 +240,14 @@ class PretrainModel(Model):
         return [
             TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], set_step),
             TrainingCallback(
-                [TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.save_encoder,
+                [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                self.save_encoder,
                 update_every_num_iters=self.config.encoder_checkpoint_every,
             ),
             TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN], self.save_encoder),
         ]
 
-    def save_encoder(self, step: int) -> Optional[Path]:
+    def save_encoder(self, step: int) -> Path | None:
         """Write the encoder in this project's checkpoint format (atomically)."""
         from pixelsplat_ns.official import save_checkpoint
 
@@ -245,7 +257,7 @@ class PretrainModel(Model):
         save_checkpoint(self.encoder, path, step=step)
         return path
 
-    def render(self, batch: dict, deterministic: bool) -> Dict[str, torch.Tensor]:
+    def render(self, batch: dict, deterministic: bool) -> dict[str, torch.Tensor]:
         """Predict Gaussians from each example's context, render its targets: ``rgb`` [b, t, h, w, 3];
         while training with ``depth_consistency_weight``, also ``depth_consistency`` (a scalar)."""
         from pixelsplat_ns.data.sampling import example_generator
@@ -258,8 +270,13 @@ class PretrainModel(Model):
             seed = int(torch.randint(2**62, (), generator=generator))
             torch.manual_seed(seed)  # this step's depth samples, whatever ran before
             output = self.encoder(
-                context["image"], context["extrinsics"], context["intrinsics"], context["near"], context["far"],
-                deterministic=deterministic, global_step=self.step,
+                context["image"],
+                context["extrinsics"],
+                context["intrinsics"],
+                context["near"],
+                context["far"],
+                deterministic=deterministic,
+                global_step=self.step,
             )
         rgb = render_views(output.gaussians, target["extrinsics"], target["intrinsics"], target["image"].shape[-2:])
         outputs = {"rgb": rgb}
@@ -270,20 +287,20 @@ class PretrainModel(Model):
             )  # fmt: skip
         return outputs
 
-    def get_outputs(self, batch: dict) -> Dict[str, torch.Tensor]:  # type: ignore[override]
+    def get_outputs(self, batch: dict) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return self.render(batch, deterministic=not self.training)
 
-    def forward(self, batch: dict) -> Dict[str, torch.Tensor]:  # type: ignore[override]
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return self.get_outputs(batch)
 
     @staticmethod
     def _targets(batch: dict) -> torch.Tensor:
         return batch["target"]["image"].permute(0, 1, 3, 4, 2)  # b t 3 h w -> b t h w 3
 
-    def get_metrics_dict(self, outputs: dict, batch: dict) -> Dict[str, torch.Tensor]:
+    def get_metrics_dict(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
         return {"psnr": psnr(outputs["rgb"].detach(), self._targets(batch))}
 
-    def get_loss_dict(self, outputs: dict, batch: dict, metrics_dict: Optional[dict] = None) -> Dict[str, torch.Tensor]:
+    def get_loss_dict(self, outputs: dict, batch: dict, metrics_dict: dict | None = None) -> dict[str, torch.Tensor]:
         prediction, truth = outputs["rgb"], self._targets(batch)
         losses = {"mse": F.mse_loss(prediction, truth)}
         if "depth_consistency" in outputs:
@@ -293,7 +310,9 @@ class PretrainModel(Model):
             losses["lpips"] = self.config.lpips_weight * self.lpips(flat(prediction), flat(truth))
         return losses
 
-    def get_image_metrics_and_images(self, outputs: dict, batch: dict) -> Tuple[Dict[str, float], Dict[str, torch.Tensor]]:
+    def get_image_metrics_and_images(
+        self, outputs: dict, batch: dict
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         prediction, truth = outputs["rgb"][0], self._targets(batch)[0]  # t h w 3
         p, t = prediction.permute(0, 3, 1, 2), truth.permute(0, 3, 1, 2)
         metrics = {
@@ -315,7 +334,7 @@ class PretrainModel(Model):
 
 @dataclass
 class PretrainPipelineConfig(VanillaPipelineConfig):
-    _target: Type = field(default_factory=lambda: PretrainPipeline)
+    _target: type = field(default_factory=lambda: PretrainPipeline)
     datamanager: PretrainDataManagerConfig = field(default_factory=PretrainDataManagerConfig)
     model: PretrainModelConfig = field(default_factory=PretrainModelConfig)
     num_eval_examples: int = 8
@@ -352,12 +371,13 @@ class PretrainPipeline(VanillaPipeline):
         self.model.encoder.cfg.train_image_shape = tuple(examples.image_shape)
         if world_size > 1:
             self._model = torch.nn.parallel.DistributedDataParallel(
-                self._model, device_ids=[local_rank] if str(device).startswith("cuda") else None,
+                self._model,
+                device_ids=[local_rank] if str(device).startswith("cuda") else None,
                 find_unused_parameters=True,
             )
 
     @torch.no_grad()
-    def get_eval_image_metrics_and_images(self, step: int) -> Tuple[Dict[str, float], Dict[str, torch.Tensor]]:
+    def get_eval_image_metrics_and_images(self, step: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         self.eval()
         batch, _ = self.datamanager.next_eval_image(step)
         metrics, images = self.model.get_image_metrics_and_images(self.model(batch), batch)
@@ -366,10 +386,11 @@ class PretrainPipeline(VanillaPipeline):
         return metrics, images
 
     @torch.no_grad()
-    def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
-                                       get_std: bool = False) -> Dict[str, float]:
+    def get_average_eval_image_metrics(
+        self, step: int | None = None, output_path: Path | None = None, get_std: bool = False
+    ) -> dict[str, float]:
         self.eval()
-        totals: Dict[str, List[float]] = {}
+        totals: dict[str, list[float]] = {}
         for i in range(self.config.num_eval_examples):
             batch, _ = self.datamanager.next_eval(i)
             metrics, _ = self.model.get_image_metrics_and_images(self.model(batch), batch)
@@ -377,4 +398,3 @@ class PretrainPipeline(VanillaPipeline):
                 totals.setdefault(key, []).append(value)
         self.train()
         return {key: sum(values) / len(values) for key, values in totals.items()}
-

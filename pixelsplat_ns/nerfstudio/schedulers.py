@@ -9,7 +9,6 @@ ns-viewer / ns-render / ns-eval / ns-export. This one returns Python floats.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Type
 
 from nerfstudio.engine.schedulers import ExponentialDecayScheduler, ExponentialDecaySchedulerConfig
 from torch.optim import Optimizer, lr_scheduler
@@ -19,7 +18,7 @@ from torch.optim import Optimizer, lr_scheduler
 class PlainFloatExponentialDecaySchedulerConfig(ExponentialDecaySchedulerConfig):
     """nerfstudio's exponential decay with warm-up, keeping only Python floats in its state."""
 
-    _target: Type = field(default_factory=lambda: PlainFloatExponentialDecayScheduler)
+    _target: type = field(default_factory=lambda: PlainFloatExponentialDecayScheduler)
 
 
 class PlainFloatExponentialDecayScheduler(ExponentialDecayScheduler):

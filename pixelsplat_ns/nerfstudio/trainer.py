@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Type
+from typing import Literal
 
 import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
@@ -34,7 +34,7 @@ def close_event_writers() -> None:
 
 @dataclass
 class PixelSplatTrainerConfig(TrainerConfig):
-    _target: Type = field(default_factory=lambda: PixelSplatTrainer)
+    _target: type = field(default_factory=lambda: PixelSplatTrainer)
 
 
 class PixelSplatTrainer(Trainer):

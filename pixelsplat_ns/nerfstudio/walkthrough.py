@@ -87,7 +87,9 @@ def scene_items(trace: PixelTrace, run: ContextRun, samples_on_ray: int = 64) ->
         items[f"epipolar_{epipolar.other_view}"] = PointSet(_world(epipolar.points, scale), colors, 0.008)
 
     means = run.output.gaussians.means[0, trace.gaussian_indices]
-    items["gaussian"] = PointSet(_world(means, scale), np.tile(np.array([[255, 60, 60]], np.uint8), (len(means), 1)), 0.02)
+    items["gaussian"] = PointSet(
+        _world(means, scale), np.tile(np.array([[255, 60, 60]], np.uint8), (len(means), 1)), 0.02
+    )
     return items
 
 
@@ -240,7 +242,9 @@ class Walkthrough(nn.Module):
         # Live pair picking (enabled by ``set_pair_choice``).
         self.first = ViewerDropdown("First context view", "-", ["-"], visible=False)
         self.second = ViewerDropdown("Second context view", "-", ["-"], visible=False)
-        self.predict_button = ViewerButton("Predict from this pair", cb_hook=lambda _: self.predict_pair(), visible=False)
+        self.predict_button = ViewerButton(
+            "Predict from this pair", cb_hook=lambda _: self.predict_pair(), visible=False
+        )
         self._choose_pair: Callable[[str, str], None] | None = None
 
     def set_pair_choice(self, names: list[str], current: list[str], choose: Callable[[str, str], None]) -> None:
@@ -331,7 +335,11 @@ class Walkthrough(nn.Module):
             self.readout.value = "this run does not record which pixel made each Gaussian: use Trace pixel"
             return None
         view, row, col = (int(value) for value in pixels[index])
-        self.view.value, self.row.value, self.column.value = str(view), row / self.run.image_shape[0], col / self.run.image_shape[1]
+        self.view.value, self.row.value, self.column.value = (
+            str(view),
+            row / self.run.image_shape[0],
+            col / self.run.image_shape[1],
+        )
         return self.trace(view, row, col)
 
     def draw_cameras(self, visible: bool) -> None:

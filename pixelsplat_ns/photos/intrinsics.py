@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -38,8 +37,8 @@ class Photo:
 
     path: Path
     image: np.ndarray
-    exif_focal_px: Optional[float]
-    exif_focal_source: Optional[str]
+    exif_focal_px: float | None
+    exif_focal_source: str | None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -57,7 +56,7 @@ def fov_from_focal(focal_px: float, width: int) -> float:
     return math.degrees(2 * math.atan(0.5 * width / focal_px))
 
 
-def _rational(value) -> Optional[float]:
+def _rational(value) -> float | None:
     try:
         number = float(value)
     except (TypeError, ValueError, ZeroDivisionError):
@@ -65,7 +64,7 @@ def _rational(value) -> Optional[float]:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def exif_focal_px(exif: Image.Exif, width: int, height: int) -> tuple[Optional[float], Optional[str]]:
+def exif_focal_px(exif: Image.Exif, width: int, height: int) -> tuple[float | None, str | None]:
     """Focal length in pixels of an image of ``width`` x ``height`` (orientation applied) from its
     EXIF, and how it was derived; (None, None) when EXIF does not tell.
 
@@ -117,7 +116,7 @@ def read_photo(path: Path) -> Photo:
     return Photo(path, image, focal, source)
 
 
-def bring_to_common_size(a: Photo, b: Photo, max_aspect_difference: float = 0.02) -> tuple[Photo, Photo, Optional[str]]:
+def bring_to_common_size(a: Photo, b: Photo, max_aspect_difference: float = 0.02) -> tuple[Photo, Photo, str | None]:
     """Resize the larger photo to the smaller one's size when their aspect ratios agree (its EXIF
     focal scales along); refuse photos of different shapes. Returns a note when it resized."""
     if a.size == b.size:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
 
 import cv2
 import numpy as np
@@ -48,7 +47,7 @@ THRESHOLD_PX = 1.0
 FOV_RANGE_DEG = (20.0, 100.0)
 """Horizontal fields of view searched when the focal length is guessed."""
 
-ImageInput = Union[str, Path, np.ndarray, Photo]
+ImageInput = str | Path | np.ndarray | Photo
 
 
 @dataclass
@@ -80,7 +79,7 @@ class PairPoses:
     to the inliers: the parallax the depth comes from."""
     notes: list[str] = field(default_factory=list)
     """What was done to the input on the way (resizes)."""
-    images: Optional[tuple[np.ndarray, np.ndarray]] = field(default=None, repr=False)
+    images: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     """The two RGB uint8 photos as used (EXIF orientation applied, common size)."""
 
     @property
@@ -185,7 +184,7 @@ def sampson_px(
 
 def _essential_pose(
     centred_a: np.ndarray, centred_b: np.ndarray, focal_a: float, focal_b: float, threshold_px: float
-) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """RANSAC essential matrix + cheirality: (R, t, inlier mask), or None when it fails."""
     norm_a = centred_a / focal_a
     norm_b = centred_b / focal_b
@@ -219,7 +218,7 @@ def _refine(
     centred_b: np.ndarray,
     threshold_px: float,
     refine_focal: bool,
-    focal_prior: Optional[float] = None,
+    focal_prior: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Robust (Cauchy) least squares on Sampson distances: rotation, translation direction and,
     with ``refine_focal``, one scale applied to both focal lengths (a weak log-prior pulls it
@@ -343,7 +342,7 @@ def _as_photo(image: ImageInput, name: str) -> Photo:
 
 
 def _initial_focal(
-    a: Photo, b: Photo, focal_px: Optional[float], fov_deg: Optional[float]
+    a: Photo, b: Photo, focal_px: float | None, fov_deg: float | None
 ) -> tuple[tuple[float, float], str, bool]:
     """(focal of A, focal of B), where they came from, and whether they are a guess."""
     width = a.size[0]
@@ -379,9 +378,9 @@ def _initial_focal(
 def estimate_pair_poses(
     image_a: ImageInput,
     image_b: ImageInput,
-    focal_px: Optional[float] = None,
-    fov_deg: Optional[float] = None,
-    refine_focal: Optional[bool] = None,
+    focal_px: float | None = None,
+    fov_deg: float | None = None,
+    refine_focal: bool | None = None,
 ) -> PairPoses:
     """Relative pose of photo B with respect to photo A (paths, RGB arrays or ``Photo``s).
 

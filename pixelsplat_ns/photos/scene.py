@@ -76,7 +76,7 @@ def write_scene_folder(poses: PairPoses, folder: Path, names: tuple[str, str]) -
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             (staging / "images").mkdir()
-            for image, name in zip(poses.images, names):
+            for image, name in zip(poses.images, names, strict=True):
                 Image.fromarray(image).save(staging / "images" / name, format="PNG")
             (staging / "transforms.json").write_text(json.dumps(scene_transforms(poses, names), indent=1))
             os.chmod(staging, 0o777 & ~current_umask())

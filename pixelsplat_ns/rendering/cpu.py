@@ -36,7 +36,6 @@ pixel consumed (so termination is identical), with
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from jaxtyping import Float
@@ -46,7 +45,7 @@ from .projection import project_gaussians
 from .sh import eval_sh
 from .tiles import Footprints, TileBins, bin_gaussians, gaussian_footprints, gsplat_tiles_per_gauss
 
-__all__ = ["rasterize_torch", "composite"]
+__all__ = ["composite", "rasterize_torch"]
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.999
@@ -103,7 +102,7 @@ def _tile_groups(bins: TileBins, pixels: int, chunk: int, max_elements: int) -> 
     return list(torch.split(tiles, per_group))
 
 
-def _alphas(packed: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+def _alphas(packed: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor | None]:
     """Alphas of one round, ``[T, P, B]``, zeroed where gsplat skips the Gaussian.
 
     ``packed`` [T, B, 6+D] holds (mx, my, a, b, c, opacity, colour...) with opacity 0 for
@@ -268,7 +267,16 @@ def _backward_torch(packed_all, bins, geometry, chunk, max_elements, consumed, v
 class _Plan:
     """Everything the compositor needs besides the differentiable tensors."""
 
-    def __init__(self, bins: TileBins, geometry: _TileGeometry, footprints: Footprints, kernels, chunk: int, max_elements: int, ed: bool):
+    def __init__(
+        self,
+        bins: TileBins,
+        geometry: _TileGeometry,
+        footprints: Footprints,
+        kernels,
+        chunk: int,
+        max_elements: int,
+        ed: bool,
+    ):
         self.bins, self.geometry, self.footprints = bins, geometry, footprints
         self.kernels, self.chunk, self.max_elements, self.ed = kernels, chunk, max_elements, ed
         # threads only pay off with enough work
@@ -282,7 +290,9 @@ class _Composite(torch.autograd.Function):
     def forward(ctx, means2d, conics, colors, opacities, backgrounds, plan):
         # means2d [M, 2], conics [M, 3], colors [M, D], opacities [M], backgrounds [n_cams, D] | None
         packed_all = torch.cat((means2d, conics, opacities[:, None], colors), dim=-1).contiguous()
-        transmittance, accum, consumed = _forward_torch(packed_all, plan.bins, plan.geometry, plan.chunk, plan.max_elements)
+        transmittance, accum, consumed = _forward_torch(
+            packed_all, plan.bins, plan.geometry, plan.chunk, plan.max_elements
+        )
         ctx.save_for_backward(packed_all, backgrounds, transmittance, accum, consumed)
         ctx.plan = plan
         bins, geometry = plan.bins, plan.geometry
@@ -292,7 +302,9 @@ class _Composite(torch.autograd.Function):
             bg_tiles = backgrounds.repeat_interleave(bins.tiles_x * bins.tiles_y, dim=0)  # [n_tiles, D]
             color = accum + transmittance[:, :, None] * bg_tiles[:, None, :]
         alpha_out = 1.0 - transmittance
-        return _tiles_to_image(color, bins, geometry, n_cams), _tiles_to_image(alpha_out[..., None], bins, geometry, n_cams)
+        return _tiles_to_image(color, bins, geometry, n_cams), _tiles_to_image(
+            alpha_out[..., None], bins, geometry, n_cams
+        )
 
     @staticmethod
     def backward(ctx, v_color_img, v_alpha_img):
@@ -325,8 +337,18 @@ class _CompositeNative(torch.autograd.Function):
         height, width = plan.geometry.height, plan.geometry.width
         fp = plan.footprints
         raw, out, alpha, T, used = plan.kernels.composite_forward(
-            means2d, conics, opacities, colors, backgrounds, plan.ed, plan.bins, fp.rects, fp.sigma_cut,
-            width, height, plan.n_threads,
+            means2d,
+            conics,
+            opacities,
+            colors,
+            backgrounds,
+            plan.ed,
+            plan.bins,
+            fp.rects,
+            fp.sigma_cut,
+            width,
+            height,
+            plan.n_threads,
         )
         ctx.save_for_backward(means2d, conics, colors, opacities, backgrounds, raw, T, used)
         ctx.plan = plan
@@ -340,8 +362,23 @@ class _CompositeNative(torch.autograd.Function):
         v_render = v_render.contiguous() if v_render is not None else torch.zeros_like(raw)
         v_alpha = v_alpha.contiguous() if v_alpha is not None else torch.zeros_like(T)
         v_means2d, v_conics, v_opac, v_colors, v_bg = plan.kernels.composite_backward(
-            means2d, conics, opacities, colors, backgrounds, plan.ed, plan.bins, fp.rects, fp.sigma_cut,
-            plan.geometry.width, plan.geometry.height, raw, T, used, v_render, v_alpha, plan.n_threads,
+            means2d,
+            conics,
+            opacities,
+            colors,
+            backgrounds,
+            plan.ed,
+            plan.bins,
+            fp.rects,
+            fp.sigma_cut,
+            plan.geometry.width,
+            plan.geometry.height,
+            raw,
+            T,
+            used,
+            v_render,
+            v_alpha,
+            plan.n_threads,
         )
         return v_means2d, v_conics, v_colors, v_opac, v_bg, None
 
@@ -373,7 +410,20 @@ class _NativeProject(torch.autograd.Function):
         kernels, sh_degree, ed, width, height, settings, n_threads = config
         sh_arg = sh if sh.numel() else None
         radii, means2d, depths, conics, colors, rects, sigma_cut, tiles_per_gauss = kernels.project_forward(
-            means, quats, scales, opacities, sh_arg, sh_degree, ed, viewmats, Ks, campos, width, height, settings, n_threads
+            means,
+            quats,
+            scales,
+            opacities,
+            sh_arg,
+            sh_degree,
+            ed,
+            viewmats,
+            Ks,
+            campos,
+            width,
+            height,
+            settings,
+            n_threads,
         )
         if colors is None:
             colors = means2d.new_zeros(0)
@@ -389,15 +439,32 @@ class _NativeProject(torch.autograd.Function):
         kernels, sh_degree, ed, width, height, settings, n_threads = ctx.config
         sh_arg = sh if sh.numel() else None
         v_means, v_quats, v_scales, v_sh = kernels.project_backward(
-            means, quats, scales, opacities, sh_arg, sh_degree, ed, viewmats, Ks, campos, width, height, settings,
-            radii, v_means2d, v_depths, v_conics, v_colors if sh_arg is not None else None, n_threads,
+            means,
+            quats,
+            scales,
+            opacities,
+            sh_arg,
+            sh_degree,
+            ed,
+            viewmats,
+            Ks,
+            campos,
+            width,
+            height,
+            settings,
+            radii,
+            v_means2d,
+            v_depths,
+            v_conics,
+            v_colors if sh_arg is not None else None,
+            n_threads,
         )
         if v_sh is None:
             v_sh = torch.zeros_like(sh)
         return v_means, v_quats, v_scales, v_sh, None, None, None, None, None
 
 
-def _load_kernels(native: Optional[bool], dtype: torch.dtype, device: torch.device):
+def _load_kernels(native: bool | None, dtype: torch.dtype, device: torch.device):
     if native is False or device.type != "cpu" or dtype not in (torch.float32, torch.float64):
         if native:
             raise ValueError("native kernels need float32/float64 CPU tensors")
@@ -418,9 +485,9 @@ def composite(
     footprints: Footprints,
     width: int,
     height: int,
-    backgrounds: Optional[Float[Tensor, "C D"]] = None,
+    backgrounds: Float[Tensor, "C D"] | None = None,
     expected_depth: bool = False,
-    block: Optional[int] = None,
+    block: int | None = None,
     chunk: int = DEFAULT_CHUNK,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     kernels=None,
@@ -432,7 +499,7 @@ def composite(
     Returns ``(render, alpha, n_isects)``.
     """
     C, N = opacities.shape
-    if kernels is not None and (colors.shape[-1] not in NATIVE_CHANNELS or block not in (None,) + NATIVE_BLOCKS):
+    if kernels is not None and (colors.shape[-1] not in NATIVE_CHANNELS or block not in (None, *NATIVE_BLOCKS)):
         kernels = None  # the compiled compositor covers RGB / RGB+ED on 8x8 or 16x16 tiles
     if block is None:
         block = DEFAULT_BLOCK_NATIVE if kernels is not None else DEFAULT_BLOCK
@@ -475,17 +542,17 @@ def rasterize_torch(
     Ks: Tensor,
     width: int,
     height: int,
-    sh_degree: Optional[int] = None,
-    backgrounds: Optional[Tensor] = None,
+    sh_degree: int | None = None,
+    backgrounds: Tensor | None = None,
     render_mode: str = "RGB",
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     eps2d: float = 0.3,
     radius_clip: float = 0.0,
-    block: Optional[int] = None,
+    block: int | None = None,
     chunk: int = DEFAULT_CHUNK,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
-    native: Optional[bool] = None,
+    native: bool | None = None,
 ) -> tuple[Tensor, Tensor, dict]:
     """The CPU backend of :func:`pixelsplat_ns.rendering.rasterize` (inputs already validated).
 
@@ -509,8 +576,14 @@ def rasterize_torch(
         campos = torch.linalg.inv(viewmats.detach())[:, :3, 3].contiguous()
         sh = colors.contiguous() if sh_degree is not None else means.new_zeros(0)
         means2d, depths, conics, feats, radii, rects, sigma_cut, tiles_per_gauss = _NativeProject.apply(
-            means.contiguous(), quats.contiguous(), scales.contiguous(), sh,
-            opacities.detach().contiguous(), viewmats.detach().contiguous(), Ks.detach().contiguous(), campos,
+            means.contiguous(),
+            quats.contiguous(),
+            scales.contiguous(),
+            sh,
+            opacities.detach().contiguous(),
+            viewmats.detach().contiguous(),
+            Ks.detach().contiguous(),
+            campos,
             (kernels, sh_degree, ed and sh_degree is not None, width, height, settings, n_threads),
         )
         if sh_degree is None:
@@ -536,8 +609,19 @@ def rasterize_torch(
         tiles_per_gauss = gsplat_tiles_per_gauss(means2d, radii, width, height)
 
     render, alpha, n_isects = composite(
-        means2d, conics, feats, opac, footprints, width, height, backgrounds=backgrounds, expected_depth=ed,
-        block=block, chunk=chunk, max_elements=max_elements, kernels=kernels,
+        means2d,
+        conics,
+        feats,
+        opac,
+        footprints,
+        width,
+        height,
+        backgrounds=backgrounds,
+        expected_depth=ed,
+        block=block,
+        chunk=chunk,
+        max_elements=max_elements,
+        kernels=kernels,
     )
     meta = {
         "camera_ids": None,

@@ -16,12 +16,11 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["NativeKernels", "load", "available"]
+__all__ = ["NativeKernels", "available", "load"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "raster.cpp"
 _ABI_VERSION = 9
@@ -82,19 +81,39 @@ class NativeKernels:
         start = torch.cumsum(count, 0) - count
         ids = torch.empty(int(count.sum()), dtype=torch.int64)
         cursor = start.clone()
-        self.lib.psn_bin_fill(order.data_ptr(), order.numel(), _p(rects), n_per_cam, block, tiles_x, tiles_y, _p(cursor), _p(ids))
+        self.lib.psn_bin_fill(
+            order.data_ptr(), order.numel(), _p(rects), n_per_cam, block, tiles_x, tiles_y, _p(cursor), _p(ids)
+        )
         return ids, start, count
 
     @staticmethod
     def _composite_args(means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height):
         M, D = colors.shape
         return [
-            _p(means2d), _p(conics), _p(opacities), _p(colors), None if backgrounds is None else _p(backgrounds),
-            M, D, int(ed), _p(bins.gauss_ids), _p(bins.start), _p(bins.count), _p(rects), _p(sigma_cut),
-            bins.block, bins.tiles_x, bins.tiles_y, width, height, bins.n_tiles,
+            _p(means2d),
+            _p(conics),
+            _p(opacities),
+            _p(colors),
+            None if backgrounds is None else _p(backgrounds),
+            M,
+            D,
+            int(ed),
+            _p(bins.gauss_ids),
+            _p(bins.start),
+            _p(bins.count),
+            _p(rects),
+            _p(sigma_cut),
+            bins.block,
+            bins.tiles_x,
+            bins.tiles_y,
+            width,
+            height,
+            bins.n_tiles,
         ]
 
-    def composite_forward(self, means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height, n_threads):
+    def composite_forward(
+        self, means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height, n_threads
+    ):
         """Image-layout ``(render_raw, render, alpha [C, H, W, 1], T [C, H, W], used [C, H, W])``."""
         C = bins.n_tiles // (bins.tiles_x * bins.tiles_y)
         D, dtype = colors.shape[1], colors.dtype
@@ -104,13 +123,31 @@ class NativeKernels:
         T = torch.empty(C, height, width, dtype=dtype)
         used = torch.empty(C, height, width, dtype=torch.int32)
         fn = getattr(self.lib, "psn_composite_fwd_" + self._suffix(dtype))
-        args = self._composite_args(means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height)
+        args = self._composite_args(
+            means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height
+        )
         fn(*args, _p(raw), _p(out), _p(alpha), _p(T), _p(used), n_threads)
         return raw, out, alpha, T, used
 
     def composite_backward(
-        self, means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height,
-        raw, T, used, v_render, v_alpha, n_threads,
+        self,
+        means2d,
+        conics,
+        opacities,
+        colors,
+        backgrounds,
+        ed,
+        bins,
+        rects,
+        sigma_cut,
+        width,
+        height,
+        raw,
+        T,
+        used,
+        v_render,
+        v_alpha,
+        n_threads,
     ):
         """``(v_means2d, v_conics, v_opacities, v_colors, v_backgrounds or None)``."""
         M, D = colors.shape
@@ -121,15 +158,29 @@ class NativeKernels:
         v_colors = torch.empty(M, D, dtype=dtype)
         v_bg = torch.empty_like(backgrounds) if backgrounds is not None else None
         fn = getattr(self.lib, "psn_composite_bwd_" + self._suffix(dtype))
-        args = self._composite_args(means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height)
+        args = self._composite_args(
+            means2d, conics, opacities, colors, backgrounds, ed, bins, rects, sigma_cut, width, height
+        )
         fn(
-            *args, _p(raw), _p(T), _p(used), _p(v_render), _p(v_alpha),
-            _p(v_means2d), _p(v_conics), _p(v_opac), _p(v_colors), None if v_bg is None else _p(v_bg), n_threads,
+            *args,
+            _p(raw),
+            _p(T),
+            _p(used),
+            _p(v_render),
+            _p(v_alpha),
+            _p(v_means2d),
+            _p(v_conics),
+            _p(v_opac),
+            _p(v_colors),
+            None if v_bg is None else _p(v_bg),
+            n_threads,
         )
         return v_means2d, v_conics, v_opac, v_colors, v_bg
 
     @staticmethod
-    def _project_args(means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings):
+    def _project_args(
+        means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings
+    ):
         C, N = viewmats.shape[0], means.shape[0]
         if sh is None:
             sh_ptr, stride, K, degree = None, 0, 0, -1
@@ -137,12 +188,45 @@ class NativeKernels:
             K = sh.shape[-2]
             sh_ptr, stride, degree = _p(sh), (N * K * 3 if sh.dim() == 4 else 0), sh_degree
         return [
-            _p(means), _p(quats), _p(scales), _p(opacities), sh_ptr, stride, K, degree, int(ed),
-            _p(viewmats), _p(Ks), _p(campos), C, N, width, height,
-            settings["eps2d"], settings["near_plane"], settings["far_plane"], settings["radius_clip"],
+            _p(means),
+            _p(quats),
+            _p(scales),
+            _p(opacities),
+            sh_ptr,
+            stride,
+            K,
+            degree,
+            int(ed),
+            _p(viewmats),
+            _p(Ks),
+            _p(campos),
+            C,
+            N,
+            width,
+            height,
+            settings["eps2d"],
+            settings["near_plane"],
+            settings["far_plane"],
+            settings["radius_clip"],
         ]
 
-    def project_forward(self, means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings, n_threads):
+    def project_forward(
+        self,
+        means,
+        quats,
+        scales,
+        opacities,
+        sh,
+        sh_degree,
+        ed,
+        viewmats,
+        Ks,
+        campos,
+        width,
+        height,
+        settings,
+        n_threads,
+    ):
         """Projection, SH colours (+ depth channel if ``ed``), footprints and gsplat's
         tiles_per_gauss (all inputs contiguous, one dtype)."""
         C, N, dtype = viewmats.shape[0], means.shape[0], means.dtype
@@ -155,16 +239,44 @@ class NativeKernels:
         sigma_cut = torch.empty(C * N, dtype=dtype)
         tiles_per_gauss = torch.empty(C, N, dtype=torch.int32)
         fn = getattr(self.lib, "psn_project_fwd_" + self._suffix(dtype))
-        args = self._project_args(means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings)
+        args = self._project_args(
+            means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings
+        )
         fn(
-            *args, _p(radii), _p(means2d), _p(depths), _p(conics), None if colors is None else _p(colors),
-            _p(rects), _p(sigma_cut), _p(tiles_per_gauss), n_threads,
+            *args,
+            _p(radii),
+            _p(means2d),
+            _p(depths),
+            _p(conics),
+            None if colors is None else _p(colors),
+            _p(rects),
+            _p(sigma_cut),
+            _p(tiles_per_gauss),
+            n_threads,
         )
         return radii, means2d, depths, conics, colors, rects, sigma_cut, tiles_per_gauss
 
     def project_backward(
-        self, means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings,
-        radii, v_means2d, v_depths, v_conics, v_colors, n_threads,
+        self,
+        means,
+        quats,
+        scales,
+        opacities,
+        sh,
+        sh_degree,
+        ed,
+        viewmats,
+        Ks,
+        campos,
+        width,
+        height,
+        settings,
+        radii,
+        v_means2d,
+        v_depths,
+        v_conics,
+        v_colors,
+        n_threads,
     ):
         """Gradients w.r.t. means, quats, scales and SH coefficients (None without SH);
         missing (None) output gradients count as zero."""
@@ -173,15 +285,23 @@ class NativeKernels:
         v_scales = torch.empty_like(scales)
         v_sh = torch.empty_like(sh) if sh is not None else None  # cleared by the kernel
         fn = getattr(self.lib, "psn_project_bwd_" + self._suffix(means.dtype))
-        args = self._project_args(means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings)
+        args = self._project_args(
+            means, quats, scales, opacities, sh, sh_degree, ed, viewmats, Ks, campos, width, height, settings
+        )
 
         def ptr(t):
             return None if t is None else _p(t.contiguous())
 
         keep = [t.contiguous() if t is not None else None for t in (v_means2d, v_depths, v_conics, v_colors)]
         fn(
-            *args, _p(radii), *(ptr(t) for t in keep),
-            _p(v_means), _p(v_quats), _p(v_scales), None if v_sh is None else _p(v_sh), n_threads,
+            *args,
+            _p(radii),
+            *(ptr(t) for t in keep),
+            _p(v_means),
+            _p(v_quats),
+            _p(v_scales),
+            None if v_sh is None else _p(v_sh),
+            n_threads,
         )
         return v_means, v_quats, v_scales, v_sh
 
@@ -250,7 +370,7 @@ def _build() -> NativeKernels:
     raise RuntimeError("; ".join(errors))
 
 
-def load() -> Optional[NativeKernels]:
+def load() -> NativeKernels | None:
     """The compiled kernels, building them on first call; None if unavailable."""
     if os.environ.get("PIXELSPLAT_NS_NATIVE", "1").lower() in ("0", "false", "no", "off"):
         return None
@@ -259,7 +379,9 @@ def load() -> Optional[NativeKernels]:
             try:
                 _state["kernels"] = _build()
             except Exception as error:  # no compiler, build failure, ...
-                warnings.warn(f"pixelsplat_ns: C++ rasteriser unavailable ({error!s:.200}); using the PyTorch path", stacklevel=2)
+                warnings.warn(
+                    f"pixelsplat_ns: C++ rasteriser unavailable ({error!s:.200}); using the PyTorch path", stacklevel=2
+                )
                 _state["kernels"] = None
         return _state["kernels"]
 

@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-__all__ = ["Projection", "quat_scale_to_matrix", "project_gaussians"]
+__all__ = ["Projection", "project_gaussians", "quat_scale_to_matrix"]
 
 
 @dataclass
@@ -46,9 +46,15 @@ def quat_scale_to_matrix(
     w, x, y, z = (quats / quats.norm(dim=-1, keepdim=True)).unbind(-1)
     rotation = torch.stack(
         (
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ),
         dim=-1,
     ).unflatten(-1, (3, 3))

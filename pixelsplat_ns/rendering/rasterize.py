@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from jaxtyping import Float
 from torch import Tensor
@@ -20,14 +20,14 @@ def rasterize(
     means: Float[Tensor, "N 3"],
     quats: Float[Tensor, "N 4"],
     scales: Float[Tensor, "N 3"],
-    opacities: Float[Tensor, "N"],
-    colors: Union[Float[Tensor, "N K 3"], Float[Tensor, "N 3"]],
+    opacities: Float[Tensor, " N"],
+    colors: Float[Tensor, "N K 3"] | Float[Tensor, "N 3"],
     viewmats: Float[Tensor, "C 4 4"],
     Ks: Float[Tensor, "C 3 3"],
     width: int,
     height: int,
-    sh_degree: Optional[int] = None,
-    backgrounds: Optional[Float[Tensor, "C 3"]] = None,
+    sh_degree: int | None = None,
+    backgrounds: Float[Tensor, "C 3"] | None = None,
     render_mode: RenderMode = "RGB",
     near_plane: float = 0.01,
     far_plane: float = 1e10,
@@ -99,15 +99,31 @@ def rasterize(
         )
     use_gsplat = backend == "gsplat" or (backend == "auto" and on_cuda)
     kwargs = dict(
-        sh_degree=sh_degree, backgrounds=backgrounds, render_mode=render_mode,
-        near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, radius_clip=radius_clip,
+        sh_degree=sh_degree,
+        backgrounds=backgrounds,
+        render_mode=render_mode,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        eps2d=eps2d,
+        radius_clip=radius_clip,
     )
     if use_gsplat:
         from gsplat import rasterization
 
         render, alpha, meta = rasterization(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-            packed=False, tile_size=16, rasterize_mode="classic", **kwargs,
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            viewmats,
+            Ks,
+            width,
+            height,
+            packed=False,
+            tile_size=16,
+            rasterize_mode="classic",
+            **kwargs,
         )
         meta["backend"] = "gsplat"
     else:
@@ -118,7 +134,9 @@ def rasterize(
     return render, alpha, meta
 
 
-def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds, render_mode):
+def _validate(
+    means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds, render_mode
+):
     def check(ok: bool, message: str) -> None:
         if not ok:
             raise ValueError(message)
@@ -129,7 +147,10 @@ def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
     check(tuple(scales.shape) == (N, 3), f"scales must be [{N}, 3], got {tuple(scales.shape)}")
     check(tuple(opacities.shape) == (N,), f"opacities must be [{N}], got {tuple(opacities.shape)}")
     C = viewmats.shape[0] if viewmats.dim() == 3 else -1
-    check(viewmats.dim() == 3 and tuple(viewmats.shape[1:]) == (4, 4), f"viewmats must be [C, 4, 4], got {tuple(viewmats.shape)}")
+    check(
+        viewmats.dim() == 3 and tuple(viewmats.shape[1:]) == (4, 4),
+        f"viewmats must be [C, 4, 4], got {tuple(viewmats.shape)}",
+    )
     check(tuple(Ks.shape) == (C, 3, 3), f"Ks must be [{C}, 3, 3], got {tuple(Ks.shape)}")
     check(int(width) > 0 and int(height) > 0, f"width and height must be positive, got {width}x{height}")
     check(render_mode in ("RGB", "RGB+ED"), f"render_mode must be 'RGB' or 'RGB+ED', got {render_mode!r}")
@@ -145,11 +166,19 @@ def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
             or (colors.dim() == 4 and tuple(colors.shape[:2]) == (C, N) and colors.shape[3] == 3),
             f"colors must be SH coefficients [N, K, 3] or [C, N, K, 3], got {tuple(colors.shape)}",
         )
-        check((sh_degree + 1) ** 2 <= colors.shape[-2], f"sh_degree {sh_degree} needs K >= {(sh_degree + 1) ** 2}, got {colors.shape[-2]}")
+        check(
+            (sh_degree + 1) ** 2 <= colors.shape[-2],
+            f"sh_degree {sh_degree} needs K >= {(sh_degree + 1) ** 2}, got {colors.shape[-2]}",
+        )
     if backgrounds is not None:
         channels = 3 if sh_degree is not None else colors.shape[-1]
-        check(tuple(backgrounds.shape) == (C, channels), f"backgrounds must be [{C}, {channels}], got {tuple(backgrounds.shape)}")
-    tensors = (means, quats, scales, opacities, colors, viewmats, Ks) + ((backgrounds,) if backgrounds is not None else ())
+        check(
+            tuple(backgrounds.shape) == (C, channels),
+            f"backgrounds must be [{C}, {channels}], got {tuple(backgrounds.shape)}",
+        )
+    tensors = (means, quats, scales, opacities, colors, viewmats, Ks) + (
+        (backgrounds,) if backgrounds is not None else ()
+    )
     devices = {t.device for t in tensors}
     check(len(devices) == 1, f"all tensors must be on one device, got {sorted(map(str, devices))}")
     dtypes = {t.dtype for t in tensors}

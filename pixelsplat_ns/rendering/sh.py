@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["MAX_SH_DEGREE", "num_sh_bases", "sh_basis", "eval_sh"]
+__all__ = ["MAX_SH_DEGREE", "eval_sh", "num_sh_bases", "sh_basis"]
 
 MAX_SH_DEGREE = 4
 
@@ -61,7 +61,13 @@ def sh_basis(degree: int, unit_dirs: Float[Tensor, "*batch 3"]) -> Float[Tensor,
         band3_z = _Y3_Z * z
         b12 = z * (_Y3_ZZZ_A * zz - _Y3_ZZZ_B)
         bases += [
-            -_Y3_CS * sin2, band3_z * sin1, band3_zz * y, b12, band3_zz * x, band3_z * cos1, -_Y3_CS * cos2,
+            -_Y3_CS * sin2,
+            band3_z * sin1,
+            band3_zz * y,
+            b12,
+            band3_zz * x,
+            band3_z * cos1,
+            -_Y3_CS * cos2,
         ]
     if degree >= 4:
         cos3, sin3 = x * cos2 - y * sin2, x * sin2 + y * cos2
@@ -70,8 +76,15 @@ def sh_basis(degree: int, unit_dirs: Float[Tensor, "*batch 3"]) -> Float[Tensor,
         band4_z = -_Y4_Z * z
         b20 = _Y4_REC_A * z * b12 - _Y4_REC_B * b6
         bases += [
-            _Y4_CS * sin3, band4_z * sin2, band4_zz * sin1, band4_zzz * y, b20,
-            band4_zzz * x, band4_zz * cos1, band4_z * cos2, _Y4_CS * cos3,
+            _Y4_CS * sin3,
+            band4_z * sin2,
+            band4_zz * sin1,
+            band4_zzz * y,
+            b20,
+            band4_zzz * x,
+            band4_zz * cos1,
+            band4_z * cos2,
+            _Y4_CS * cos3,
         ]
     return torch.stack(bases, dim=-1)
 

@@ -23,7 +23,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-__all__ = ["GSPLAT_TILE_SIZE", "Footprints", "TileBins", "gaussian_footprints", "bin_gaussians", "gsplat_tiles_per_gauss"]
+__all__ = [
+    "GSPLAT_TILE_SIZE",
+    "Footprints",
+    "TileBins",
+    "bin_gaussians",
+    "gaussian_footprints",
+    "gsplat_tiles_per_gauss",
+]
 
 GSPLAT_TILE_SIZE = 16
 
@@ -40,13 +47,13 @@ class TileBins:
     tiles_x: int
     tiles_y: int
     n_tiles: int
-    gauss_ids: Int[Tensor, "n_isects"]
-    start: Int[Tensor, "n_tiles"]
-    count: Int[Tensor, "n_tiles"]
+    gauss_ids: Int[Tensor, " n_isects"]
+    start: Int[Tensor, " n_tiles"]
+    count: Int[Tensor, " n_tiles"]
 
 
 def _gsplat_tile_bbox(
-    means2d: Float[Tensor, "M 2"], radii: Int[Tensor, "M"], tiles_x: int, tiles_y: int
+    means2d: Float[Tensor, "M 2"], radii: Int[Tensor, " M"], tiles_x: int, tiles_y: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """gsplat's [min, max) tile rectangle of each Gaussian (16-pixel tiles)."""
     radius = radii.to(means2d.dtype)
@@ -60,7 +67,9 @@ def _gsplat_tile_bbox(
 
 
 @torch.no_grad()
-def gsplat_tiles_per_gauss(means2d: Float[Tensor, "C N 2"], radii: Int[Tensor, "C N"], width: int, height: int) -> Tensor:
+def gsplat_tiles_per_gauss(
+    means2d: Float[Tensor, "C N 2"], radii: Int[Tensor, "C N"], width: int, height: int
+) -> Tensor:
     """Number of gsplat 16x16 tiles each Gaussian is binned to (``meta["tiles_per_gauss"]``)."""
     tiles_x = math.ceil(width / GSPLAT_TILE_SIZE)
     tiles_y = math.ceil(height / GSPLAT_TILE_SIZE)
@@ -79,9 +88,9 @@ class Footprints:
     ``sigma`` certainly gives alpha < 1/255.
     """
 
-    ids: Int[Tensor, "V"]
+    ids: Int[Tensor, " V"]
     rects: Int[Tensor, "M 4"]
-    sigma_cut: Float[Tensor, "M"]
+    sigma_cut: Float[Tensor, " M"]
 
 
 @torch.no_grad()
@@ -132,7 +141,9 @@ def gaussian_footprints(
 
 
 @torch.no_grad()
-def bin_gaussians(footprints: Footprints, n_cameras: int, n_per_camera: int, width: int, height: int, block: int = 8) -> TileBins:
+def bin_gaussians(
+    footprints: Footprints, n_cameras: int, n_per_camera: int, width: int, height: int, block: int = 8
+) -> TileBins:
     """Build the per-block, depth-sorted Gaussian lists (see the module docstring)."""
     if GSPLAT_TILE_SIZE % block:
         raise ValueError(f"block must divide {GSPLAT_TILE_SIZE}, got {block}")

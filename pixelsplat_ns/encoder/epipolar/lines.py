@@ -36,7 +36,7 @@ def _frame_crossings(
     origins: Float[Tensor, "*batch 3"],
     directions: Float[Tensor, "*batch 3"],
     intrinsics: Float[Tensor, "*#batch 3 3"],
-) -> tuple[Float[Tensor, "4 *batch"], Float[Tensor, "4 *batch 2"], Bool[Tensor, "4 *batch"]]:
+) -> tuple[Float[Tensor, " 4 *batch"], Float[Tensor, "4 *batch 2"], Bool[Tensor, " 4 *batch"]]:
     """Ray parameter, image point and visibility where the ray's image crosses the lines
     x = 0, x = 1, y = 0 and y = 1 (camera-space rays; skew is ignored, as officially)."""
     ts, xys, valids = [], [], []
@@ -64,7 +64,7 @@ def _frame_crossings(
 
 
 def _select_crossing(
-    t: Float[Tensor, "4 *batch"], xy: Float[Tensor, "4 *batch 2"], valid: Bool[Tensor, "4 *batch"], first: bool
+    t: Float[Tensor, " 4 *batch"], xy: Float[Tensor, "4 *batch 2"], valid: Bool[Tensor, " 4 *batch"], first: bool
 ) -> tuple[Float[Tensor, "*batch 2"], Bool[Tensor, "*batch"]]:
     """The visible crossing with the smallest (first) or largest t; index 0 when none is visible."""
     t = torch.where(valid, t, torch.inf if first else -torch.inf)

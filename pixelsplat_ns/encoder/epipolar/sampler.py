@@ -140,8 +140,11 @@ class EpipolarSampler(nn.Module):
             for k in range(ov):
                 grid = 2 * sampling.xy_sample[:, view, k] - 1  # b r s 2
                 sampled = F.grid_sample(
-                    features[:, int(sampling.other_views[view, k])], grid, mode="bilinear",
-                    padding_mode="zeros", align_corners=False,
+                    features[:, int(sampling.other_views[view, k])],
+                    grid,
+                    mode="bilinear",
+                    padding_mode="zeros",
+                    align_corners=False,
                 )  # b c r s
                 mask = sampling.valid[:, view, k, None, :, None].to(sampled.dtype)
                 out[:, view, :, k] = rearrange(sampled * mask, "b c r s -> b r s c")

@@ -19,7 +19,9 @@ from ..spectral_conv import kernel_spectrum, spectral_conv2d
 from ..transformer import CrossAttention, PositionalEncoding, PreNorm, Transformer
 from .sampler import EpipolarSampler, EpipolarSampling
 
-SPECTRAL_TILE = 16  # output rows/columns per FFT tile: 22 x 22 transforms, a 69 MB spectrum (26: ~0.15 s faster, +74 MB peak)
+SPECTRAL_TILE = (
+    16  # output rows/columns per FFT tile: 22 x 22 transforms, a 69 MB spectrum (26: ~0.15 s faster, +74 MB peak)
+)
 
 
 class ImageSelfAttention(nn.Module):
@@ -132,7 +134,7 @@ class EpipolarLayers(nn.Module):
     ) -> Float[Tensor, "image channel height width"]:
         """``attention`` ([b, v, layer, head, ray, tokens]), when given, receives the
         cross-attention weights."""
-        n, c, h, w = x.shape
+        n, _c, h, w = x.shape
         for layer, (cross, image_block) in enumerate(self.layers):
             queries = cross.norm(rearrange(x, "n c h w -> n (h w) c"))
             updates = []
@@ -158,7 +160,7 @@ class EpipolarOutput:
 
 def _phase_kernel(
     up_weight: Float[Tensor, "c_in c_mid r r"],
-    up_bias: Float[Tensor, "c_mid"],
+    up_bias: Float[Tensor, " c_mid"],
     conv_weight: Float[Tensor, "c_out c_mid k k"],
 ) -> Float[Tensor, "c_out_r2 c_in_plus_1 3 3"]:
     """Weights of one 3x3 convolution on the low-resolution map equal to
@@ -218,10 +220,14 @@ class EpipolarTransformer(nn.Module):
         deterministic: bool = True,
         return_attention: bool = False,
     ) -> EpipolarOutput:
-        b, v = features.shape[:2]
-        low = rearrange(self.downscale(rearrange(features, "b v c h w -> (b v) c h w")), "(b v) c h w -> b v c h w", b=b)
+        b, _v = features.shape[:2]
+        low = rearrange(
+            self.downscale(rearrange(features, "b v c h w -> (b v) c h w")), "(b v) c h w -> b v c h w", b=b
+        )
         out = self.attend(low, extrinsics, intrinsics, near, far, deterministic, return_attention)
-        out.features = rearrange(self.upscale(rearrange(out.features, "b v c h w -> (b v) c h w")), "(b v) c h w -> b v c h w", b=b)
+        out.features = rearrange(
+            self.upscale(rearrange(out.features, "b v c h w -> (b v) c h w")), "(b v) c h w -> b v c h w", b=b
+        )
         return out
 
     def downscale(self, images: Float[Tensor, "n channel height width"]) -> Float[Tensor, "n channel h_low w_low"]:
@@ -244,7 +250,7 @@ class EpipolarTransformer(nn.Module):
     ) -> EpipolarOutput:
         """The transformer on already downscaled features (``features`` of the result stay
         at the low resolution: ``upscale`` / ``upscale_rows`` bring them to full resolution)."""
-        b, v, c, hd, wd = features.shape
+        b, v, _c, hd, wd = features.shape
         images = rearrange(features, "b v c h w -> (b v) c h w")
 
         sampler = self.epipolar_sampler
@@ -341,7 +347,9 @@ class EpipolarTransformer(nn.Module):
         rows = F.pad(rows, (0, 0, max(first, 0) - first, last - min(last, hd)))
         # Channels-last: oneDNN's native layout, so its 4096-channel output needs no reorder.
         rows = rows.contiguous(memory_format=torch.channels_last)
-        hidden = F.pixel_shuffle(F.conv2d(rows, self._phase_weights(), padding=(0, 1)), r)  # rows (top-1)r .. (bottom+1)r
+        hidden = F.pixel_shuffle(
+            F.conv2d(rows, self._phase_weights(), padding=(0, 1)), r
+        )  # rows (top-1)r .. (bottom+1)r
         if top == 0:
             hidden[:, :, :r] = -conv1.bias[None, :, None, None]  # outside the image: conv2's
         if bottom == hd:  # zero padding (the bias is added next; GELU(0) = 0)
