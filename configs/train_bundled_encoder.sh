@@ -79,7 +79,7 @@ finished tiny "$STEPS" || .venv/bin/ns-train pixelsplat-pretrain \
   --pipeline.datamanager.examples.initial-min-gap 2 --pipeline.datamanager.examples.initial-max-gap 6 \
   --pipeline.datamanager.examples.warmup-steps 2000 \
   --optimizers.encoder.optimizer.lr 3e-4 \
-  --optimizers.encoder.scheduler.warmup-steps 100 --optimizers.encoder.scheduler.max-steps "$STEPS"
+  --optimizers.encoder.scheduler.warm-up-end 100 --optimizers.encoder.scheduler.max-steps "$STEPS"
 
 if [ "$AUGMENT_STEPS" -gt 0 ] && ! finished augment "$AUGMENT_STEPS"; then
   resume_flags augment "$AUGMENT_STEPS"
@@ -91,7 +91,7 @@ if [ "$AUGMENT_STEPS" -gt 0 ] && ! finished augment "$AUGMENT_STEPS"; then
     --pipeline.model.init-checkpoint "$(last_encoder tiny "$STEPS")" \
     --pipeline.datamanager.examples.zoom-range 1.0 2.0 --pipeline.datamanager.examples.color-jitter 0.2 \
     --optimizers.encoder.optimizer.lr 1e-4 \
-    --optimizers.encoder.scheduler.warmup-steps 50 --optimizers.encoder.scheduler.max-steps "$AUGMENT_STEPS"
+    --optimizers.encoder.scheduler.warm-up-end 50 --optimizers.encoder.scheduler.max-steps "$AUGMENT_STEPS"
 fi
 stage=tiny total=$STEPS
 if [ "$AUGMENT_STEPS" -gt 0 ]; then stage=augment total=$AUGMENT_STEPS; fi

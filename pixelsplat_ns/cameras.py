@@ -61,7 +61,12 @@ def opencv_keypoints_to_pixels(points: Float[Tensor, "*batch 2"]) -> Float[Tenso
 
 def opengl_c2w_to_viewmat(c2w: Float[Tensor, "*batch 3|4 4"]) -> Float[Tensor, "*batch 4 4"]:
     """nerfstudio/OpenGL camera-to-world -> gsplat world-to-camera (OpenCV axes)."""
-    c2w_cv = opengl_to_opencv_c2w(c2w)
+    return opencv_c2w_to_viewmat(opengl_to_opencv_c2w(c2w))
+
+
+def opencv_c2w_to_viewmat(c2w: Float[Tensor, "*batch 3|4 4"]) -> Float[Tensor, "*batch 4 4"]:
+    """pixelSplat's OpenCV camera-to-world (rigid) -> gsplat world-to-camera: the inverse."""
+    c2w_cv = homogenize_pose(c2w)
     rotation = c2w_cv[..., :3, :3]
     translation = c2w_cv[..., :3, 3:]
     viewmat = torch.zeros_like(c2w_cv)

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
-from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
+
+from pixelsplat_ns.rendering.projection import quaternion_to_matrix
+from pixelsplat_ns.rendering.sh import SH_C0, sh_basis
 
 
 @dataclass
@@ -68,27 +70,6 @@ class Gaussians:
 # --------------------------------------------------------------------------------------
 # Rotations and covariances
 # --------------------------------------------------------------------------------------
-
-
-def quaternion_to_matrix(quaternions: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 3 3"]:
-    """wxyz quaternion (any norm) -> rotation matrix, as gsplat interprets ``quats``."""
-    q = quaternions / quaternions.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    matrix = torch.stack(
-        (
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ),
-        dim=-1,
-    )
-    return rearrange(matrix, "... (i j) -> ... i j", i=3, j=3)
 
 
 def matrix_to_quaternion(matrix: Float[Tensor, "*batch 3 3"]) -> Float[Tensor, "*batch 4"]:
@@ -184,8 +165,8 @@ def covariance_to_scales_quaternions(
 # Spherical harmonics: official pixelSplat basis -> gsplat basis
 # --------------------------------------------------------------------------------------
 
-# The constants of the 3DGS renderer family (shared by the official renderer and gsplat).
-SH_C0 = 0.28209479177387814
+# The official renderer's constants for bands 1-3 (band 0's, SH_C0, is gsplat's too). Its
+# basis orders and signs the axes unlike gsplat's (rendering/sh.py).
 SH_C1 = 0.4886025119029199
 SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 SH_C3 = (
@@ -232,35 +213,6 @@ def official_sh_basis(directions: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*
     )
 
 
-def gsplat_sh_basis(directions: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 16"]:
-    """gsplat 1.4.0's real SH basis (degrees 0-3) for unit directions, as in its
-    ``spherical_harmonics`` (``gsplat/cuda/_torch_impl.py``)."""
-    x, y, z = directions.unbind(-1)
-    xx, yy, zz = x * x, y * y, z * z
-    one = torch.ones_like(x)
-    return torch.stack(
-        (
-            SH_C0 * one,
-            -SH_C1 * y,
-            SH_C1 * z,
-            -SH_C1 * x,
-            SH_C2[0] * x * y,
-            SH_C2[1] * y * z,
-            SH_C2[2] * (2 * zz - xx - yy),
-            SH_C2[3] * x * z,
-            SH_C2[4] * (xx - yy),
-            SH_C3[0] * y * (3 * xx - yy),
-            SH_C3[1] * x * y * z,
-            SH_C3[2] * y * (4 * zz - xx - yy),
-            SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
-            SH_C3[4] * x * (4 * zz - xx - yy),
-            SH_C3[5] * z * (xx - yy),
-            SH_C3[6] * x * (xx - 3 * yy),
-        ),
-        dim=-1,
-    )
-
-
 @cache
 def _official_to_gsplat_matrix() -> Tensor:
     """M (16 x 16, float64) with official_basis(d) = gsplat_basis(d) @ M for all unit d.
@@ -275,7 +227,7 @@ def _official_to_gsplat_matrix() -> Tensor:
     generator = torch.Generator().manual_seed(0)
     d = torch.randn(512, 3, generator=generator, dtype=torch.float64)
     d = d / d.norm(dim=-1, keepdim=True)
-    solution = torch.linalg.lstsq(gsplat_sh_basis(d), official_sh_basis(d)).solution
+    solution = torch.linalg.lstsq(sh_basis(3, d), official_sh_basis(d)).solution
     solution[solution.abs() < 1e-9] = 0.0
     return solution
 

@@ -8,7 +8,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from pixelsplat_ns.cameras import denormalize_intrinsics
+from pixelsplat_ns.cameras import denormalize_intrinsics, opencv_c2w_to_viewmat
 from pixelsplat_ns.gaussians import Gaussians, official_to_gsplat_sh
 from pixelsplat_ns.rendering import rasterize
 
@@ -32,7 +32,7 @@ def render_views(
             scales=scales[b],
             opacities=gaussians.opacities[b],
             colors=colors,
-            viewmats=torch.linalg.inv(extrinsics[b]),
+            viewmats=opencv_c2w_to_viewmat(extrinsics[b]),
             Ks=denormalize_intrinsics(intrinsics[b], w, h),
             width=w,
             height=h,

@@ -3,12 +3,12 @@ import torch
 from pixelsplat_ns.gaussians import (
     build_covariance,
     covariance_to_scales_quaternions,
-    gsplat_sh_basis,
     matrix_to_quaternion,
     official_sh_basis,
     official_to_gsplat_sh,
-    quaternion_to_matrix,
 )
+from pixelsplat_ns.rendering.projection import quaternion_to_matrix
+from pixelsplat_ns.rendering.sh import sh_basis
 from tests.conftest import FIXTURES, require
 
 
@@ -37,7 +37,7 @@ def test_official_sh_conversion_reproduces_official_colours():
     coefficients, directions = fixture["coefficients"], fixture["directions"]
     # Official colours through gsplat's basis: convert coefficients, evaluate gsplat's SH.
     converted = official_to_gsplat_sh(coefficients.double())  # [n, 16, 3]
-    basis = gsplat_sh_basis(directions.double() / directions.double().norm(dim=-1, keepdim=True))
+    basis = sh_basis(3, directions.double() / directions.double().norm(dim=-1, keepdim=True))
     color_before_clamp = 0.5 + torch.einsum("nk,nkc->nc", basis, converted)
     torch.testing.assert_close(color_before_clamp.float(), fixture["color_before_clamp"], atol=1e-5, rtol=0)
     torch.testing.assert_close(color_before_clamp.clamp_min(0).float(), fixture["color"], atol=1e-5, rtol=0)

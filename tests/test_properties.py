@@ -65,8 +65,8 @@ from pixelsplat_ns.gaussians import (
     matrix_to_quaternion,
     official_sh_basis,
     official_to_gsplat_sh,
-    quaternion_to_matrix,
 )
+from pixelsplat_ns.rendering.projection import quaternion_to_matrix
 from pixelsplat_ns.rendering.sh import eval_sh
 from tests.test_data_chunks import line_cameras, synthetic_frames, write_scene_folder
 

@@ -51,9 +51,11 @@ from pixelsplat_ns.cameras import (
     opengl_c2w_to_viewmat,
 )
 from pixelsplat_ns.errors import PixelSplatInputError
-from pixelsplat_ns.gaussians import SH_C0, matrix_to_quaternion, quaternion_to_matrix
+from pixelsplat_ns.gaussians import matrix_to_quaternion
 from pixelsplat_ns.io import current_umask, save_image
 from pixelsplat_ns.rendering import rasterize
+from pixelsplat_ns.rendering.projection import quaternion_to_matrix
+from pixelsplat_ns.rendering.sh import SH_C0
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 Seed = int | Sequence[int]

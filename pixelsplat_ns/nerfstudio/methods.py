@@ -15,9 +15,11 @@ from pixelsplat_ns.nerfstudio.pretrain import (
     PretrainDataManagerConfig,
     PretrainModelConfig,
     PretrainPipelineConfig,
-    WarmupCosineSchedulerConfig,
 )
-from pixelsplat_ns.nerfstudio.schedulers import PlainFloatExponentialDecaySchedulerConfig
+from pixelsplat_ns.nerfstudio.schedulers import (
+    PlainFloatCosineDecaySchedulerConfig,
+    PlainFloatExponentialDecaySchedulerConfig,
+)
 from pixelsplat_ns.nerfstudio.trainer import PixelSplatTrainerConfig
 
 
@@ -93,7 +95,9 @@ def pixelsplat_pretrain_config() -> PixelSplatTrainerConfig:
         optimizers={
             "encoder": {
                 "optimizer": AdamOptimizerConfig(lr=1.5e-4, max_norm=0.5),
-                "scheduler": WarmupCosineSchedulerConfig(warmup_steps=2000, max_steps=300000),
+                "scheduler": PlainFloatCosineDecaySchedulerConfig(
+                    warm_up_end=2000, learning_rate_alpha=0.01, max_steps=300000
+                ),
             }
         },
         vis="tensorboard",

@@ -9,7 +9,6 @@ nerfstudio's, for ``ns-train pixelsplat --pipeline.model.encoder-checkpoint``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,45 +18,15 @@ import torch
 import torch.nn.functional as F
 from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from pytorch_msssim import SSIM
-from torch.optim import Optimizer, lr_scheduler
 
 from pixelsplat_ns.data import ExampleConfig, example_loader, open_scene_source
 from pixelsplat_ns.data.examples import global_rank_world
 from pixelsplat_ns.losses import cross_view_photometric_loss
 from pixelsplat_ns.metrics import build_lpips, psnr
 from pixelsplat_ns.views import render_views
-
-# ----------------------------------------------------------------------------- schedule
-
-
-@dataclass
-class WarmupCosineSchedulerConfig(SchedulerConfig):
-    """Linear warm-up then cosine decay (the reference's OneCycle-like schedule); Python floats only."""
-
-    _target: type = field(default_factory=lambda: WarmupCosineScheduler)
-    warmup_steps: int = 2000
-    max_steps: int = 300000
-    final_fraction: float = 0.01
-
-
-class WarmupCosineScheduler(Scheduler):
-    config: WarmupCosineSchedulerConfig
-
-    def get_scheduler(self, optimizer: Optimizer, lr_init: float) -> lr_scheduler.LRScheduler:
-        cfg = self.config
-
-        def multiplier(step: int) -> float:
-            if step < cfg.warmup_steps:
-                return float((step + 1) / cfg.warmup_steps)
-            t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-            return float(cfg.final_fraction + (1 - cfg.final_fraction) * 0.5 * (1 + math.cos(math.pi * t)))
-
-        return lr_scheduler.LambdaLR(optimizer, lr_lambda=multiplier)
-
 
 # ----------------------------------------------------------------------------- data
 

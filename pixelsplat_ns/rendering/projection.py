@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-__all__ = ["Projection", "project_gaussians", "quat_scale_to_matrix"]
+__all__ = ["Projection", "project_gaussians", "quat_scale_to_matrix", "quaternion_to_matrix"]
 
 
 @dataclass
@@ -39,12 +39,10 @@ class Projection:
     valid: Bool[Tensor, "C N"]  # radii > 0
 
 
-def quat_scale_to_matrix(
-    quats: Float[Tensor, "*batch 4"], scales: Float[Tensor, "*batch 3"]
-) -> Float[Tensor, "*batch 3 3"]:
-    """``R(q) diag(s)``, a square root of the covariance ``R S S^T R^T`` (wxyz quats, any norm)."""
+def quaternion_to_matrix(quats: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 3 3"]:
+    """wxyz quaternion (any norm) -> rotation matrix, as gsplat interprets ``quats``."""
     w, x, y, z = (quats / quats.norm(dim=-1, keepdim=True)).unbind(-1)
-    rotation = torch.stack(
+    return torch.stack(
         (
             1 - 2 * (y * y + z * z),
             2 * (x * y - w * z),
@@ -58,7 +56,13 @@ def quat_scale_to_matrix(
         ),
         dim=-1,
     ).unflatten(-1, (3, 3))
-    return rotation * scales[..., None, :]
+
+
+def quat_scale_to_matrix(
+    quats: Float[Tensor, "*batch 4"], scales: Float[Tensor, "*batch 3"]
+) -> Float[Tensor, "*batch 3 3"]:
+    """``R(q) diag(s)``, a square root of the covariance ``R S S^T R^T`` (wxyz quats, any norm)."""
+    return quaternion_to_matrix(quats) * scales[..., None, :]
 
 
 def project_gaussians(

@@ -12,12 +12,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["MAX_SH_DEGREE", "eval_sh", "num_sh_bases", "sh_basis"]
+__all__ = ["MAX_SH_DEGREE", "SH_C0", "eval_sh", "num_sh_bases", "sh_basis"]
 
 MAX_SH_DEGREE = 4
 
-# Band 0 and band 1.
-_Y00 = 0.2820947917738781
+# Band 0 (the constant colour = 0.5 + SH_C0 * coefficient, also in the official renderer) and band 1.
+SH_C0 = 0.2820947917738781
 _Y1 = 0.48860251190292
 # Band 2.
 _Y2_XY = 0.5462742152960395  # times 2xy and x^2 - y^2
@@ -46,7 +46,7 @@ def sh_basis(degree: int, unit_dirs: Float[Tensor, "*batch 3"]) -> Float[Tensor,
     if not 0 <= degree <= MAX_SH_DEGREE:
         raise ValueError(f"sh_degree must be in [0, {MAX_SH_DEGREE}], got {degree}")
     x, y, z = unit_dirs.unbind(-1)
-    bases: list[Tensor] = [torch.full_like(x, _Y00)]
+    bases: list[Tensor] = [torch.full_like(x, SH_C0)]
     if degree >= 1:
         bases += [-_Y1 * y, _Y1 * z, -_Y1 * x]
     if degree >= 2:
@@ -109,7 +109,7 @@ def eval_sh(
     if coeffs.shape[-2] < k:
         raise ValueError(f"degree {degree} needs {k} SH coefficients, got {coeffs.shape[-2]}")
     if degree == 0:
-        return _Y00 * coeffs[..., 0, :]
+        return SH_C0 * coeffs[..., 0, :]
     unit = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     basis = sh_basis(degree, unit)
     return torch.einsum("...k,...kc->...c", basis, coeffs[..., :k, :])
