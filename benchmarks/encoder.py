@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
-from pixelsplat_ns.official import fill_deterministic
+from pixelsplat_ns.fixture_weights import fill_deterministic
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pixelsplat-official" / "parity_pair_a64.pt"
 

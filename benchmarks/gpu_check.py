@@ -138,7 +138,8 @@ def context_pair(size: int) -> tuple[Tensor, ...]:
 def load_encoder(checkpoint: Path | None) -> tuple[torch.nn.Module, str]:
     """(encoder on the CPU in eval mode, a description of its weights)."""
     from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
-    from pixelsplat_ns.official import fill_deterministic, load_checkpoint
+    from pixelsplat_ns.fixture_weights import fill_deterministic
+    from pixelsplat_ns.official import load_checkpoint
 
     if checkpoint is not None:
         checkpoint = checkpoint.expanduser()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
-from pixelsplat_ns.official import deterministic_tensor, deterministic_weights, fill_deterministic
+from pixelsplat_ns.fixture_weights import deterministic_tensor, deterministic_weights, fill_deterministic
 from tests.conftest import FIXTURES, require
 
 TOLERANCE = 1e-4
