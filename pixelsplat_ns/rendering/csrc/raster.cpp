@@ -49,10 +49,10 @@ void describe_field(std::string &out, const char *name, size_t offset) {
     static void describe(std::string &out) { FIELDS(PSN_DESCRIBE_FIELD) }
 
 // psn_depth_order_{f32,f64}: entries with sigma_cut > 0, sorted front to back.
-#define PSN_DEPTH_ORDER_FIELDS(F)                                                   \
-    F(const S *, depths)    /* [n_entries] camera-space depth of each (camera, Gaussian) */ \
-    F(const S *, sigma_cut) /* [n_entries] */                                        \
-    F(int64_t, n_entries)                                                            \
+#define PSN_DEPTH_ORDER_FIELDS(F)                                              \
+    F(const S *, depths)    /* [n_entries] depth of each (camera, Gaussian) */ \
+    F(const S *, sigma_cut) /* [n_entries] */                                  \
+    F(int64_t, n_entries)                                                      \
     F(int64_t *, out) /* [n_entries] the sorted flat ids; the count is returned */
 template <typename S>
 struct DepthOrderArgs {
@@ -61,16 +61,16 @@ struct DepthOrderArgs {
 };
 
 // psn_bin_count / psn_bin_fill: per-tile Gaussian lists (counting sort).
-#define PSN_BIN_FIELDS(F)                                                                        \
+#define PSN_BIN_FIELDS(F)                                                                           \
     F(const int64_t *, order) /* [n_order] flat ids camera * n_per_cam + Gaussian, front to back */ \
-    F(int64_t, n_order)                                                                          \
-    F(const int32_t *, rects) /* [n_cameras * n_per_cam][4] pixel rectangles x0, x1, y0, y1 */   \
-    F(int64_t, n_per_cam)                                                                        \
-    F(int64_t, block) /* tile side in pixels */                                                  \
-    F(int64_t, tiles_x)                                                                          \
-    F(int64_t, tiles_y)                                                                          \
-    F(int64_t *, count)    /* psn_bin_count: [n_tiles] list lengths, incremented */             \
-    F(int64_t *, cursor)   /* psn_bin_fill: [n_tiles] the lists' start offsets, advanced */     \
+    F(int64_t, n_order)                                                                             \
+    F(const int32_t *, rects) /* [n_cameras * n_per_cam][4] pixel rectangles x0, x1, y0, y1 */      \
+    F(int64_t, n_per_cam)                                                                           \
+    F(int64_t, block) /* tile side in pixels */                                                     \
+    F(int64_t, tiles_x)                                                                             \
+    F(int64_t, tiles_y)                                                                             \
+    F(int64_t *, count)    /* psn_bin_count: [n_tiles] list lengths, incremented */                 \
+    F(int64_t *, cursor)   /* psn_bin_fill: [n_tiles] the lists' start offsets, advanced */         \
     F(int64_t *, gauss_ids) /* psn_bin_fill: [n_isects] the lists */
 struct BinArgs {
     typedef BinArgs Self;
@@ -79,40 +79,40 @@ struct BinArgs {
 
 // psn_composite_{fwd,bwd}_{f32,f64}: compositing of M = n_gaussians projected Gaussians
 // (all cameras', flattened) with D = n_channels colour channels into C cameras' images.
-#define PSN_COMPOSITE_FIELDS(F)                                                                         \
-    F(const S *, means2d)     /* [M][2] */                                                              \
-    F(const S *, conics)      /* [M][3] */                                                              \
-    F(const S *, opacities)   /* [M] */                                                                 \
-    F(const S *, colors)      /* [M][D] */                                                              \
-    F(const S *, backgrounds) /* [C][D] or null */                                                      \
-    F(int64_t, n_gaussians)                                                                             \
-    F(int64_t, n_channels) /* 3 (RGB) or 4 (RGB + depth) */                                             \
-    F(int32_t, expected_depth) /* last channel is depth: output it divided by max(alpha, 1e-10) (gsplat's "ED") */ \
-    F(const int64_t *, gauss_ids) /* tile t's list: gauss_ids[start[t] .. start[t] + count[t]) */        \
-    F(const int64_t *, start)     /* [n_tiles] */                                                       \
-    F(const int64_t *, count)     /* [n_tiles] */                                                       \
-    F(const int32_t *, rects)     /* [M][4] */                                                          \
-    F(const S *, sigma_cut)       /* [M] */                                                             \
-    F(int64_t, block)                                                                                   \
-    F(int64_t, tiles_x)                                                                                 \
-    F(int64_t, tiles_y)                                                                                 \
-    F(int64_t, width)                                                                                   \
-    F(int64_t, height)                                                                                  \
-    F(int64_t, n_tiles)                                                                                 \
-    /* written by the forward; render_raw, transmittance and used are read by the backward */          \
-    F(S *, render_raw)    /* [C][H][W][D] sum alpha T c + T bg */                                       \
-    F(S *, render)        /* [C][H][W][D] render_raw with the ED channel divided */                     \
-    F(S *, alpha)         /* [C][H][W] 1 - T */                                                         \
-    F(S *, transmittance) /* [C][H][W] final T */                                                       \
-    F(int32_t *, used)    /* [C][H][W] list entries each pixel consumed */                              \
-    /* backward: gradients of render and alpha in, of the inputs out */                                \
-    F(const S *, v_render) /* [C][H][W][D] */                                                           \
-    F(const S *, v_alpha)  /* [C][H][W] */                                                              \
-    F(S *, v_means2d)                                                                                   \
-    F(S *, v_conics)                                                                                    \
-    F(S *, v_opacities)                                                                                 \
-    F(S *, v_colors)                                                                                    \
-    F(S *, v_backgrounds) /* null without backgrounds */                                                \
+#define PSN_COMPOSITE_FIELDS(F)                                                                    \
+    F(const S *, means2d)     /* [M][2] */                                                         \
+    F(const S *, conics)      /* [M][3] */                                                         \
+    F(const S *, opacities)   /* [M] */                                                            \
+    F(const S *, colors)      /* [M][D] */                                                         \
+    F(const S *, backgrounds) /* [C][D] or null */                                                 \
+    F(int64_t, n_gaussians)                                                                        \
+    F(int64_t, n_channels) /* 3 (RGB) or 4 (RGB + depth) */                                        \
+    F(int32_t, expected_depth) /* last channel is depth: render divides it by max(alpha, 1e-10) */ \
+    F(const int64_t *, gauss_ids) /* tile t's list: gauss_ids[start[t] .. start[t] + count[t]) */  \
+    F(const int64_t *, start)     /* [n_tiles] */                                                  \
+    F(const int64_t *, count)     /* [n_tiles] */                                                  \
+    F(const int32_t *, rects)     /* [M][4] */                                                     \
+    F(const S *, sigma_cut)       /* [M] */                                                        \
+    F(int64_t, block)                                                                              \
+    F(int64_t, tiles_x)                                                                            \
+    F(int64_t, tiles_y)                                                                            \
+    F(int64_t, width)                                                                              \
+    F(int64_t, height)                                                                             \
+    F(int64_t, n_tiles)                                                                            \
+    /* written by the forward; render_raw, transmittance and used are read by the backward */      \
+    F(S *, render_raw)    /* [C][H][W][D] sum alpha T c + T bg */                                  \
+    F(S *, render)        /* [C][H][W][D] render_raw with the ED channel divided */                \
+    F(S *, alpha)         /* [C][H][W] 1 - T */                                                    \
+    F(S *, transmittance) /* [C][H][W] final T */                                                  \
+    F(int32_t *, used)    /* [C][H][W] list entries each pixel consumed */                         \
+    /* backward: gradients of render and alpha in, of the inputs out */                            \
+    F(const S *, v_render) /* [C][H][W][D] */                                                      \
+    F(const S *, v_alpha)  /* [C][H][W] */                                                         \
+    F(S *, v_means2d)                                                                              \
+    F(S *, v_conics)                                                                               \
+    F(S *, v_opacities)                                                                            \
+    F(S *, v_colors)                                                                               \
+    F(S *, v_backgrounds) /* null without backgrounds */                                           \
     F(int32_t, n_threads)
 template <typename S>
 struct CompositeArgs {
@@ -122,45 +122,45 @@ struct CompositeArgs {
 
 // psn_project_{fwd,bwd}_{f32,f64}: projection of N = n_gaussians Gaussians into C =
 // n_cameras cameras, SH colours, footprints; outputs are [C][N](...).
-#define PSN_PROJECT_FIELDS(F)                                                                            \
-    F(const S *, means)     /* [N][3] */                                                                 \
-    F(const S *, quats)     /* [N][4] wxyz, any norm */                                                  \
-    F(const S *, scales)    /* [N][3] */                                                                 \
-    F(const S *, opacities) /* [N] */                                                                    \
-    F(const S *, sh) /* [N][K][3] or per camera [C][N][K][3], K = n_sh_coeffs; null: no colours */       \
-    F(const S *, viewmats)  /* [C][4][4] world to camera */                                              \
-    F(const S *, Ks)        /* [C][3][3] intrinsics */                                                   \
-    F(const S *, campos)    /* [C][3] camera centres */                                                  \
-    F(int64_t, sh_cam_stride) /* N K 3 for per-camera coefficients, else 0 */                            \
-    F(int64_t, n_sh_coeffs)                                                                              \
-    F(int32_t, sh_degree)      /* -1 without SH */                                                       \
-    F(int32_t, expected_depth) /* colours get a 4th channel: the depth (for gsplat's "RGB+ED") */        \
-    F(int64_t, n_cameras)                                                                                \
-    F(int64_t, n_gaussians)                                                                              \
-    F(int64_t, width)                                                                                    \
-    F(int64_t, height)                                                                                   \
-    F(double, eps2d)                                                                                     \
-    F(double, near_plane)                                                                                \
-    F(double, far_plane)                                                                                 \
-    F(double, radius_clip)                                                                               \
-    /* written by the forward; radii is read by the backward */                                         \
-    F(int32_t *, radii)      /* [C][N] 0 = culled */                                                     \
-    F(S *, means2d)          /* [C][N][2] */                                                             \
-    F(S *, depths)           /* [C][N] */                                                                \
-    F(S *, conics)           /* [C][N][3] */                                                             \
-    F(S *, colors)           /* [C][N][3 or 4], null without SH */                                       \
-    F(int32_t *, rects)      /* [C * N][4] */                                                            \
-    F(S *, sigma_cut)        /* [C * N] */                                                               \
-    F(int32_t *, tiles_per_gauss) /* [C][N] gsplat's 16x16 tiles */                                      \
-    /* backward: gradients of the outputs in (null = zero), of the inputs out */                        \
-    F(const S *, v_means2d)                                                                              \
-    F(const S *, v_depths)                                                                               \
-    F(const S *, v_conics)                                                                               \
-    F(const S *, v_colors)                                                                               \
-    F(S *, v_means)                                                                                      \
-    F(S *, v_quats)                                                                                      \
-    F(S *, v_scales)                                                                                     \
-    F(S *, v_sh) /* null without SH */                                                                   \
+#define PSN_PROJECT_FIELDS(F)                                                                      \
+    F(const S *, means)     /* [N][3] */                                                           \
+    F(const S *, quats)     /* [N][4] wxyz, any norm */                                            \
+    F(const S *, scales)    /* [N][3] */                                                           \
+    F(const S *, opacities) /* [N] */                                                              \
+    F(const S *, sh) /* [N][K][3] or per camera [C][N][K][3], K = n_sh_coeffs; null: no colours */ \
+    F(const S *, viewmats)  /* [C][4][4] world to camera */                                        \
+    F(const S *, Ks)        /* [C][3][3] intrinsics */                                             \
+    F(const S *, campos)    /* [C][3] camera centres */                                            \
+    F(int64_t, sh_cam_stride) /* N K 3 for per-camera coefficients, else 0 */                      \
+    F(int64_t, n_sh_coeffs)                                                                        \
+    F(int32_t, sh_degree)      /* -1 without SH */                                                 \
+    F(int32_t, expected_depth) /* colours get a 4th channel: the depth (for gsplat's "RGB+ED") */  \
+    F(int64_t, n_cameras)                                                                          \
+    F(int64_t, n_gaussians)                                                                        \
+    F(int64_t, width)                                                                              \
+    F(int64_t, height)                                                                             \
+    F(double, eps2d)                                                                               \
+    F(double, near_plane)                                                                          \
+    F(double, far_plane)                                                                           \
+    F(double, radius_clip)                                                                         \
+    /* written by the forward; radii is read by the backward */                                    \
+    F(int32_t *, radii)      /* [C][N] 0 = culled */                                               \
+    F(S *, means2d)          /* [C][N][2] */                                                       \
+    F(S *, depths)           /* [C][N] */                                                          \
+    F(S *, conics)           /* [C][N][3] */                                                       \
+    F(S *, colors)           /* [C][N][3 or 4], null without SH */                                 \
+    F(int32_t *, rects)      /* [C * N][4] */                                                      \
+    F(S *, sigma_cut)        /* [C * N] */                                                         \
+    F(int32_t *, tiles_per_gauss) /* [C][N] gsplat's 16x16 tiles */                                \
+    /* backward: gradients of the outputs in (null = zero), of the inputs out */                   \
+    F(const S *, v_means2d)                                                                        \
+    F(const S *, v_depths)                                                                         \
+    F(const S *, v_conics)                                                                         \
+    F(const S *, v_colors)                                                                         \
+    F(S *, v_means)                                                                                \
+    F(S *, v_quats)                                                                                \
+    F(S *, v_scales)                                                                               \
+    F(S *, v_sh) /* null without SH */                                                             \
     F(int32_t, n_threads)
 template <typename S>
 struct ProjectArgs {
@@ -452,7 +452,8 @@ void forward_all(const CompositeArgs<S> &a) {
         const int64_t cam = t / per_cam, in_cam = t % per_cam;
         const int64_t ox = (in_cam % a.tiles_x) * B, oy = (in_cam / a.tiles_x) * B;
         S *sc = scratch[thread].data();
-        forward_tile<S, B, DC>(packed.data(), a.gauss_ids + a.start[t], a.count[t], a.rects, a.sigma_cut, ox, oy, W, H, sc);
+        forward_tile<S, B, DC>(packed.data(), a.gauss_ids + a.start[t], a.count[t], a.rects, a.sigma_cut, ox, oy, W, H,
+                               sc);
         const S *T = sc, *used = sc + 2 * P, *acc = sc + 3 * P;
         const S *bg = a.backgrounds ? a.backgrounds + cam * DC : nullptr;
         for (int v = 0; v < B && oy + v < H; ++v) {
@@ -466,7 +467,8 @@ void forward_all(const CompositeArgs<S> &a) {
                 for (int k = 0; k < DC; ++k) {
                     const S raw = bg ? acc[k * P + p] + Tp * bg[k] : acc[k * P + p];
                     render_raw[pix * DC + k] = raw;
-                    render_out[pix * DC + k] = (a.expected_depth && k == DC - 1) ? raw / std::max(alpha, S(1e-10)) : raw;
+                    const bool divide = a.expected_depth && k == DC - 1;
+                    render_out[pix * DC + k] = divide ? raw / std::max(alpha, S(1e-10)) : raw;
                 }
             }
         }
@@ -818,7 +820,8 @@ void project_backward(const ProjectArgs<S> &a) {
             S g_mean[3] = {0, 0, 0}, g_M[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
             if (v_sh) {  // this task owns Gaussian n's coefficient gradients: clear them
                 for (int64_t c = 0; c < (a.sh_cam_stride ? a.n_cameras : 1); ++c)
-                    std::fill(v_sh + c * a.sh_cam_stride + n * a.n_sh_coeffs * 3, v_sh + c * a.sh_cam_stride + (n + 1) * a.n_sh_coeffs * 3, S(0));
+                    std::fill(v_sh + c * a.sh_cam_stride + n * a.n_sh_coeffs * 3,
+                              v_sh + c * a.sh_cam_stride + (n + 1) * a.n_sh_coeffs * 3, S(0));
             }
             for (int64_t c = 0; c < a.n_cameras; ++c) {
                 const int64_t i = c * a.n_gaussians + n;
