@@ -1,7 +1,7 @@
 """Optional C++/OpenMP kernels for the CPU rasteriser, compiled on first use.
 
 ``csrc/raster.cpp`` exposes a plain C ABI without Torch headers, which keeps the one-off
-build short (about 15 s on two cores); it is compiled with ``torch.utils.cpp_extension.load``
+build short (15-30 s on two cores); it is compiled with ``torch.utils.cpp_extension.load``
 into Torch's extension cache and called through ``ctypes`` on tensors' data pointers.
 
 Every kernel takes a pointer to one argument struct. Each struct's fields are declared once
@@ -20,6 +20,7 @@ Shapes: ``C`` cameras, ``N`` Gaussians, ``M = C * N`` (camera, Gaussian) pairs f
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -220,11 +221,18 @@ def _pack(struct: type[ctypes.Structure], values: dict[str, object]) -> ctypes.S
     All fields must be named, so a field added on both sides but forgotten at a call fails
     here instead of reaching the kernel as NULL.
     """
-    names = {name for name, _ in struct._fields_}
-    if values.keys() != names:
-        missing, unknown = sorted(names - values.keys()), sorted(values.keys() - names)
+    names = _field_names(struct)
+    if values.keys() != names.keys():
+        missing, unknown = sorted(names.keys() - values.keys()), sorted(values.keys() - names.keys())
         raise TypeError(f"{struct.__name__}: missing fields {missing}, unknown fields {unknown}")
-    return struct(**{k: v.data_ptr() if isinstance(v, Tensor) else v for k, v in values.items()})
+    # positional: a few microseconds less per call than keywords
+    return struct(*[v.data_ptr() if isinstance(v, Tensor) else v for v in map(values.__getitem__, names)])
+
+
+@functools.cache
+def _field_names(struct: type[ctypes.Structure]) -> dict[str, None]:
+    """The struct's field names in order (a dict, for fast key-set comparisons)."""
+    return dict.fromkeys(name for name, _ in struct._fields_)
 
 
 def _suffix(dtype: torch.dtype) -> str:
