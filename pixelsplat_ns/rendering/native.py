@@ -252,18 +252,18 @@ class NativeKernels:
     def __init__(self, lib: ctypes.CDLL):
         check_layouts(lib)
         self.lib = lib
-        self._functions = {}
+        self._kernels = {}  # name -> (argument struct, function)
         for name, (struct, restype) in _KERNELS.items():
             function = getattr(lib, name)
             function.argtypes = [ctypes.POINTER(struct)]
             function.restype = restype
-            self._functions[name] = function
+            self._kernels[name] = (struct, function)
 
     def _call(self, name: str, **values: object) -> int | None:
         """Run kernel ``name`` on an argument struct holding ``values``; the caller keeps the
         tensors alive until it returns."""
-        args = _pack(_KERNELS[name][0], values)
-        return self._functions[name](ctypes.byref(args))
+        struct, function = self._kernels[name]
+        return function(ctypes.byref(_pack(struct, values)))
 
     def depth_order(self, depths: Float[Tensor, "C N"], sigma_cut: Float[Tensor, " M"]) -> Int[Tensor, " V"]:
         """Flat ids with ``sigma_cut > 0``, sorted by depth (stable: ties by index)."""
