@@ -31,19 +31,29 @@ pixel consumed (so termination is identical), with
 ``dL/dalpha_i = T_i g.c_i - (g.C_after_i + T_final g.bg - dL/dA T_final) / (1 - alpha_i)``,
 ``C_after_i = C_fg - sum_{j <= i} alpha_j T_j c_j``, and gsplat's rule that clamped
 (0.999) alphas pass no gradient to sigma and opacity.
+
+Shapes: ``C`` cameras, ``N`` Gaussians, ``M = C * N`` (camera, Gaussian) pairs flattened,
+``D`` colour channels (+1 for the expected depth), ``H x W`` images. The PyTorch compositor
+works on ``n_tiles`` tiles of ``pixels = block * block``, in groups of ``tiles``, one round
+of ``chunk`` list entries at a time; a Gaussian's ``record`` is its ``6 + D`` packed values
+(mean x, y, conic a, b, c, opacity, colour).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .projection import project_gaussians
 from .sh import eval_sh
 from .tiles import Footprints, TileBins, bin_gaussians, gaussian_footprints, gsplat_tiles_per_gauss
+
+if TYPE_CHECKING:
+    from .native import NativeKernels
 
 __all__ = ["composite", "rasterize_torch"]
 
@@ -68,31 +78,36 @@ class _TileGeometry:
         self.pixels = b * b
         tile = torch.arange(bins.n_tiles, device=device)
         in_cam = tile % (bins.tiles_x * bins.tiles_y)
-        self.origin_x = (in_cam % bins.tiles_x) * b  # [n_tiles]
-        self.origin_y = torch.div(in_cam, bins.tiles_x, rounding_mode="floor") * b
+        # each tile's top-left pixel
+        self.origin_x: Int[Tensor, " n_tiles"] = (in_cam % bins.tiles_x) * b
+        self.origin_y: Int[Tensor, " n_tiles"] = torch.div(in_cam, bins.tiles_x, rounding_mode="floor") * b
         p = torch.arange(self.pixels, device=device)
-        self.u = p % b  # [P]
-        self.v = torch.div(p, b, rounding_mode="floor")
+        # pixel p of a tile is at column u, row v
+        self.u: Int[Tensor, " pixels"] = p % b
+        self.v: Int[Tensor, " pixels"] = torch.div(p, b, rounding_mode="floor")
         self.dtype = dtype
         # Local pixel features for the backward reductions: 1, u, v, u^2, uv, v^2.
         u, v = self.u.to(dtype), self.v.to(dtype)
-        self.features = torch.stack((torch.ones_like(u), u, v, u * u, u * v, v * v), dim=-1)  # [P, 6]
+        self.features: Float[Tensor, "pixels 6"] = torch.stack((torch.ones_like(u), u, v, u * u, u * v, v * v), dim=-1)
         self.width, self.height = width, height
 
-    def centres(self, tiles: Tensor) -> tuple[Tensor, Tensor]:
-        """Pixel-centre coordinates ``[len(tiles), P]``."""
+    def centres(
+        self, tiles: Int[Tensor, " tiles"]
+    ) -> tuple[Float[Tensor, "tiles pixels"], Float[Tensor, "tiles pixels"]]:
+        """Pixel-centre coordinates ``(x, y)`` of the given tiles' pixels."""
         px = (self.origin_x[tiles, None] + self.u[None, :]).to(self.dtype) + 0.5
         py = (self.origin_y[tiles, None] + self.v[None, :]).to(self.dtype) + 0.5
         return px, py
 
-    def inside(self, tiles: Tensor) -> Tensor:
+    def inside(self, tiles: Int[Tensor, " tiles"]) -> Bool[Tensor, "tiles pixels"]:
+        """Which of the given tiles' pixels lie inside the image."""
         px = self.origin_x[tiles, None] + self.u[None, :]
         py = self.origin_y[tiles, None] + self.v[None, :]
         return (px < self.width) & (py < self.height)
 
 
-def _tile_groups(bins: TileBins, pixels: int, chunk: int, max_elements: int) -> list[Tensor]:
-    """Non-empty tiles, longest list first, in groups of at most ``max_elements / (P chunk)``."""
+def _tile_groups(bins: TileBins, pixels: int, chunk: int, max_elements: int) -> list[Int[Tensor, " tiles"]]:
+    """Non-empty tiles, longest list first, in groups of at most ``max_elements / (pixels chunk)``."""
     nonempty = torch.nonzero(bins.count > 0).squeeze(1)
     if len(nonempty) == 0:
         return []
@@ -102,15 +117,18 @@ def _tile_groups(bins: TileBins, pixels: int, chunk: int, max_elements: int) -> 
     return list(torch.split(tiles, per_group))
 
 
-def _alphas(packed: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Alphas of one round, ``[T, P, B]``, zeroed where gsplat skips the Gaussian.
+def _alphas(
+    packed: Float[Tensor, "tiles chunk record"], px: Float[Tensor, "tiles pixels"], py: Float[Tensor, "tiles pixels"]
+) -> tuple[Float[Tensor, "tiles pixels chunk"], Bool[Tensor, "tiles pixels chunk"] | None]:
+    """Alphas of one round, zeroed where gsplat skips the Gaussian.
 
-    ``packed`` [T, B, 6+D] holds (mx, my, a, b, c, opacity, colour...) with opacity 0 for
-    padding; ``px``/``py`` [T, P] are pixel centres. Also returns the mask of alphas
+    ``packed`` holds the round's Gaussian records (mx, my, a, b, c, opacity, colour...) with
+    opacity 0 for padding; ``px``/``py`` are pixel centres. Also returns the mask of alphas
     clamped to 0.999 (None when there are none), where gsplat's backward passes no
     gradient to sigma and opacity.
     """
-    mx, my, ca, cb, cc, opac = (packed[:, None, :, k] for k in range(6))  # [T, 1, B]
+    # mean, conic (a, b, c) and opacity, each [tiles, 1, chunk]
+    mx, my, ca, cb, cc, opac = (packed[:, None, :, k] for k in range(6))
     dx = mx - px[:, :, None]
     dy = my - py[:, :, None]
     sigma = torch.mul(ca, dx).mul_(dx)
@@ -130,11 +148,13 @@ def _alphas(packed: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor | No
     return alpha.masked_fill_(skip, 0.0), clamped
 
 
-def _transmittances(T_run: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
+def _transmittances(
+    T_run: Float[Tensor, "tiles pixels"], alpha: Float[Tensor, "tiles pixels chunk"]
+) -> tuple[Float[Tensor, "tiles pixels chunk"], Float[Tensor, "tiles pixels chunk+1"]]:
     """``(1 - alpha, trans)`` with ``trans[..., k]`` the transmittance before entry ``k``
-    (``trans[..., -1]`` after all), a running product seeded with ``T_run`` [T, P]."""
-    T, P, B = alpha.shape
-    trans = alpha.new_empty(T, P, B + 1)
+    (``trans[..., -1]`` after all), a running product seeded with ``T_run``."""
+    n_tiles, n_pixels, n_entries = alpha.shape
+    trans = alpha.new_empty(n_tiles, n_pixels, n_entries + 1)
     trans[:, :, 0] = T_run
     one_minus = torch.sub(1.0, alpha, out=trans[:, :, 1:])
     one_minus = one_minus.clone()
@@ -142,32 +162,39 @@ def _transmittances(T_run: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
     return one_minus, trans
 
 
-def _gather_round(packed_all: Tensor, bins: TileBins, tiles: Tensor, first: int, chunk: int) -> tuple[Tensor, Tensor]:
-    """Rows ``first .. first + chunk`` of the given tiles' lists, padded with opacity 0."""
+def _gather_round(
+    packed_all: Float[Tensor, "M record"], bins: TileBins, tiles: Int[Tensor, " tiles"], first: int, chunk: int
+) -> tuple[Float[Tensor, "tiles chunk record"], Int[Tensor, "tiles chunk"]]:
+    """Records and Gaussian ids of rows ``first .. first + chunk`` of the given tiles' lists,
+    padded with opacity 0."""
     pos = first + torch.arange(chunk, device=tiles.device)
     count = bins.count[tiles]
-    in_list = pos[None, :] < count[:, None]  # [T, B]
+    in_list = pos[None, :] < count[:, None]  # [tiles, chunk]
     idx = bins.start[tiles, None] + torch.minimum(pos[None, :], (count[:, None] - 1).clamp_min(0))
-    gids = bins.gauss_ids[idx]  # [T, B]
+    gids = bins.gauss_ids[idx]  # [tiles, chunk]
     packed = packed_all[gids]
     packed[..., 5].masked_fill_(~in_list, 0.0)
     return packed, gids
 
 
-def _forward_torch(packed_all, bins, geometry, chunk, max_elements):
-    """Round-based compositing; returns tile-major ``(T_final, accum, consumed)``."""
-    D = packed_all.shape[-1] - 6
-    P = geometry.pixels
+def _forward_torch(
+    packed_all: Float[Tensor, "M record"], bins: TileBins, geometry: _TileGeometry, chunk: int, max_elements: int
+) -> tuple[Float[Tensor, "n_tiles pixels"], Float[Tensor, "n_tiles pixels D"], Int[Tensor, "n_tiles pixels"]]:
+    """Round-based compositing; returns tile-major ``(T_final, accum, consumed)``: final
+    transmittance, colour sum and the number of list entries each pixel consumed."""
+    n_channels = packed_all.shape[-1] - 6
+    n_pixels = geometry.pixels
     dtype, device = packed_all.dtype, packed_all.device
-    transmittance = torch.ones(bins.n_tiles, P, dtype=dtype, device=device)
-    accum = torch.zeros(bins.n_tiles, P, D, dtype=dtype, device=device)
-    consumed = torch.zeros(bins.n_tiles, P, dtype=torch.int64, device=device)
+    transmittance = torch.ones(bins.n_tiles, n_pixels, dtype=dtype, device=device)
+    accum = torch.zeros(bins.n_tiles, n_pixels, n_channels, dtype=dtype, device=device)
+    consumed = torch.zeros(bins.n_tiles, n_pixels, dtype=torch.int64, device=device)
 
-    for group in _tile_groups(bins, P, chunk, max_elements):
+    # per group (suffix _g): pixel centres, transmittance, colour sums, consumed entries
+    for group in _tile_groups(bins, n_pixels, chunk, max_elements):
         px_g, py_g = geometry.centres(group)
-        T_g = torch.ones(len(group), P, dtype=dtype, device=device)
-        acc_g = torch.zeros(len(group), P, D, dtype=dtype, device=device)
-        used_g = torch.zeros(len(group), P, dtype=torch.int64, device=device)
+        T_g = torch.ones(len(group), n_pixels, dtype=dtype, device=device)
+        acc_g = torch.zeros(len(group), n_pixels, n_channels, dtype=dtype, device=device)
+        used_g = torch.zeros(len(group), n_pixels, dtype=torch.int64, device=device)
         done_g = ~geometry.inside(group)
         count_g = bins.count[group]
         active = torch.arange(len(group), device=device)
@@ -204,21 +231,32 @@ def _forward_torch(packed_all, bins, geometry, chunk, max_elements):
     return transmittance, accum, consumed
 
 
-def _backward_torch(packed_all, bins, geometry, chunk, max_elements, consumed, v_color, g_total):
-    """Per-Gaussian gradients ``[M, 6 + D]`` (mean2d, conic, opacity, colour) by replaying
-    the forward rounds front to back."""
-    D = packed_all.shape[-1] - 6
-    P = geometry.pixels
+def _backward_torch(
+    packed_all: Float[Tensor, "M record"],
+    bins: TileBins,
+    geometry: _TileGeometry,
+    chunk: int,
+    max_elements: int,
+    consumed: Int[Tensor, "n_tiles pixels"],
+    v_color: Float[Tensor, "n_tiles pixels D"],
+    g_total: Float[Tensor, "n_tiles pixels"],
+) -> Float[Tensor, "M record"]:
+    """Per-Gaussian gradients (mean2d, conic, opacity, colour: the record's layout) by
+    replaying the forward rounds front to back. ``v_color`` is dL/dcolour per pixel,
+    ``g_total`` the pixel's ``G_total`` (module docstring)."""
+    n_channels = packed_all.shape[-1] - 6
+    n_pixels = geometry.pixels
     dtype, device = packed_all.dtype, packed_all.device
-    grads = torch.zeros(packed_all.shape[0], 6 + D, dtype=dtype, device=device)
+    grads = torch.zeros(packed_all.shape[0], 6 + n_channels, dtype=dtype, device=device)
     features = geometry.features
-    pos_b = torch.arange(chunk, device=device)
-    for group in _tile_groups(bins, P, chunk, max_elements):
+    pos_b = torch.arange(chunk, device=device)  # entry positions within a round
+    # per group (suffix _g): transmittance T and colour-gradient sum G of the entries so far
+    for group in _tile_groups(bins, n_pixels, chunk, max_elements):
         px_g, py_g = geometry.centres(group)
         used_g = consumed[group]
         max_used = used_g.max(dim=1).values
-        T_g = torch.ones(len(group), P, dtype=dtype, device=device)
-        G_g = torch.zeros(len(group), P, dtype=dtype, device=device)
+        T_g = torch.ones(len(group), n_pixels, dtype=dtype, device=device)
+        G_g = torch.zeros(len(group), n_pixels, dtype=dtype, device=device)
         vc_g, gt_g = v_color[group], g_total[group]
         ox = geometry.origin_x[group].to(dtype) + 0.5
         oy = geometry.origin_y[group].to(dtype) + 0.5
@@ -235,9 +273,9 @@ def _backward_torch(packed_all, bins, geometry, chunk, max_elements, consumed, v
             alpha.masked_fill_((first + pos_b)[None, None, :] >= used_g[active][:, :, None], 0.0)
             one_minus, trans = _transmittances(T_g[active], alpha)
             T_excl = trans[:, :, :-1]
-            weights = alpha * T_excl  # [T, P, B]
-            vc = vc_g[active]  # [T, P, D]
-            gc = torch.bmm(vc, packed[..., 6:].transpose(1, 2))  # g . c_i  [T, P, B]
+            weights = alpha * T_excl  # [tiles, pixels, chunk]
+            vc = vc_g[active]  # [tiles, pixels, D]
+            gc = torch.bmm(vc, packed[..., 6:].transpose(1, 2))  # g . c_i  [tiles, pixels, chunk]
             upto = torch.mul(weights, gc).cumsum_(-1).add_(G_g[active][:, :, None])
             T_g[active] = trans[:, :, -1]
             G_g[active] = upto[:, :, -1]
@@ -246,11 +284,11 @@ def _backward_torch(packed_all, bins, geometry, chunk, max_elements, consumed, v
             a_va = rest.neg_().addcmul_(T_excl, gc).mul_(alpha)  # = -dL/dsigma
             if clamped is not None:
                 a_va.masked_fill_(clamped, 0.0)
-            sums = torch.matmul(a_va.transpose(1, 2), features)  # [T, B, 6]: 1, u, v, uu, uv, vv
-            v_col = torch.bmm(weights.transpose(1, 2), vc)  # [T, B, D]
+            sums = torch.matmul(a_va.transpose(1, 2), features)  # [tiles, chunk, 6]: 1, u, v, uu, uv, vv
+            v_col = torch.bmm(weights.transpose(1, 2), vc)  # [tiles, chunk, D]
 
             s1, su, sv, suu, suv, svv = (-sums).unbind(-1)  # sums of dL/dsigma * feature
-            mx, my, ca, cb, cc, opac = packed[..., :6].unbind(-1)  # [T, B]
+            mx, my, ca, cb, cc, opac = packed[..., :6].unbind(-1)  # [tiles, chunk]
             ddx = mx - ox[active, None]  # dx = ddx - u
             ddy = my - oy[active, None]
             sx = ddx * s1 - su  # sum dL/dsigma dx
@@ -260,7 +298,7 @@ def _backward_torch(packed_all, bins, geometry, chunk, max_elements, consumed, v
             sxy = ddx * ddy * s1 - ddx * sv - ddy * su + suv
             safe_opac = torch.where(opac > 0, opac, torch.ones_like(opac))
             g = torch.stack((ca * sx + cb * sy, cb * sx + cc * sy, 0.5 * sxx, sxy, 0.5 * syy, -s1 / safe_opac), dim=-1)
-            grads.index_add_(0, gids.reshape(-1), torch.cat((g, v_col), dim=-1).reshape(-1, 6 + D))
+            grads.index_add_(0, gids.reshape(-1), torch.cat((g, v_col), dim=-1).reshape(-1, 6 + n_channels))
     return grads
 
 
@@ -272,13 +310,14 @@ class _Plan:
         bins: TileBins,
         geometry: _TileGeometry,
         footprints: Footprints,
-        kernels,
+        kernels: NativeKernels | None,
         chunk: int,
         max_elements: int,
-        ed: bool,
+        expected_depth: bool,
     ):
         self.bins, self.geometry, self.footprints = bins, geometry, footprints
-        self.kernels, self.chunk, self.max_elements, self.ed = kernels, chunk, max_elements, ed
+        self.kernels, self.chunk, self.max_elements = kernels, chunk, max_elements
+        self.expected_depth = expected_depth  # the last channel is depth, divided by alpha
         # threads only pay off with enough work
         self.n_threads = max(1, min(torch.get_num_threads(), int(bins.gauss_ids.numel()) // 4096))
 
@@ -287,8 +326,15 @@ class _Composite(torch.autograd.Function):
     """Pure-PyTorch compositing (tile-major buffers, rounds of ``chunk`` Gaussians)."""
 
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, backgrounds, plan):
-        # means2d [M, 2], conics [M, 3], colors [M, D], opacities [M], backgrounds [n_cams, D] | None
+    def forward(
+        ctx,
+        means2d: Float[Tensor, "M 2"],
+        conics: Float[Tensor, "M 3"],
+        colors: Float[Tensor, "M D"],
+        opacities: Float[Tensor, " M"],
+        backgrounds: Float[Tensor, "C D"] | None,
+        plan: _Plan,
+    ) -> tuple[Float[Tensor, "C H W D"], Float[Tensor, "C H W 1"]]:
         packed_all = torch.cat((means2d, conics, opacities[:, None], colors), dim=-1).contiguous()
         transmittance, accum, consumed = _forward_torch(
             packed_all, plan.bins, plan.geometry, plan.chunk, plan.max_elements
@@ -307,13 +353,13 @@ class _Composite(torch.autograd.Function):
         )
 
     @staticmethod
-    def backward(ctx, v_color_img, v_alpha_img):
+    def backward(ctx, v_color_img: Float[Tensor, "C H W D"], v_alpha_img: Float[Tensor, "C H W 1"]):
         packed_all, backgrounds, transmittance, accum, consumed = ctx.saved_tensors
         plan = ctx.plan
         bins, geometry = plan.bins, plan.geometry
-        D = packed_all.shape[-1] - 6
-        v_color = _image_to_tiles(v_color_img, bins, geometry)  # [n_tiles, P, D]
-        v_alpha = _image_to_tiles(v_alpha_img, bins, geometry)[..., 0]  # [n_tiles, P]
+        n_channels = packed_all.shape[-1] - 6
+        v_color = _image_to_tiles(v_color_img, bins, geometry)  # [n_tiles, pixels, D]
+        v_alpha = _image_to_tiles(v_alpha_img, bins, geometry)[..., 0]  # [n_tiles, pixels]
 
         # G_total = g.C_fg + T_final (g.bg - dL/dA)
         g_total = (v_color * accum).sum(-1) - transmittance * v_alpha
@@ -322,10 +368,10 @@ class _Composite(torch.autograd.Function):
             bg_tiles = backgrounds.repeat_interleave(bins.tiles_x * bins.tiles_y, dim=0)
             g_total = g_total + transmittance * (v_color * bg_tiles[:, None, :]).sum(-1)
             per_tile = (v_color * transmittance[:, :, None]).sum(1)  # [n_tiles, D]
-            v_bg = per_tile.reshape(-1, bins.tiles_x * bins.tiles_y, D).sum(1)
+            v_bg = per_tile.reshape(-1, bins.tiles_x * bins.tiles_y, n_channels).sum(1)
 
         grads = _backward_torch(packed_all, bins, geometry, plan.chunk, plan.max_elements, consumed, v_color, g_total)
-        v_means2d, v_conics, v_opac, v_colors = grads.split((2, 3, 1, D), dim=-1)
+        v_means2d, v_conics, v_opac, v_colors = grads.split((2, 3, 1, n_channels), dim=-1)
         return v_means2d, v_conics, v_colors, v_opac[:, 0], v_bg, None
 
 
@@ -333,7 +379,15 @@ class _CompositeNative(torch.autograd.Function):
     """Compiled compositing: image-layout outputs, the ED division done in the kernel."""
 
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, backgrounds, plan):
+    def forward(
+        ctx,
+        means2d: Float[Tensor, "M 2"],
+        conics: Float[Tensor, "M 3"],
+        colors: Float[Tensor, "M D"],
+        opacities: Float[Tensor, " M"],
+        backgrounds: Float[Tensor, "C D"] | None,
+        plan: _Plan,
+    ) -> tuple[Float[Tensor, "C H W D"], Float[Tensor, "C H W 1"]]:
         height, width = plan.geometry.height, plan.geometry.width
         fp = plan.footprints
         raw, out, alpha, T, used = plan.kernels.composite_forward(
@@ -342,7 +396,7 @@ class _CompositeNative(torch.autograd.Function):
             opacities,
             colors,
             backgrounds,
-            plan.ed,
+            plan.expected_depth,
             plan.bins,
             fp.rects,
             fp.sigma_cut,
@@ -355,7 +409,7 @@ class _CompositeNative(torch.autograd.Function):
         return out, alpha
 
     @staticmethod
-    def backward(ctx, v_render, v_alpha):
+    def backward(ctx, v_render: Float[Tensor, "C H W D"] | None, v_alpha: Float[Tensor, "C H W 1"] | None):
         means2d, conics, colors, opacities, backgrounds, raw, T, used = ctx.saved_tensors
         plan = ctx.plan
         fp = plan.footprints
@@ -367,7 +421,7 @@ class _CompositeNative(torch.autograd.Function):
             opacities,
             colors,
             backgrounds,
-            plan.ed,
+            plan.expected_depth,
             plan.bins,
             fp.rects,
             fp.sigma_cut,
@@ -383,16 +437,20 @@ class _CompositeNative(torch.autograd.Function):
         return v_means2d, v_conics, v_colors, v_opac, v_bg, None
 
 
-def _tiles_to_image(x: Tensor, bins: TileBins, geometry: _TileGeometry, n_cams: int) -> Tensor:
-    """[n_tiles, P, D] tile-major -> [C, H, W, D]."""
+def _tiles_to_image(
+    x: Float[Tensor, "n_tiles pixels D"], bins: TileBins, geometry: _TileGeometry, n_cams: int
+) -> Float[Tensor, "C H W D"]:
+    """Tile-major pixels to images."""
     b = bins.block
     img = x.reshape(n_cams, bins.tiles_y, bins.tiles_x, b, b, x.shape[-1])
     img = img.permute(0, 1, 3, 2, 4, 5).reshape(n_cams, bins.tiles_y * b, bins.tiles_x * b, x.shape[-1])
     return img[:, : geometry.height, : geometry.width].contiguous()
 
 
-def _image_to_tiles(img: Tensor, bins: TileBins, geometry: _TileGeometry) -> Tensor:
-    """[C, H, W, D] -> [n_tiles, P, D] (zero padded)."""
+def _image_to_tiles(
+    img: Float[Tensor, "C H W D"], bins: TileBins, geometry: _TileGeometry
+) -> Float[Tensor, "n_tiles pixels D"]:
+    """Images to tile-major pixels (zero padded)."""
     b = bins.block
     C, H, W, D = img.shape
     pad = img.new_zeros(C, bins.tiles_y * b, bins.tiles_x * b, D)
@@ -406,8 +464,21 @@ class _NativeProject(torch.autograd.Function):
     (hand-written vector-Jacobian product)."""
 
     @staticmethod
-    def forward(ctx, means, quats, scales, sh, opacities, viewmats, Ks, campos, config):
-        kernels, sh_degree, ed, width, height, settings, n_threads = config
+    def forward(
+        ctx,
+        means: Float[Tensor, "N 3"],
+        quats: Float[Tensor, "N 4"],
+        scales: Float[Tensor, "N 3"],
+        sh: Float[Tensor, "N K 3"] | Float[Tensor, "C N K 3"] | Float[Tensor, " 0"],
+        opacities: Float[Tensor, " N"],
+        viewmats: Float[Tensor, "C 4 4"],
+        Ks: Float[Tensor, "C 3 3"],
+        campos: Float[Tensor, "C 3"],
+        config: tuple,
+    ):
+        """``sh`` is empty without SH; ``config`` = (kernels, sh_degree, expected_depth,
+        width, height, settings, n_threads)."""
+        kernels, sh_degree, expected_depth, width, height, settings, n_threads = config
         sh_arg = sh if sh.numel() else None
         radii, means2d, depths, conics, colors, rects, sigma_cut, tiles_per_gauss = kernels.project_forward(
             means,
@@ -416,7 +487,7 @@ class _NativeProject(torch.autograd.Function):
             opacities,
             sh_arg,
             sh_degree,
-            ed,
+            expected_depth,
             viewmats,
             Ks,
             campos,
@@ -436,7 +507,7 @@ class _NativeProject(torch.autograd.Function):
     @staticmethod
     def backward(ctx, v_means2d, v_depths, v_conics, v_colors, *_):
         means, quats, scales, sh, opacities, viewmats, Ks, campos, radii = ctx.saved_tensors
-        kernels, sh_degree, ed, width, height, settings, n_threads = ctx.config
+        kernels, sh_degree, expected_depth, width, height, settings, n_threads = ctx.config
         sh_arg = sh if sh.numel() else None
         v_means, v_quats, v_scales, v_sh = kernels.project_backward(
             means,
@@ -445,7 +516,7 @@ class _NativeProject(torch.autograd.Function):
             opacities,
             sh_arg,
             sh_degree,
-            ed,
+            expected_depth,
             viewmats,
             Ks,
             campos,
@@ -464,7 +535,8 @@ class _NativeProject(torch.autograd.Function):
         return v_means, v_quats, v_scales, v_sh, None, None, None, None, None
 
 
-def _load_kernels(native: bool | None, dtype: torch.dtype, device: torch.device):
+def _load_kernels(native: bool | None, dtype: torch.dtype, device: torch.device) -> NativeKernels | None:
+    """The compiled kernels if ``native`` allows and they apply (see :func:`rasterize_torch`)."""
     if native is False or device.type != "cpu" or dtype not in (torch.float32, torch.float64):
         if native:
             raise ValueError("native kernels need float32/float64 CPU tensors")
@@ -490,7 +562,7 @@ def composite(
     block: int | None = None,
     chunk: int = DEFAULT_CHUNK,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
-    kernels=None,
+    kernels: NativeKernels | None = None,
 ) -> tuple[Float[Tensor, "C H W D"], Float[Tensor, "C H W 1"], int]:
     """Differentiable front-to-back compositing of projected Gaussians.
 
@@ -533,17 +605,17 @@ def composite(
 
 
 def rasterize_torch(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
-    colors: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
+    means: Float[Tensor, "N 3"],
+    quats: Float[Tensor, "N 4"],
+    scales: Float[Tensor, "N 3"],
+    opacities: Float[Tensor, " N"],
+    colors: Float[Tensor, "N D"] | Float[Tensor, "C N D"] | Float[Tensor, "N K 3"] | Float[Tensor, "C N K 3"],
+    viewmats: Float[Tensor, "C 4 4"],
+    Ks: Float[Tensor, "C 3 3"],
     width: int,
     height: int,
     sh_degree: int | None = None,
-    backgrounds: Tensor | None = None,
+    backgrounds: Float[Tensor, "C D"] | None = None,
     render_mode: str = "RGB",
     near_plane: float = 0.01,
     far_plane: float = 1e10,
@@ -553,7 +625,7 @@ def rasterize_torch(
     chunk: int = DEFAULT_CHUNK,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     native: bool | None = None,
-) -> tuple[Tensor, Tensor, dict]:
+) -> tuple[Float[Tensor, "C H W D"], Float[Tensor, "C H W 1"], dict]:
     """The CPU backend of :func:`pixelsplat_ns.rendering.rasterize` (inputs already validated).
 
     ``native``: use the compiled kernels (True: required, None: when they build, False:
@@ -563,10 +635,10 @@ def rasterize_torch(
     C, N = viewmats.shape[0], means.shape[0]
     dtype, device = means.dtype, means.device
     kernels = _load_kernels(native, dtype, device)
-    opac = opacities[None, :].expand(C, N)
+    opac = opacities[None, :].expand(C, N)  # per (camera, Gaussian)
     settings = dict(eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip)
-    ed = render_mode == "RGB+ED"
-    if ed and backgrounds is not None:
+    expected_depth = render_mode == "RGB+ED"
+    if expected_depth and backgrounds is not None:
         backgrounds = torch.cat((backgrounds, backgrounds.new_zeros(C, 1)), dim=-1)
     # The compiled projection has no gradient for cameras (e.g. camera optimisation).
     native_projection = kernels is not None and not (viewmats.requires_grad or Ks.requires_grad)
@@ -575,6 +647,7 @@ def rasterize_torch(
         n_threads = max(1, min(torch.get_num_threads(), (C * N) // 8192))
         campos = torch.linalg.inv(viewmats.detach())[:, :3, 3].contiguous()
         sh = colors.contiguous() if sh_degree is not None else means.new_zeros(0)
+        # feats: the colours to composite (SH evaluated, + depth channel), [C, N, D]
         means2d, depths, conics, feats, radii, rects, sigma_cut, tiles_per_gauss = _NativeProject.apply(
             means.contiguous(),
             quats.contiguous(),
@@ -584,11 +657,11 @@ def rasterize_torch(
             viewmats.detach().contiguous(),
             Ks.detach().contiguous(),
             campos,
-            (kernels, sh_degree, ed and sh_degree is not None, width, height, settings, n_threads),
+            (kernels, sh_degree, expected_depth and sh_degree is not None, width, height, settings, n_threads),
         )
         if sh_degree is None:
             feats = colors.expand(C, *colors.shape[-2:]) if colors.dim() == 2 else colors
-            if ed:
+            if expected_depth:
                 feats = torch.cat((feats, depths[..., None]), dim=-1)
         # candidates (radius > 0, opacity >= 1/255) have sigma_cut > 0
         footprints = Footprints(ids=kernels.depth_order(depths.detach(), sigma_cut), rects=rects, sigma_cut=sigma_cut)
@@ -603,7 +676,7 @@ def rasterize_torch(
             dirs = means[None, :, :] - campos[:, None, :]
             feats = torch.clamp_min(eval_sh(sh_degree, dirs, shs) + 0.5, 0.0)
             feats = torch.where(proj.valid[..., None], feats, torch.zeros((), dtype=feats.dtype, device=feats.device))
-        if ed:
+        if expected_depth:
             feats = torch.cat((feats, depths[..., None]), dim=-1)
         footprints = gaussian_footprints(means2d, proj.cov2d, opac, radii, depths, width, height)
         tiles_per_gauss = gsplat_tiles_per_gauss(means2d, radii, width, height)
@@ -617,7 +690,7 @@ def rasterize_torch(
         width,
         height,
         backgrounds=backgrounds,
-        expected_depth=ed,
+        expected_depth=expected_depth,
         block=block,
         chunk=chunk,
         max_elements=max_elements,

@@ -84,11 +84,12 @@ def project_gaussians(
     means_c = torch.einsum("cij,nj->cni", rot_cam, means) + t_cam[:, None, :]  # [C, N, 3]
     x, y, z = means_c.unbind(-1)
     depth_ok = (z >= near_plane) & (z <= far_plane)
-    rz = 1.0 / torch.where(depth_ok, z, torch.ones_like(z))
+    rz = 1.0 / torch.where(depth_ok, z, torch.ones_like(z))  # reciprocal depth
 
     fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C, 1]
     cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
     half_tan_x, half_tan_y = 0.3 * (0.5 * width / fx), 0.3 * (0.5 * height / fy)
+    # x / z and y / z clamped to 1.3x the field of view (for the Jacobian only)
     ux = torch.minimum(torch.maximum(x * rz, -(cx / fx + half_tan_x)), (width - cx) / fx + half_tan_x)
     uy = torch.minimum(torch.maximum(y * rz, -(cy / fy + half_tan_y)), (height - cy) / fy + half_tan_y)
 

@@ -12,6 +12,10 @@ Gaussian's alpha cannot reach ``1/255``: alpha >= 1/255 needs
 ``sqrt(2 ln(255 o) cov_xx)`` and ``sqrt(2 ln(255 o) cov_yy)``. A small margin keeps the
 bound conservative; the compositor still applies gsplat's exact per-pixel rules, so
 this only saves work.
+
+Shapes: ``C`` cameras, ``N`` Gaussians, ``M = C * N`` (camera, Gaussian) pairs flattened,
+``V`` the pairs that can reach alpha >= 1/255 somewhere (candidates), ``n_isects`` the
+(tile, Gaussian) pairs of all tile lists.
 """
 
 from __future__ import annotations
@@ -53,9 +57,10 @@ class TileBins:
 
 
 def _gsplat_tile_bbox(
-    means2d: Float[Tensor, "M 2"], radii: Int[Tensor, " M"], tiles_x: int, tiles_y: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """gsplat's [min, max) tile rectangle of each Gaussian (16-pixel tiles)."""
+    means2d: Float[Tensor, "G 2"], radii: Int[Tensor, " G"], tiles_x: int, tiles_y: int
+) -> tuple[Int[Tensor, " G"], Int[Tensor, " G"], Int[Tensor, " G"], Int[Tensor, " G"]]:
+    """gsplat's [min, max) tile rectangle ``(x0, x1, y0, y1)`` of each of ``G`` Gaussians
+    (16-pixel tiles)."""
     radius = radii.to(means2d.dtype)
     tile_radius = radius / GSPLAT_TILE_SIZE
     tile_xy = means2d / GSPLAT_TILE_SIZE
@@ -69,7 +74,7 @@ def _gsplat_tile_bbox(
 @torch.no_grad()
 def gsplat_tiles_per_gauss(
     means2d: Float[Tensor, "C N 2"], radii: Int[Tensor, "C N"], width: int, height: int
-) -> Tensor:
+) -> Int[Tensor, "C N"]:
     """Number of gsplat 16x16 tiles each Gaussian is binned to (``meta["tiles_per_gauss"]``)."""
     tiles_x = math.ceil(width / GSPLAT_TILE_SIZE)
     tiles_y = math.ceil(height / GSPLAT_TILE_SIZE)
@@ -104,17 +109,17 @@ def gaussian_footprints(
     height: int,
 ) -> Footprints:
     """Pixel rectangles: gsplat's tile rectangle, cut to the alpha >= 1/255 ellipse's box."""
-    M = radii.numel()
+    n_pairs = radii.numel()  # M
     gs_tiles_x = math.ceil(width / GSPLAT_TILE_SIZE)
     gs_tiles_y = math.ceil(height / GSPLAT_TILE_SIZE)
     flat_radii = radii.reshape(-1)
     flat_opac = opacities.reshape(-1)
     # A Gaussian with opacity < 1/255 never reaches alpha >= 1/255.
     ids = torch.nonzero((flat_radii > 0) & (flat_opac >= 1.0 / 255.0)).squeeze(1)
-    m2d = means2d.reshape(-1, 2)[ids]
+    m2d = means2d.reshape(-1, 2)[ids]  # the candidates' means
     x0, x1, y0, y1 = _gsplat_tile_bbox(m2d, flat_radii[ids], gs_tiles_x, gs_tiles_y)
 
-    m64 = m2d.double()
+    m64 = m2d.double()  # bounds in float64, as the compiled kernel computes them
     log_level = torch.log(255.0 * flat_opac[ids].double()).clamp_min(0.0)
     cov = cov2d.reshape(-1, 3)[ids].double()
     ext_x = torch.sqrt(2.0 * log_level * cov[:, 0]) * 1.001 + 1e-3
@@ -130,9 +135,9 @@ def gaussian_footprints(
     py_lo = torch.maximum(py_lo, y0 * GSPLAT_TILE_SIZE).clamp_min(0)
     py_hi = torch.minimum(py_hi, y1 * GSPLAT_TILE_SIZE).clamp_max(height)
 
-    rects = torch.zeros(M, 4, dtype=torch.int32, device=means2d.device)
+    rects = torch.zeros(n_pairs, 4, dtype=torch.int32, device=means2d.device)
     rects[ids] = torch.stack((px_lo, px_hi, py_lo, py_hi), dim=-1).to(torch.int32)
-    sigma_cut = torch.zeros(M, dtype=means2d.dtype, device=means2d.device)
+    sigma_cut = torch.zeros(n_pairs, dtype=means2d.dtype, device=means2d.device)
     sigma_cut[ids] = (log_level * (1 + 1e-5) + 1e-5).to(means2d.dtype)
 
     # Front to back: stable sort by depth keeps ties in Gaussian-index order.
@@ -153,6 +158,7 @@ def bin_gaussians(
     n_tiles = n_cameras * tiles_x * tiles_y
     px_lo, px_hi, py_lo, py_hi = footprints.rects[ids].long().unbind(-1)
 
+    # each candidate's first block and number of blocks along x and y
     bx0 = torch.div(px_lo, block, rounding_mode="floor")
     by0 = torch.div(py_lo, block, rounding_mode="floor")
     nbx = (torch.div(px_hi - 1, block, rounding_mode="floor") + 1 - bx0) * (px_hi > px_lo)
@@ -160,6 +166,7 @@ def bin_gaussians(
     per_gauss = nbx * nby
 
     n_isects = int(per_gauss.sum())
+    # one entry per (candidate, block) pair: its candidate, then that block's position
     owner = torch.repeat_interleave(torch.arange(len(ids), device=device), per_gauss, output_size=n_isects)
     first = torch.cumsum(per_gauss, 0) - per_gauss
     local = torch.arange(n_isects, device=device) - first[owner]

@@ -1,6 +1,8 @@
 // CPU kernels of the pixelsplat_ns rasteriser (tile binning, forward and backward
-// compositing) with gsplat 1.4.0's per-pixel rules. Plain C ABI (called through ctypes on
-// tensors' data pointers): no Torch headers, so it compiles in seconds.
+// compositing, projection) with gsplat 1.4.0's per-pixel rules. Plain C ABI, called
+// through ctypes on tensors' data pointers: no Torch headers, so the build stays short.
+// Every exported kernel takes a pointer to one argument struct (below), whose layout
+// native.py checks against its ctypes mirror through psn_layout before using the library.
 //
 // Layout. Gaussians: packed[M][6 + D] = (mean x, mean y, conic a, b, c, opacity, colour[D]),
 // rect[M][4] = pixel rectangle [x0, x1) x [y0, y1) outside which alpha < 1/255 or gsplat
@@ -14,12 +16,157 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <type_traits>
 #include <vector>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+
+// ---------------------------------------------------------------------------------------
+// Argument structs. Each field list is written once, as an X-macro that both declares the
+// struct and describes its layout to psn_layout ("name kind offset size;" per field, kind
+// p = pointer, i = integer, f = floating point). native.py declares the same fields, in the
+// same order, as ctypes Structures and refuses the library unless the descriptions agree.
+// Pointers are contiguous CPU tensors' data ([shape] in the comments; S = float or double),
+// counts and sizes int64_t, flags int32_t, settings double.
+// ---------------------------------------------------------------------------------------
+
+template <typename T>
+void describe_field(std::string &out, const char *name, size_t offset) {
+    static_assert(std::is_pointer<T>::value || std::is_arithmetic<T>::value, "plain fields only");
+    const char kind = std::is_pointer<T>::value ? 'p' : std::is_floating_point<T>::value ? 'f' : 'i';
+    out += std::string(name) + ' ' + kind + ' ' + std::to_string(offset) + ' ' + std::to_string(sizeof(T)) + ';';
+}
+
+#define PSN_DECLARE_FIELD(type, name) type name;
+#define PSN_DESCRIBE_FIELD(type, name) describe_field<type>(out, #name, offsetof(Self, name));
+#define PSN_ARGS_STRUCT_BODY(FIELDS) \
+    FIELDS(PSN_DECLARE_FIELD)        \
+    static void describe(std::string &out) { FIELDS(PSN_DESCRIBE_FIELD) }
+
+// psn_depth_order_{f32,f64}: entries with sigma_cut > 0, sorted front to back.
+#define PSN_DEPTH_ORDER_FIELDS(F)                                              \
+    F(const S *, depths)    /* [n_entries] depth of each (camera, Gaussian) */ \
+    F(const S *, sigma_cut) /* [n_entries] */                                  \
+    F(int64_t, n_entries)                                                      \
+    F(int64_t *, out) /* [n_entries] the sorted flat ids; the count is returned */
+template <typename S>
+struct DepthOrderArgs {
+    typedef DepthOrderArgs Self;
+    PSN_ARGS_STRUCT_BODY(PSN_DEPTH_ORDER_FIELDS)
+};
+
+// psn_bin_count / psn_bin_fill: per-tile Gaussian lists (counting sort).
+#define PSN_BIN_FIELDS(F)                                                                           \
+    F(const int64_t *, order) /* [n_order] flat ids camera * n_per_cam + Gaussian, front to back */ \
+    F(int64_t, n_order)                                                                             \
+    F(const int32_t *, rects) /* [n_cameras * n_per_cam][4] pixel rectangles x0, x1, y0, y1 */      \
+    F(int64_t, n_per_cam)                                                                           \
+    F(int64_t, block) /* tile side in pixels */                                                     \
+    F(int64_t, tiles_x)                                                                             \
+    F(int64_t, tiles_y)                                                                             \
+    F(int64_t *, count)    /* psn_bin_count: [n_tiles] list lengths, incremented */                 \
+    F(int64_t *, cursor)   /* psn_bin_fill: [n_tiles] the lists' start offsets, advanced */         \
+    F(int64_t *, gauss_ids) /* psn_bin_fill: [n_isects] the lists */
+struct BinArgs {
+    typedef BinArgs Self;
+    PSN_ARGS_STRUCT_BODY(PSN_BIN_FIELDS)
+};
+
+// psn_composite_{fwd,bwd}_{f32,f64}: compositing of M = n_gaussians projected Gaussians
+// (all cameras', flattened) with D = n_channels colour channels into C cameras' images.
+#define PSN_COMPOSITE_FIELDS(F)                                                                    \
+    F(const S *, means2d)     /* [M][2] */                                                         \
+    F(const S *, conics)      /* [M][3] */                                                         \
+    F(const S *, opacities)   /* [M] */                                                            \
+    F(const S *, colors)      /* [M][D] */                                                         \
+    F(const S *, backgrounds) /* [C][D] or null */                                                 \
+    F(int64_t, n_gaussians)                                                                        \
+    F(int64_t, n_channels) /* 3 (RGB) or 4 (RGB + depth) */                                        \
+    F(int32_t, expected_depth) /* last channel is depth: render divides it by max(alpha, 1e-10) */ \
+    F(const int64_t *, gauss_ids) /* tile t's list: gauss_ids[start[t] .. start[t] + count[t]) */  \
+    F(const int64_t *, start)     /* [n_tiles] */                                                  \
+    F(const int64_t *, count)     /* [n_tiles] */                                                  \
+    F(const int32_t *, rects)     /* [M][4] */                                                     \
+    F(const S *, sigma_cut)       /* [M] */                                                        \
+    F(int64_t, block)                                                                              \
+    F(int64_t, tiles_x)                                                                            \
+    F(int64_t, tiles_y)                                                                            \
+    F(int64_t, width)                                                                              \
+    F(int64_t, height)                                                                             \
+    F(int64_t, n_tiles)                                                                            \
+    /* written by the forward; render_raw, transmittance and used are read by the backward */      \
+    F(S *, render_raw)    /* [C][H][W][D] sum alpha T c + T bg */                                  \
+    F(S *, render)        /* [C][H][W][D] render_raw with the ED channel divided */                \
+    F(S *, alpha)         /* [C][H][W] 1 - T */                                                    \
+    F(S *, transmittance) /* [C][H][W] final T */                                                  \
+    F(int32_t *, used)    /* [C][H][W] list entries each pixel consumed */                         \
+    /* backward: gradients of render and alpha in, of the inputs out */                            \
+    F(const S *, v_render) /* [C][H][W][D] */                                                      \
+    F(const S *, v_alpha)  /* [C][H][W] */                                                         \
+    F(S *, v_means2d)                                                                              \
+    F(S *, v_conics)                                                                               \
+    F(S *, v_opacities)                                                                            \
+    F(S *, v_colors)                                                                               \
+    F(S *, v_backgrounds) /* null without backgrounds */                                           \
+    F(int32_t, n_threads)
+template <typename S>
+struct CompositeArgs {
+    typedef CompositeArgs Self;
+    PSN_ARGS_STRUCT_BODY(PSN_COMPOSITE_FIELDS)
+};
+
+// psn_project_{fwd,bwd}_{f32,f64}: projection of N = n_gaussians Gaussians into C =
+// n_cameras cameras, SH colours, footprints; outputs are [C][N](...).
+#define PSN_PROJECT_FIELDS(F)                                                                      \
+    F(const S *, means)     /* [N][3] */                                                           \
+    F(const S *, quats)     /* [N][4] wxyz, any norm */                                            \
+    F(const S *, scales)    /* [N][3] */                                                           \
+    F(const S *, opacities) /* [N] */                                                              \
+    F(const S *, sh) /* [N][K][3] or per camera [C][N][K][3], K = n_sh_coeffs; null: no colours */ \
+    F(const S *, viewmats)  /* [C][4][4] world to camera */                                        \
+    F(const S *, Ks)        /* [C][3][3] intrinsics */                                             \
+    F(const S *, campos)    /* [C][3] camera centres */                                            \
+    F(int64_t, sh_cam_stride) /* N K 3 for per-camera coefficients, else 0 */                      \
+    F(int64_t, n_sh_coeffs)                                                                        \
+    F(int32_t, sh_degree)      /* -1 without SH */                                                 \
+    F(int32_t, expected_depth) /* colours get a 4th channel: the depth (for gsplat's "RGB+ED") */  \
+    F(int64_t, n_cameras)                                                                          \
+    F(int64_t, n_gaussians)                                                                        \
+    F(int64_t, width)                                                                              \
+    F(int64_t, height)                                                                             \
+    F(double, eps2d)                                                                               \
+    F(double, near_plane)                                                                          \
+    F(double, far_plane)                                                                           \
+    F(double, radius_clip)                                                                         \
+    /* written by the forward; radii is read by the backward */                                    \
+    F(int32_t *, radii)      /* [C][N] 0 = culled */                                               \
+    F(S *, means2d)          /* [C][N][2] */                                                       \
+    F(S *, depths)           /* [C][N] */                                                          \
+    F(S *, conics)           /* [C][N][3] */                                                       \
+    F(S *, colors)           /* [C][N][3 or 4], null without SH */                                 \
+    F(int32_t *, rects)      /* [C * N][4] */                                                      \
+    F(S *, sigma_cut)        /* [C * N] */                                                         \
+    F(int32_t *, tiles_per_gauss) /* [C][N] gsplat's 16x16 tiles */                                \
+    /* backward: gradients of the outputs in (null = zero), of the inputs out */                   \
+    F(const S *, v_means2d)                                                                        \
+    F(const S *, v_depths)                                                                         \
+    F(const S *, v_conics)                                                                         \
+    F(const S *, v_colors)                                                                         \
+    F(S *, v_means)                                                                                \
+    F(S *, v_quats)                                                                                \
+    F(S *, v_scales)                                                                               \
+    F(S *, v_sh) /* null without SH */                                                             \
+    F(int32_t, n_threads)
+template <typename S>
+struct ProjectArgs {
+    typedef ProjectArgs Self;
+    PSN_ARGS_STRUCT_BODY(PSN_PROJECT_FIELDS)
+};
 
 namespace {
 
@@ -38,10 +185,6 @@ void parallel_for(int64_t n, int n_threads, F f) {
 #endif
     for (int64_t i = 0; i < n; ++i) f(0, i);
 }
-
-struct Grid {
-    int64_t block, tiles_x, tiles_y, width, height, n_tiles;
-};
 
 // One tile row as a GCC/Clang vector (B lanes); the compiler maps it onto SSE/AVX/AVX-512.
 template <typename S, int B>
@@ -275,31 +418,19 @@ void backward_tile(const S *packed, const int64_t *list, int64_t n, const int32_
     }
 }
 
-template <typename S>
-struct CompositeArgs {
-    const S *means2d, *conics, *opac, *colors;  // [M][2], [M][3], [M], [M][D]
-    const S *bg;                                // [C][D] or null
-    int64_t M, D;
-    int ed;  // last channel is depth: output it divided by max(alpha, 1e-10) (gsplat's "ED")
-    const int64_t *ids, *start, *count;
-    const int32_t *rects;
-    const S *sigma_cut;
-    Grid g;
-};
-
 // Gaussian records (mean, conic, opacity, colour) packed for locality.
 template <typename S>
 std::vector<S> pack_gaussians(const CompositeArgs<S> &a, int n_threads) {
-    const int64_t stride = 6 + a.D;
-    std::vector<S> packed(a.M * stride);
+    const int64_t stride = 6 + a.n_channels;
+    std::vector<S> packed(a.n_gaussians * stride);
     const int64_t block = 8192;
-    parallel_for((a.M + block - 1) / block, n_threads, [&](int, int64_t b) {
-        for (int64_t i = b * block; i < std::min(a.M, (b + 1) * block); ++i) {
+    parallel_for((a.n_gaussians + block - 1) / block, n_threads, [&](int, int64_t b) {
+        for (int64_t i = b * block; i < std::min(a.n_gaussians, (b + 1) * block); ++i) {
             S *o = packed.data() + i * stride;
             o[0] = a.means2d[2 * i], o[1] = a.means2d[2 * i + 1];
             o[2] = a.conics[3 * i], o[3] = a.conics[3 * i + 1], o[4] = a.conics[3 * i + 2];
-            o[5] = a.opac[i];
-            for (int64_t k = 0; k < a.D; ++k) o[6 + k] = a.colors[i * a.D + k];
+            o[5] = a.opacities[i];
+            for (int64_t k = 0; k < a.n_channels; ++k) o[6 + k] = a.colors[i * a.n_channels + k];
         }
     });
     return packed;
@@ -308,21 +439,23 @@ std::vector<S> pack_gaussians(const CompositeArgs<S> &a, int n_threads) {
 // Image-layout outputs: render_raw = sum alpha T c + T bg, render_out = the same with the
 // ED channel divided by max(1 - T, 1e-10), alpha = 1 - T, and T / used for the backward.
 template <typename S, int B, int DC>
-void forward_all(const CompositeArgs<S> &a, S *render_raw, S *render_out, S *alpha_out, S *T_img, int32_t *used_img,
-                 int n_threads) {
+void forward_all(const CompositeArgs<S> &a) {
     constexpr int P = B * B;
-    const Grid &g = a.g;
-    const int64_t per_cam = g.tiles_x * g.tiles_y, W = g.width, H = g.height;
+    S *render_raw = a.render_raw, *render_out = a.render, *alpha_out = a.alpha, *T_img = a.transmittance;
+    int32_t *used_img = a.used;
+    const int n_threads = a.n_threads;
+    const int64_t per_cam = a.tiles_x * a.tiles_y, W = a.width, H = a.height;
     const std::vector<S> packed = pack_gaussians(a, n_threads);
     const int nt = std::max(1, n_threads);
     std::vector<std::vector<S>> scratch(nt, std::vector<S>((3 + DC) * P));
-    parallel_for(g.n_tiles, n_threads, [&](int thread, int64_t t) {
+    parallel_for(a.n_tiles, n_threads, [&](int thread, int64_t t) {
         const int64_t cam = t / per_cam, in_cam = t % per_cam;
-        const int64_t ox = (in_cam % g.tiles_x) * B, oy = (in_cam / g.tiles_x) * B;
+        const int64_t ox = (in_cam % a.tiles_x) * B, oy = (in_cam / a.tiles_x) * B;
         S *sc = scratch[thread].data();
-        forward_tile<S, B, DC>(packed.data(), a.ids + a.start[t], a.count[t], a.rects, a.sigma_cut, ox, oy, W, H, sc);
+        forward_tile<S, B, DC>(packed.data(), a.gauss_ids + a.start[t], a.count[t], a.rects, a.sigma_cut, ox, oy, W, H,
+                               sc);
         const S *T = sc, *used = sc + 2 * P, *acc = sc + 3 * P;
-        const S *bg = a.bg ? a.bg + cam * DC : nullptr;
+        const S *bg = a.backgrounds ? a.backgrounds + cam * DC : nullptr;
         for (int v = 0; v < B && oy + v < H; ++v) {
             for (int u = 0; u < B && ox + u < W; ++u) {
                 const int p = v * B + u;
@@ -334,7 +467,8 @@ void forward_all(const CompositeArgs<S> &a, S *render_raw, S *render_out, S *alp
                 for (int k = 0; k < DC; ++k) {
                     const S raw = bg ? acc[k * P + p] + Tp * bg[k] : acc[k * P + p];
                     render_raw[pix * DC + k] = raw;
-                    render_out[pix * DC + k] = (a.ed && k == DC - 1) ? raw / std::max(alpha, S(1e-10)) : raw;
+                    const bool divide = a.expected_depth && k == DC - 1;
+                    render_out[pix * DC + k] = divide ? raw / std::max(alpha, S(1e-10)) : raw;
                 }
             }
         }
@@ -344,21 +478,23 @@ void forward_all(const CompositeArgs<S> &a, S *render_raw, S *render_out, S *alp
 // Gradients: v_means2d [M][2], v_conics [M][3], v_opac [M], v_colors [M][D], v_bg [C][D]
 // (optional), from dL/d render_out [C][H][W][D] and dL/d alpha [C][H][W].
 template <typename S, int B, int DC>
-void backward_all(const CompositeArgs<S> &a, const S *render_raw, const S *T_img, const int32_t *used_img,
-                  const S *v_render, const S *v_alpha, S *v_means2d, S *v_conics, S *v_opac, S *v_colors, S *v_bg,
-                  int n_threads) {
+void backward_all(const CompositeArgs<S> &a) {
     constexpr int P = B * B;
     constexpr int64_t stride = 6 + DC;
-    const Grid &g = a.g;
-    const int64_t per_cam = g.tiles_x * g.tiles_y, W = g.width, H = g.height, C = g.n_tiles / per_cam;
+    const S *render_raw = a.render_raw, *T_img = a.transmittance, *v_render = a.v_render, *v_alpha = a.v_alpha;
+    const int32_t *used_img = a.used;
+    S *v_means2d = a.v_means2d, *v_conics = a.v_conics, *v_opac = a.v_opacities, *v_colors = a.v_colors;
+    S *v_bg = a.v_backgrounds;
+    const int n_threads = a.n_threads;
+    const int64_t per_cam = a.tiles_x * a.tiles_y, W = a.width, H = a.height, C = a.n_tiles / per_cam;
     const std::vector<S> packed = pack_gaussians(a, n_threads);
-    const int nt = std::max(1, std::min<int>(n_threads, (int)std::max<int64_t>(1, g.n_tiles)));
+    const int nt = std::max(1, std::min<int>(n_threads, (int)std::max<int64_t>(1, a.n_tiles)));
     std::vector<std::vector<S>> scratch(nt, std::vector<S>((4 + DC) * P));
     std::vector<std::vector<S>> bufs(nt), bg_bufs(nt, std::vector<S>(C * DC, S(0)));
-    parallel_for(nt, nt, [&](int, int64_t k) { bufs[k].assign(a.M * stride, S(0)); });
-    parallel_for(g.n_tiles, nt, [&](int thread, int64_t t) {
+    parallel_for(nt, nt, [&](int, int64_t k) { bufs[k].assign(a.n_gaussians * stride, S(0)); });
+    parallel_for(a.n_tiles, nt, [&](int thread, int64_t t) {
         const int64_t cam = t / per_cam, in_cam = t % per_cam;
-        const int64_t ox = (in_cam % g.tiles_x) * B, oy = (in_cam / g.tiles_x) * B;
+        const int64_t ox = (in_cam % a.tiles_x) * B, oy = (in_cam / a.tiles_x) * B;
         S *sc = scratch[thread].data();
         S *T = sc, *G = sc + P, *gt = sc + 2 * P, *used = sc + 3 * P, *vc = sc + 4 * P;
         S *vbg = bg_bufs[thread].data() + cam * DC;
@@ -373,27 +509,27 @@ void backward_all(const CompositeArgs<S> &a, const S *render_raw, const S *T_img
             S vA = v_alpha[pix], total = 0;
             for (int k = 0; k < DC; ++k) {
                 S gk = v_render[pix * DC + k];
-                if (a.ed && k == DC - 1) {  // out = raw / max(alpha, 1e-10)
+                if (a.expected_depth && k == DC - 1) {  // out = raw / max(alpha, 1e-10)
                     const S den = std::max(alpha, S(1e-10));
                     if (alpha >= S(1e-10)) vA -= gk * render_raw[pix * DC + k] / (den * den);
                     gk = gk / den;
                 }
                 vc[k * P + p] = gk;
                 total += gk * render_raw[pix * DC + k];
-                if (a.bg) vbg[k] += Tp * gk;
+                if (a.backgrounds) vbg[k] += Tp * gk;
             }
-            // G_total = g.(C_fg + T bg) - T dL/dA, with dL/dA counted through alpha = 1 - T
+            // G_total = a.(C_fg + T bg) - T dL/dA, with dL/dA counted through alpha = 1 - T
             gt[p] = total - Tp * vA;
             used[p] = S(used_img[pix]);
             n = std::max<int64_t>(n, used_img[pix]);
         }
         if (n > 0)
-            backward_tile<S, B, DC>(packed.data(), a.ids + a.start[t], n, a.rects, a.sigma_cut, ox, oy,
+            backward_tile<S, B, DC>(packed.data(), a.gauss_ids + a.start[t], n, a.rects, a.sigma_cut, ox, oy,
                                     bufs[thread].data(), sc);
     });
     const int64_t block = 8192;
-    parallel_for((a.M + block - 1) / block, nt, [&](int, int64_t b) {
-        for (int64_t i = b * block; i < std::min(a.M, (b + 1) * block); ++i) {
+    parallel_for((a.n_gaussians + block - 1) / block, nt, [&](int, int64_t b) {
+        for (int64_t i = b * block; i < std::min(a.n_gaussians, (b + 1) * block); ++i) {
             S r[stride];
             for (int k = 0; k < stride; ++k) r[k] = bufs[0][i * stride + k];
             for (int th = 1; th < nt; ++th)
@@ -414,21 +550,20 @@ void backward_all(const CompositeArgs<S> &a, const S *render_raw, const S *T_img
 }
 
 template <typename S>
-void composite_forward(const CompositeArgs<S> &a, S *raw, S *out, S *alpha, S *T, int32_t *used, int nt) {
+void composite_forward(const CompositeArgs<S> &a) {
     // only 3 (RGB) / 4 (RGB + depth) channels on 8x8 or 16x16 tiles; Python checks
-    if (a.g.block == 8 && a.D == 3) return forward_all<S, 8, 3>(a, raw, out, alpha, T, used, nt);
-    if (a.g.block == 8 && a.D == 4) return forward_all<S, 8, 4>(a, raw, out, alpha, T, used, nt);
-    if (a.g.block == 16 && a.D == 3) return forward_all<S, 16, 3>(a, raw, out, alpha, T, used, nt);
-    if (a.g.block == 16 && a.D == 4) return forward_all<S, 16, 4>(a, raw, out, alpha, T, used, nt);
+    if (a.block == 8 && a.n_channels == 3) return forward_all<S, 8, 3>(a);
+    if (a.block == 8 && a.n_channels == 4) return forward_all<S, 8, 4>(a);
+    if (a.block == 16 && a.n_channels == 3) return forward_all<S, 16, 3>(a);
+    if (a.block == 16 && a.n_channels == 4) return forward_all<S, 16, 4>(a);
 }
 
 template <typename S>
-void composite_backward(const CompositeArgs<S> &a, const S *raw, const S *T, const int32_t *used, const S *vr,
-                        const S *va, S *vm, S *vcon, S *vo, S *vcol, S *vbg, int nt) {
-    if (a.g.block == 8 && a.D == 3) return backward_all<S, 8, 3>(a, raw, T, used, vr, va, vm, vcon, vo, vcol, vbg, nt);
-    if (a.g.block == 8 && a.D == 4) return backward_all<S, 8, 4>(a, raw, T, used, vr, va, vm, vcon, vo, vcol, vbg, nt);
-    if (a.g.block == 16 && a.D == 3) return backward_all<S, 16, 3>(a, raw, T, used, vr, va, vm, vcon, vo, vcol, vbg, nt);
-    if (a.g.block == 16 && a.D == 4) return backward_all<S, 16, 4>(a, raw, T, used, vr, va, vm, vcon, vo, vcol, vbg, nt);
+void composite_backward(const CompositeArgs<S> &a) {
+    if (a.block == 8 && a.n_channels == 3) return backward_all<S, 8, 3>(a);
+    if (a.block == 8 && a.n_channels == 4) return backward_all<S, 8, 4>(a);
+    if (a.block == 16 && a.n_channels == 3) return backward_all<S, 16, 3>(a);
+    if (a.block == 16 && a.n_channels == 4) return backward_all<S, 16, 4>(a);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -495,16 +630,6 @@ void sh_basis(int degree, U x, U y, U z, U *out) {
     out[23] = b4z * cos2;
     out[24] = S(0.6258357354491763) * cos3;
 }
-
-template <typename S>
-struct ProjectArgs {
-    const S *means, *quats, *scales, *opac, *sh, *viewmats, *Ks, *campos;
-    int64_t sh_cam_stride, K;
-    int sh_degree;
-    int ed;  // colours get a 4th channel: the depth (for gsplat's "RGB+ED")
-    int64_t C, N, width, height;
-    double eps2d, near_plane, far_plane, radius_clip;
-};
 
 // Per-camera constants.
 template <typename S>
@@ -584,27 +709,29 @@ void project_one(const CamConst<S> &k, const S *mean, const S *M, const ProjectA
 }
 
 template <typename S>
-void project_forward(const ProjectArgs<S> &a, int32_t *radii, S *means2d, S *depths, S *conics, S *colors,
-                     int32_t *rects, S *sigma_cut, int32_t *tiles_per_gauss, int n_threads) {
-    const int64_t DC = 3 + (a.ed ? 1 : 0);
+void project_forward(const ProjectArgs<S> &a) {
+    int32_t *radii = a.radii, *rects = a.rects, *tiles_per_gauss = a.tiles_per_gauss;
+    S *means2d = a.means2d, *depths = a.depths, *conics = a.conics, *colors = a.colors, *sigma_cut = a.sigma_cut;
+    const int n_threads = a.n_threads;
+    const int64_t DC = 3 + (a.expected_depth ? 1 : 0);
     std::vector<CamConst<S>> cams;
-    for (int64_t c = 0; c < a.C; ++c) cams.push_back(camera_constants(a, c));
+    for (int64_t c = 0; c < a.n_cameras; ++c) cams.push_back(camera_constants(a, c));
     const int64_t gs_tx = (a.width + 15) / 16, gs_ty = (a.height + 15) / 16;
-    const int64_t block = 2048, n_blocks = (a.N + block - 1) / block;
+    const int64_t block = 2048, n_blocks = (a.n_gaussians + block - 1) / block;
     const int n_bases = a.sh_degree >= 0 ? (a.sh_degree + 1) * (a.sh_degree + 1) : 0;
     parallel_for(n_blocks, n_threads, [&](int, int64_t b) {
         S basis[25];
-        for (int64_t n = b * block; n < std::min(a.N, (b + 1) * block); ++n) {
+        for (int64_t n = b * block; n < std::min(a.n_gaussians, (b + 1) * block); ++n) {
             S R[9], M[9], qn[4], qnorm;
             rotation_scale(a.quats + 4 * n, a.scales + 3 * n, R, M, qn, qnorm);
             const S *mean = a.means + 3 * n;
-            for (int64_t c = 0; c < a.C; ++c) {
-                const int64_t i = c * a.N + n;
+            for (int64_t c = 0; c < a.n_cameras; ++c) {
+                const int64_t i = c * a.n_gaussians + n;
                 const CamConst<S> &k = cams[c];
                 ProjState<S> st;
                 project_one(k, mean, M, a, st);
                 depths[i] = st.p[2];
-                if (colors && a.ed) colors[DC * i + 3] = st.p[2];
+                if (colors && a.expected_depth) colors[DC * i + 3] = st.p[2];
                 tiles_per_gauss[i] = 0;
                 const S mx = k.fx * st.p[0] * st.rz + k.cx, my = k.fy * st.p[1] * st.rz + k.cy;
                 const S hb = S(0.5) * (st.cxx + st.cyy);
@@ -634,7 +761,7 @@ void project_forward(const ProjectArgs<S> &a, int32_t *radii, S *means2d, S *dep
                     S d[3] = {mean[0] - cp[0], mean[1] - cp[1], mean[2] - cp[2]};
                     const S norm = std::max(std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]), S(1e-12));
                     sh_basis<S, S>(a.sh_degree, d[0] / norm, d[1] / norm, d[2] / norm, basis);
-                    const S *coef = a.sh + c * a.sh_cam_stride + n * a.K * 3;
+                    const S *coef = a.sh + c * a.sh_cam_stride + n * a.n_sh_coeffs * 3;
                     for (int ch = 0; ch < 3; ++ch) {
                         S v = 0;
                         for (int kb = 0; kb < n_bases; ++kb) v += basis[kb] * coef[3 * kb + ch];
@@ -649,7 +776,7 @@ void project_forward(const ProjectArgs<S> &a, int32_t *radii, S *means2d, S *dep
                 const int64_t y0 = std::min<int64_t>(std::max<int64_t>((int64_t)std::floor(ty - tr), 0), gs_ty);
                 const int64_t y1 = std::min<int64_t>(std::max<int64_t>((int64_t)std::ceil(ty + tr), 0), gs_ty);
                 tiles_per_gauss[i] = (int32_t)((x1 - x0) * (y1 - y0));
-                const S o = a.opac[n];
+                const S o = a.opacities[n];
                 if (!(o >= S(1.0 / 255.0))) continue;
                 const double level = std::max(std::log(255.0 * (double)o), 0.0);
                 const double ext_x = std::sqrt(2.0 * level * (double)st.cxx) * 1.001 + 1e-3;
@@ -672,32 +799,35 @@ void project_forward(const ProjectArgs<S> &a, int32_t *radii, S *means2d, S *dep
 }
 
 template <typename S>
-void project_backward(const ProjectArgs<S> &a, const int32_t *radii, const S *v_means2d, const S *v_depths,
-                      const S *v_conics, const S *v_colors, S *v_means, S *v_quats, S *v_scales, S *v_sh,
-                      int n_threads) {
+void project_backward(const ProjectArgs<S> &a) {
+    const int32_t *radii = a.radii;
+    const S *v_means2d = a.v_means2d, *v_depths = a.v_depths, *v_conics = a.v_conics, *v_colors = a.v_colors;
+    S *v_means = a.v_means, *v_quats = a.v_quats, *v_scales = a.v_scales, *v_sh = a.v_sh;
+    const int n_threads = a.n_threads;
     std::vector<CamConst<S>> cams;
-    for (int64_t c = 0; c < a.C; ++c) cams.push_back(camera_constants(a, c));
-    const int64_t block = 2048, n_blocks = (a.N + block - 1) / block;
+    for (int64_t c = 0; c < a.n_cameras; ++c) cams.push_back(camera_constants(a, c));
+    const int64_t block = 2048, n_blocks = (a.n_gaussians + block - 1) / block;
     const int n_bases = a.sh_degree >= 0 ? (a.sh_degree + 1) * (a.sh_degree + 1) : 0;
-    const int64_t DC = 3 + (a.ed ? 1 : 0);
+    const int64_t DC = 3 + (a.expected_depth ? 1 : 0);
     parallel_for(n_blocks, n_threads, [&](int, int64_t b) {
         Dual3<S> dbasis[25];
         S basis[25];
-        for (int64_t n = b * block; n < std::min(a.N, (b + 1) * block); ++n) {
+        for (int64_t n = b * block; n < std::min(a.n_gaussians, (b + 1) * block); ++n) {
             S R[9], M[9], qn[4], qnorm;
             rotation_scale(a.quats + 4 * n, a.scales + 3 * n, R, M, qn, qnorm);
             const S *mean = a.means + 3 * n;
             const S *s = a.scales + 3 * n;
             S g_mean[3] = {0, 0, 0}, g_M[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
             if (v_sh) {  // this task owns Gaussian n's coefficient gradients: clear them
-                for (int64_t c = 0; c < (a.sh_cam_stride ? a.C : 1); ++c)
-                    std::fill(v_sh + c * a.sh_cam_stride + n * a.K * 3, v_sh + c * a.sh_cam_stride + (n + 1) * a.K * 3, S(0));
+                for (int64_t c = 0; c < (a.sh_cam_stride ? a.n_cameras : 1); ++c)
+                    std::fill(v_sh + c * a.sh_cam_stride + n * a.n_sh_coeffs * 3,
+                              v_sh + c * a.sh_cam_stride + (n + 1) * a.n_sh_coeffs * 3, S(0));
             }
-            for (int64_t c = 0; c < a.C; ++c) {
-                const int64_t i = c * a.N + n;
+            for (int64_t c = 0; c < a.n_cameras; ++c) {
+                const int64_t i = c * a.n_gaussians + n;
                 // depth is always an output (it feeds the expected-depth channel)
                 S g_p[3] = {0, 0, v_depths ? v_depths[i] : S(0)};
-                if (v_colors && a.ed) g_p[2] += v_colors[DC * i + 3];
+                if (v_colors && a.expected_depth) g_p[2] += v_colors[DC * i + 3];
                 if (radii[i] > 0) {
                     const CamConst<S> &k = cams[c];
                     ProjState<S> st;
@@ -758,8 +888,8 @@ void project_backward(const ProjectArgs<S> &a, const int32_t *radii, const S *v_
                         const S norm_raw = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
                         const S norm = std::max(norm_raw, S(1e-12));
                         const S u[3] = {d[0] / norm, d[1] / norm, d[2] / norm};
-                        const S *coef = a.sh + c * a.sh_cam_stride + n * a.K * 3;
-                        S *g_coef = v_sh + c * a.sh_cam_stride + n * a.K * 3;
+                        const S *coef = a.sh + c * a.sh_cam_stride + n * a.n_sh_coeffs * 3;
+                        S *g_coef = v_sh + c * a.sh_cam_stride + n * a.n_sh_coeffs * 3;
                         const bool need_dir = a.sh_degree > 0;
                         if (need_dir) {
                             sh_basis<S, Dual3<S>>(a.sh_degree, Dual3<S>{u[0], 1, 0, 0}, Dual3<S>{u[1], 0, 1, 0},
@@ -838,7 +968,10 @@ inline uint64_t sort_key(double x) {
 // Candidates (sigma_cut > 0) sorted front to back: stable LSD radix sort on the depth bits,
 // ties keep index order (as gsplat's stable radix sort). Returns the number written.
 template <typename S>
-int64_t depth_order(const S *depths, const S *sigma_cut, int64_t M, int64_t *out) {
+int64_t depth_order(const DepthOrderArgs<S> &a) {
+    const S *depths = a.depths, *sigma_cut = a.sigma_cut;
+    const int64_t M = a.n_entries;
+    int64_t *out = a.out;
     typedef decltype(sort_key(S(0))) K;
     std::vector<K> keys, keys2;
     std::vector<int64_t> ids2;
@@ -878,108 +1011,98 @@ int64_t depth_order(const S *depths, const S *sigma_cut, int64_t M, int64_t *out
 
 }  // namespace
 
+// Layout of the struct a kernel takes, and of its result: the fields' descriptions, then
+// "sizeof N;" and "returns K N;" (kind and size; "returns void;").
+template <typename R>
+std::string describe_result() {
+    std::string out;
+    describe_field<R>(out, "returns", 0);
+    return out;
+}
+template <>
+std::string describe_result<void>() {
+    return "returns void;";
+}
+template <typename R, typename A>
+std::string describe_kernel(R (*)(const A *)) {
+    std::string out;
+    A::describe(out);
+    return out + "sizeof " + std::to_string(sizeof(A)) + ';' + describe_result<R>();
+}
+
 extern "C" {
 
-int64_t psn_depth_order_f32(const float *depths, const float *cut, int64_t M, int64_t *out) {
-    return depth_order<float>(depths, cut, M, out);
-}
-int64_t psn_depth_order_f64(const double *depths, const double *cut, int64_t M, int64_t *out) {
-    return depth_order<double>(depths, cut, M, out);
-}
+int psn_abi_version() { return 10; }
 
-
-int psn_abi_version() { return 9; }
+int64_t psn_depth_order_f32(const DepthOrderArgs<float> *a) { return depth_order(*a); }
+int64_t psn_depth_order_f64(const DepthOrderArgs<double> *a) { return depth_order(*a); }
 
 // Count, per tile, the Gaussians of `order` (flat ids, camera = id / n_per_cam) whose pixel
 // rectangle overlaps it.
-void psn_bin_count(const int64_t *order, int64_t n_order, const int32_t *rects, int64_t n_per_cam, int64_t block,
-                   int64_t tiles_x, int64_t tiles_y, int64_t *count) {
-    const int64_t per_cam = tiles_x * tiles_y;
-    for (int64_t i = 0; i < n_order; ++i) {
-        const int64_t gid = order[i];
-        const int32_t *r = rects + 4 * gid;
+void psn_bin_count(const BinArgs *args) {
+    const BinArgs a = *args;  // a local copy: its fields stay in registers
+    const int64_t per_cam = a.tiles_x * a.tiles_y, block = a.block, tiles_x = a.tiles_x;
+    for (int64_t i = 0; i < a.n_order; ++i) {
+        const int64_t gid = a.order[i];
+        const int32_t *r = a.rects + 4 * gid;
         if (r[0] >= r[1] || r[2] >= r[3]) continue;
-        const int64_t base = (gid / n_per_cam) * per_cam;
+        const int64_t base = (gid / a.n_per_cam) * per_cam;
         const int64_t tx0 = r[0] / block, tx1 = (r[1] - 1) / block, ty0 = r[2] / block, ty1 = (r[3] - 1) / block;
         for (int64_t ty = ty0; ty <= ty1; ++ty)
-            for (int64_t tx = tx0; tx <= tx1; ++tx) ++count[base + ty * tiles_x + tx];
+            for (int64_t tx = tx0; tx <= tx1; ++tx) ++a.count[base + ty * tiles_x + tx];
     }
 }
 
 // Fill the tile lists in the order of `order` (front to back); `cursor` starts as the
 // tiles' start offsets and is advanced.
-void psn_bin_fill(const int64_t *order, int64_t n_order, const int32_t *rects, int64_t n_per_cam, int64_t block,
-                  int64_t tiles_x, int64_t tiles_y, int64_t *cursor, int64_t *ids) {
-    const int64_t per_cam = tiles_x * tiles_y;
-    for (int64_t i = 0; i < n_order; ++i) {
-        const int64_t gid = order[i];
-        const int32_t *r = rects + 4 * gid;
+void psn_bin_fill(const BinArgs *args) {
+    const BinArgs a = *args;  // a local copy: its fields stay in registers
+    const int64_t per_cam = a.tiles_x * a.tiles_y, block = a.block, tiles_x = a.tiles_x;
+    for (int64_t i = 0; i < a.n_order; ++i) {
+        const int64_t gid = a.order[i];
+        const int32_t *r = a.rects + 4 * gid;
         if (r[0] >= r[1] || r[2] >= r[3]) continue;
-        const int64_t base = (gid / n_per_cam) * per_cam;
+        const int64_t base = (gid / a.n_per_cam) * per_cam;
         const int64_t tx0 = r[0] / block, tx1 = (r[1] - 1) / block, ty0 = r[2] / block, ty1 = (r[3] - 1) / block;
         for (int64_t ty = ty0; ty <= ty1; ++ty)
-            for (int64_t tx = tx0; tx <= tx1; ++tx) ids[cursor[base + ty * tiles_x + tx]++] = gid;
+            for (int64_t tx = tx0; tx <= tx1; ++tx) a.gauss_ids[a.cursor[base + ty * tiles_x + tx]++] = gid;
     }
 }
 
-#define PSN_COMPOSITE_ARGS(S)                                                                                \
-    const S *means2d, const S *conics, const S *opac, const S *colors, const S *bg, int64_t M, int64_t D, int ed, \
-        const int64_t *ids, const int64_t *start, const int64_t *count, const int32_t *rects, const S *cut,       \
-        int64_t block, int64_t tiles_x, int64_t tiles_y, int64_t width, int64_t height, int64_t n_tiles
-#define PSN_COMPOSITE_PACK(S)                                                                                  \
-    CompositeArgs<S>{means2d, conics, opac, colors, bg, M, D, ed, ids, start, count, rects, cut,                 \
-                     Grid{block, tiles_x, tiles_y, width, height, n_tiles}}
+// The kernels work on a local copy of their arguments: memory nothing else can write, so
+// the compiler may keep its fields in registers.
+void psn_composite_fwd_f32(const CompositeArgs<float> *a) { composite_forward(CompositeArgs<float>(*a)); }
+void psn_composite_fwd_f64(const CompositeArgs<double> *a) { composite_forward(CompositeArgs<double>(*a)); }
+void psn_composite_bwd_f32(const CompositeArgs<float> *a) { composite_backward(CompositeArgs<float>(*a)); }
+void psn_composite_bwd_f64(const CompositeArgs<double> *a) { composite_backward(CompositeArgs<double>(*a)); }
 
-void psn_composite_fwd_f32(PSN_COMPOSITE_ARGS(float), float *raw, float *out, float *alpha, float *T, int32_t *used,
-                           int nt) {
-    composite_forward<float>(PSN_COMPOSITE_PACK(float), raw, out, alpha, T, used, nt);
-}
-void psn_composite_fwd_f64(PSN_COMPOSITE_ARGS(double), double *raw, double *out, double *alpha, double *T,
-                           int32_t *used, int nt) {
-    composite_forward<double>(PSN_COMPOSITE_PACK(double), raw, out, alpha, T, used, nt);
-}
-void psn_composite_bwd_f32(PSN_COMPOSITE_ARGS(float), const float *raw, const float *T, const int32_t *used,
-                           const float *v_render, const float *v_alpha, float *v_means2d, float *v_conics,
-                           float *v_opac, float *v_colors, float *v_bg, int nt) {
-    composite_backward<float>(PSN_COMPOSITE_PACK(float), raw, T, used, v_render, v_alpha, v_means2d, v_conics, v_opac,
-                              v_colors, v_bg, nt);
-}
-void psn_composite_bwd_f64(PSN_COMPOSITE_ARGS(double), const double *raw, const double *T, const int32_t *used,
-                           const double *v_render, const double *v_alpha, double *v_means2d, double *v_conics,
-                           double *v_opac, double *v_colors, double *v_bg, int nt) {
-    composite_backward<double>(PSN_COMPOSITE_PACK(double), raw, T, used, v_render, v_alpha, v_means2d, v_conics,
-                               v_opac, v_colors, v_bg, nt);
-}
+void psn_project_fwd_f32(const ProjectArgs<float> *a) { project_forward(ProjectArgs<float>(*a)); }
+void psn_project_fwd_f64(const ProjectArgs<double> *a) { project_forward(ProjectArgs<double>(*a)); }
+void psn_project_bwd_f32(const ProjectArgs<float> *a) { project_backward(ProjectArgs<float>(*a)); }
+void psn_project_bwd_f64(const ProjectArgs<double> *a) { project_backward(ProjectArgs<double>(*a)); }
 
-#define PSN_PROJECT_ARGS(S)                                                                                        \
-    const S *means, const S *quats, const S *scales, const S *opac, const S *sh, int64_t sh_cam_stride, int64_t K, \
-        int sh_degree, int ed, const S *viewmats, const S *Ks, const S *campos, int64_t C, int64_t N,             \
-        int64_t width, int64_t height, double eps2d, double near_plane, double far_plane, double radius_clip
-#define PSN_PROJECT_PACK(S)                                                                                        \
-    ProjectArgs<S>{means, quats, scales, opac, sh, viewmats, Ks, campos, sh_cam_stride, K, sh_degree, ed, C, N,    \
-                   width, height, eps2d, near_plane, far_plane, radius_clip}
-
-void psn_project_fwd_f32(PSN_PROJECT_ARGS(float), int32_t *radii, float *means2d, float *depths, float *conics,
-                         float *colors, int32_t *rects, float *sigma_cut, int32_t *tiles_per_gauss, int nt) {
-    project_forward<float>(PSN_PROJECT_PACK(float), radii, means2d, depths, conics, colors, rects, sigma_cut,
-                           tiles_per_gauss, nt);
-}
-void psn_project_fwd_f64(PSN_PROJECT_ARGS(double), int32_t *radii, double *means2d, double *depths, double *conics,
-                         double *colors, int32_t *rects, double *sigma_cut, int32_t *tiles_per_gauss, int nt) {
-    project_forward<double>(PSN_PROJECT_PACK(double), radii, means2d, depths, conics, colors, rects, sigma_cut,
-                            tiles_per_gauss, nt);
-}
-void psn_project_bwd_f32(PSN_PROJECT_ARGS(float), const int32_t *radii, const float *v_means2d, const float *v_depths,
-                         const float *v_conics, const float *v_colors, float *v_means, float *v_quats, float *v_scales,
-                         float *v_sh, int nt) {
-    project_backward<float>(PSN_PROJECT_PACK(float), radii, v_means2d, v_depths, v_conics, v_colors, v_means, v_quats,
-                            v_scales, v_sh, nt);
-}
-void psn_project_bwd_f64(PSN_PROJECT_ARGS(double), const int32_t *radii, const double *v_means2d,
-                         const double *v_depths, const double *v_conics, const double *v_colors, double *v_means,
-                         double *v_quats, double *v_scales, double *v_sh, int nt) {
-    project_backward<double>(PSN_PROJECT_PACK(double), radii, v_means2d, v_depths, v_conics, v_colors, v_means,
-                             v_quats, v_scales, v_sh, nt);
+// Writes the layout of exported kernel `function` (see describe_kernel) to out, NUL-terminated
+// if it fits in capacity bytes, and returns its length; -1 for a name not listed here.
+int64_t psn_layout(const char *function, char *out, int64_t capacity) {
+    std::string layout;
+#define PSN_KERNEL(fn) \
+    if (std::strcmp(function, #fn) == 0) layout = describe_kernel(&fn);
+    PSN_KERNEL(psn_depth_order_f32)
+    PSN_KERNEL(psn_depth_order_f64)
+    PSN_KERNEL(psn_bin_count)
+    PSN_KERNEL(psn_bin_fill)
+    PSN_KERNEL(psn_composite_fwd_f32)
+    PSN_KERNEL(psn_composite_fwd_f64)
+    PSN_KERNEL(psn_composite_bwd_f32)
+    PSN_KERNEL(psn_composite_bwd_f64)
+    PSN_KERNEL(psn_project_fwd_f32)
+    PSN_KERNEL(psn_project_fwd_f64)
+    PSN_KERNEL(psn_project_bwd_f32)
+    PSN_KERNEL(psn_project_bwd_f64)
+#undef PSN_KERNEL
+    if (layout.empty()) return -1;
+    if ((int64_t)layout.size() < capacity) std::memcpy(out, layout.c_str(), layout.size() + 1);
+    return (int64_t)layout.size();
 }
 
 }  // extern "C"
