@@ -11,12 +11,12 @@ import torch
 from pixelsplat_ns.encoder import (
     EncoderConfig,
     EncoderOutput,
-    EpipolarSampler,
     PixelSplatEncoder,
     config_from_dict,
     config_to_dict,
     encoder_config,
 )
+from pixelsplat_ns.epipolar import EpipolarSampler
 from pixelsplat_ns.gaussians import Gaussians
 
 

@@ -21,17 +21,13 @@ from .config import (
     encoder_config,
 )
 from .encoder import EncoderOutput, PixelSplatEncoder
-from .epipolar.sampler import EpipolarSampler, EpipolarSampling
-from .trace import EpipolarTrace, PixelTrace, trace_pixel
+from .trace import PixelTrace, trace_pixel
 
 __all__ = [
     "BackboneConfig",
     "EncoderConfig",
     "EncoderOutput",
     "EpipolarConfig",
-    "EpipolarSampler",
-    "EpipolarSampling",
-    "EpipolarTrace",
     "GaussianAdapterConfig",
     "OpacityMappingConfig",
     "PixelSplatEncoder",

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from .config import BackboneConfig
 from .onednn_linear import Linear
+from .placeholders import UnusedWeights
 from .resnet import ResNet, batch_norm, instance_norm, pointwise_conv
-from .unused import UnusedWeights
 
 # --------------------------------------------------------------------------------------
 # DINO vision transformer (same parameter layout as facebookresearch/dino)

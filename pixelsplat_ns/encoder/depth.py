@@ -16,8 +16,8 @@ from einops import rearrange
 from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
+from ..geometry import relative_disparity_to_depth
 from .config import OpacityMappingConfig
-from .geometry import relative_disparity_to_depth
 from .onednn_linear import Linear
 
 _EPS = torch.finfo(torch.float32).eps

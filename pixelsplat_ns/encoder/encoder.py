@@ -15,19 +15,19 @@ from einops import rearrange
 from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
+from ..epipolar.sampler import EpipolarSampling
 from ..errors import PixelSplatInputError
 from ..gaussians import Gaussians
+from ..geometry import pixel_centers
 from .adapter import GaussianAdapter
 from .backbone import build_backbone
 from .config import EncoderConfig
 from .depth import DepthPredictor, map_pdf_to_opacity
-from .epipolar.sampler import EpipolarSampling
-from .epipolar.transformer import EpipolarTransformer
-from .geometry import pixel_centers
+from .epipolar_transformer import EpipolarTransformer
 from .memory import release_free_memory
 from .onednn_linear import Linear
+from .placeholders import UnusedWeights
 from .sh_rotation import wigner_blocks
-from .unused import UnusedWeights
 
 
 @dataclass

@@ -1,9 +1,8 @@
-"""Transformer parts: sinusoidal encodings, pre-norm attention blocks.
+"""Transformer building blocks: sinusoidal encodings, pre-norm self-attention blocks.
 
 Module and parameter names follow the official checkpoints (``layers.N.0.norm``,
-``layers.N.0.fn.to_qkv`` ...). Attention runs through ``F.scaled_dot_product_attention``;
-cross-attention of one query against a few keys (the epipolar case) is computed without
-ever forming the projected keys and values (see ``CrossAttention``).
+``layers.N.0.fn.to_qkv`` ...). Attention runs through ``F.scaled_dot_product_attention``.
+The cross-attention over epipolar samples is ``pixelsplat_ns.epipolar.attention``.
 """
 
 from __future__ import annotations
@@ -80,39 +79,6 @@ class SelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
-
-
-class CrossAttention(nn.Module):
-    """One query token per item attending to a handful of key/value tokens.
-
-    softmax(q_h . (W_k,h z) / sqrt(d)) summed against (W_v,h z) equals
-    softmax((W_k,h^T q_h) . z / sqrt(d)) summed against z, then W_v,h: the keys and values
-    are never projected (they would be heads * d_head / dim times larger than z).
-    """
-
-    def __init__(self, dim: int, kv_dim: int, heads: int, d_head: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.heads = heads
-        self.d_head = d_head
-        self.to_q = Linear(dim, heads * d_head, bias=False)
-        self.to_kv = Linear(kv_dim, 2 * heads * d_head, bias=False)
-        self.to_out = _output_projection(heads * d_head, dim, heads, d_head, dropout)
-        self.attention_dropout = nn.Dropout(dropout)
-
-    def forward(
-        self,
-        x: Float[Tensor, "batch dim"],
-        z: Float[Tensor, "batch token kv_dim"],
-        return_attention: bool = False,
-    ) -> tuple[Float[Tensor, "batch dim"], Float[Tensor, "batch head token"] | None]:
-        w_k, w_v = rearrange(self.to_kv.weight, "(two h d) c -> two h d c", two=2, h=self.heads)
-        q = rearrange(self.to_q(x), "b (h d) -> b h d", h=self.heads)
-        q_in_z = torch.einsum("bhd,hdc->bhc", q, w_k) * self.d_head**-0.5
-        weights = torch.bmm(q_in_z, z.transpose(1, 2)).softmax(dim=-1)  # b h token
-        context = torch.bmm(self.attention_dropout(weights), z)  # b h c
-        out = torch.einsum("bhc,hdc->bhd", context, w_v)
-        out = self.to_out(rearrange(out, "b h d -> b (h d)"))
-        return out, (weights if return_attention else None)
 
 
 class Transformer(nn.Module):

@@ -12,12 +12,13 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ..config import EpipolarConfig, SelfAttentionConfig
+from ..epipolar.attention import CrossAttention, EpipolarKeys
+from ..epipolar.sampler import EpipolarSampler, EpipolarSampling
 from ..geometry import depth_to_relative_disparity, pixel_centers
-from ..onednn_linear import Linear
-from ..spectral_conv import kernel_spectrum, spectral_conv2d
-from ..transformer import CrossAttention, PositionalEncoding, PreNorm, Transformer
-from .sampler import EpipolarSampler, EpipolarSampling
+from .config import EpipolarConfig, SelfAttentionConfig
+from .onednn_linear import Linear
+from .spectral_conv import kernel_spectrum, spectral_conv2d
+from .transformer_blocks import PositionalEncoding, PreNorm, Transformer
 
 SPECTRAL_TILE = (
     16  # output rows/columns per FFT tile: 22 x 22 transforms, a 69 MB spectrum (26: ~0.15 s faster, +74 MB peak)
@@ -60,51 +61,6 @@ class ImageSelfAttentionBlock(nn.Module):
 def channel_layer_norm(x: Float[Tensor, "n c h w"], norm: nn.LayerNorm) -> Float[Tensor, "n c h w"]:
     """A LayerNorm over the channels of an NCHW map."""
     return rearrange(norm(rearrange(x, "n c h w -> n h w c")), "n h w c -> n c h w")
-
-
-class EpipolarKeys:
-    """Keys/values of the cross-attention, built on demand for a block of rays: the other
-    views' features sampled along each ray's epipolar lines, plus the encoded depth each
-    sample stands for, plus (> 2 views) per-view embeddings. Never held for all rays at once."""
-
-    def __init__(
-        self,
-        features: Float[Tensor, "batch view channel height width"],
-        sampling: EpipolarSampling,
-        depth_encoding: nn.Module | None,
-        disparity: Float[Tensor, "batch view other_view ray sample"] | None,
-        view_embeddings: Float[Tensor, "other_view channel"] | None,
-    ) -> None:
-        # Channels-last: grid_sample reads all channels of a tap at once (about 1.5x faster).
-        self.features = rearrange(rearrange(features, "b v c h w -> b v h w c").contiguous(), "b v h w c -> b v c h w")
-        self.sampling = sampling
-        self.depth_encoding = depth_encoding
-        self.disparity = disparity
-        self.view_embeddings = view_embeddings
-
-    def __call__(self, batch: int, view: int, rays: slice) -> Float[Tensor, "ray token channel"]:
-        """Keys of ``rays`` of image (batch, view). With two views the result is a [ray,
-        token, channel] view of channel-major memory, the layout grid_sample writes: the
-        attention's matrix products read it almost as fast as a transposed copy, which
-        would cost more than all of them."""
-        s = self.sampling
-        blocks = []
-        for k in range(s.other_views.shape[1]):
-            grid = 2 * s.xy_sample[batch : batch + 1, view, k, rays] - 1  # 1 r s 2
-            other = self.features[batch, int(s.other_views[view, k])][None]
-            sampled = F.grid_sample(other, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-            valid = s.valid[batch, view, k, rays][None, :, None]  # 1 r 1
-            if self.depth_encoding is not None:  # the Linear written channel-major, then one pass
-                encoding, projection = self.depth_encoding
-                angles = rearrange(encoding(self.disparity[batch, view, k, rays, :, None]), "r s e -> e (r s)")
-                keys = torch.addmm(projection.bias[:, None], projection.weight, angles).view_as(sampled)
-                keys = keys.addcmul_(sampled, valid)
-            else:
-                keys = sampled * valid
-            if self.view_embeddings is not None:
-                keys += self.view_embeddings[k][:, None, None]
-            blocks.append(rearrange(keys, "c r s -> r s c"))
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)  # r (ov s) c
 
 
 class EpipolarLayers(nn.Module):
