@@ -15,8 +15,6 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .onednn_linear import Linear
-
 
 class PositionalEncoding(nn.Module):
     """sin / cos of 2 pi 2^k x for k < num_octaves, for values x in [0, 1] (no parameters)."""
@@ -53,7 +51,7 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), Linear(hidden_dim, dim), nn.Dropout(dropout)
+            nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, dim), nn.Dropout(dropout)
         )
 
     def forward(self, x: Float[Tensor, "*batch dim"]) -> Float[Tensor, "*batch dim"]:
@@ -63,7 +61,7 @@ class FeedForward(nn.Module):
 def _output_projection(inner: int, dim: int, heads: int, d_head: int, dropout: float) -> nn.Module:
     if heads == 1 and d_head == dim:
         return nn.Identity()
-    return nn.Sequential(Linear(inner, dim), nn.Dropout(dropout))
+    return nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
 
 
 class SelfAttention(nn.Module):
@@ -71,7 +69,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.dropout = dropout
-        self.to_qkv = Linear(dim, 3 * heads * d_head, bias=False)
+        self.to_qkv = nn.Linear(dim, 3 * heads * d_head, bias=False)
         self.to_out = _output_projection(heads * d_head, dim, heads, d_head, dropout)
 
     def forward(self, x: Float[Tensor, "batch token dim"]) -> Float[Tensor, "batch token dim"]:
