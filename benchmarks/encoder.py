@@ -1,4 +1,5 @@
-"""Encoder speed and memory: deterministic forward of a 2x256x256 pair, inference mode.
+"""Encoder speed and memory: deterministic forward of a 2x256x256 pair, inference mode
+(the encoder prepared for inference, as ``load_encoder(..., for_inference=True)`` gives it).
 
     python benchmarks/encoder.py [--preset official] [--size 256] [--runs 3] [--threads N]
 
@@ -23,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
+from pixelsplat_ns.encoder.inference import prepare_for_inference
 from pixelsplat_ns.fixture_weights import fill_deterministic
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pixelsplat-official" / "parity_pair_a64.pt"
@@ -63,7 +65,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
-    encoder = fill_deterministic(PixelSplatEncoder(encoder_config(args.preset))).eval()
+    encoder = prepare_for_inference(fill_deterministic(PixelSplatEncoder(encoder_config(args.preset))))
     built = time.perf_counter() - start
     batch = inputs(args.size)
     print(

@@ -136,15 +136,16 @@ def context_pair(size: int) -> tuple[Tensor, ...]:
 
 
 def load_encoder(checkpoint: Path | None) -> tuple[torch.nn.Module, str]:
-    """(encoder on the CPU in eval mode, a description of its weights)."""
+    """(encoder on the CPU, prepared for inference, a description of its weights)."""
     from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
+    from pixelsplat_ns.encoder.inference import prepare_for_inference
     from pixelsplat_ns.fixture_weights import fill_deterministic
     from pixelsplat_ns.official import load_checkpoint
 
     if checkpoint is not None:
         checkpoint = checkpoint.expanduser()
-        return load_checkpoint(checkpoint, device="cpu"), f"weights from {checkpoint}"
-    encoder = fill_deterministic(PixelSplatEncoder(encoder_config("official"))).eval()
+        return prepare_for_inference(load_checkpoint(checkpoint, device="cpu")), f"weights from {checkpoint}"
+    encoder = prepare_for_inference(fill_deterministic(PixelSplatEncoder(encoder_config("official"))))
     return encoder, "official architecture, untrained deterministic weights (the parity fixtures' recipe)"
 
 

@@ -17,7 +17,7 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
-from pixelsplat_ns.encoder.geometry import (
+from pixelsplat_ns.geometry import (
     pixel_centers,
     project_camera_points,
     relative_disparity_to_depth,

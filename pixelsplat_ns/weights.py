@@ -50,13 +50,32 @@ def input_long_side(
 
 
 def load_encoder(
-    preset: str, checkpoint: Path | None = None, seed: int = 0, device: str = "cpu", untrained: bool = False
+    preset: str,
+    checkpoint: Path | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    untrained: bool = False,
+    for_inference: bool = False,
 ) -> "PixelSplatEncoder":
     """The encoder in eval mode: from ``checkpoint`` (official pixelSplat or this
     project's, detected from the file); without one, the bundled encoder for the ``tiny``
     preset; otherwise (or with ``untrained``) the ``preset`` architecture with seeded
     random weights — announced once per process, since its Gaussians will not resemble
-    the scene."""
+    the scene.
+
+    ``for_inference``: prepared for fast inference once its weights are loaded
+    (``encoder.inference.prepare_for_inference``; it then runs without autograd only);
+    otherwise the plain network, for training and gradients."""
+    encoder = _load_network(preset, checkpoint, seed, device, untrained)
+    if for_inference:
+        from pixelsplat_ns.encoder.inference import prepare_for_inference
+
+        return prepare_for_inference(encoder)
+    return encoder
+
+
+def _load_network(preset: str, checkpoint: Path | None, seed: int, device: str, untrained: bool) -> "PixelSplatEncoder":
+    """The plain network with ``load_encoder``'s weights."""
     from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
 
     if checkpoint is not None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pixelsplat_ns.encoder.geometry import depth_to_relative_disparity
 from pixelsplat_ns.encoder.trace import trace_pixel
+from pixelsplat_ns.geometry import depth_to_relative_disparity
 from tests.test_encoder import make_scene, tiny_encoder
 
 SIZE = (64, 64)

@@ -31,7 +31,7 @@ SHAPE = (16, 16)
 
 @pytest.fixture(scope="module")
 def encoder():
-    return load_encoder("tiny")  # the bundled encoder
+    return load_encoder("tiny", for_inference=True)  # the bundled encoder, as the evaluate command loads it
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pixelsplat_ns.encoder.geometry import camera_directions, depth_to_relative_disparity, pixel_centers
+from pixelsplat_ns.geometry import camera_directions, depth_to_relative_disparity, pixel_centers
 from pixelsplat_ns.losses import cross_view_photometric_loss, expected_depth
 
 SIZE, BUCKETS, PLANE_Z, NEAR, FAR = 48, 64, 4.0, 0.5, 100.0

@@ -12,8 +12,8 @@ from PIL import Image
 from pixelsplat_ns.cameras import prepare_context
 from pixelsplat_ns.cli.demo import DEMO_SCENE
 from pixelsplat_ns.encoder import EncoderOutput
-from pixelsplat_ns.encoder.geometry import camera_directions, pixel_centers
 from pixelsplat_ns.gaussians import Gaussians
+from pixelsplat_ns.geometry import camera_directions, pixel_centers
 from pixelsplat_ns.metrics import psnr
 from pixelsplat_ns.native_resolution import joint_bilateral_upsample, native_resolution_gaussians, visible_mask
 from pixelsplat_ns.views import render_views

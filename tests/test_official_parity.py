@@ -1,6 +1,7 @@
 """The ``official`` preset is the official pixelSplat encoder: same state-dict keys and
 shapes as the published checkpoints, and — with the fixture's deterministic weights — the
-same intermediates and Gaussians as the official code on a real 64x64 pair."""
+same intermediates and Gaussians as the official code on a real 64x64 pair, both as the
+plain network and prepared for inference."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
+from pixelsplat_ns.encoder.inference import prepare_for_inference
 from pixelsplat_ns.fixture_weights import deterministic_tensor, deterministic_weights, fill_deterministic
 from tests.conftest import FIXTURES, require
 
@@ -37,17 +39,39 @@ def official() -> PixelSplatEncoder:
 
 
 @pytest.fixture(scope="module")
-def run(official, fixture):
+def prepared() -> PixelSplatEncoder:
+    return prepare_for_inference(fill_deterministic(PixelSplatEncoder(encoder_config("official"))))
+
+
+def encode(encoder: PixelSplatEncoder, fixture: dict):
     inputs = fixture["inputs"]
     with torch.inference_mode():
-        return official(
+        return encoder(
             inputs["image"], inputs["extrinsics"], inputs["intrinsics"], inputs["near"], inputs["far"],
             deterministic=True, global_step=0, return_intermediates=True,
         )  # fmt: skip
 
 
-def test_state_dict_matches_official_checkpoint_keys(official, checkpoint_keys):
-    state = official.state_dict()
+@pytest.fixture(scope="module")
+def network_run(official, fixture):
+    return encode(official, fixture)
+
+
+@pytest.fixture(scope="module")
+def inference_run(prepared, fixture):
+    return encode(prepared, fixture)
+
+
+@pytest.fixture(scope="module", params=["network", "inference"])
+def run(request):
+    """The plain network's and the encoder prepared for inference's output (both must match)."""
+    return request.getfixturevalue(f"{request.param}_run")
+
+
+@pytest.mark.parametrize("encoder", ["official", "prepared"])
+def test_state_dict_matches_official_checkpoint_keys(request, encoder, checkpoint_keys):
+    """The network's keys, and unchanged by the preparation for inference."""
+    state = request.getfixturevalue(encoder).state_dict()
     assert len(checkpoint_keys) == 574
     assert sorted(state) == sorted(checkpoint_keys)
     mismatched = {
@@ -121,19 +145,19 @@ def test_outputs_match(run, fixture):
         assert per_gaussian.max() <= TOLERANCE, name
 
 
-def test_autograd_path_matches(official, fixture, run):
-    """With autograd on, the encoder takes its batched, out-of-place code path: same result."""
+def test_autograd_path_matches(official, fixture, network_run):
+    """With autograd on (the network, as training runs it): same result."""
     inputs = fixture["inputs"]
     with torch.enable_grad():
         out = official(inputs["image"], inputs["extrinsics"], inputs["intrinsics"], inputs["near"], inputs["far"])
-    assert relative_max_error(out.depth_pdf.detach(), run.depth_pdf) <= 1e-5
-    assert relative_max_error(out.gaussians.means.detach(), run.gaussians.means) <= 1e-5
+    assert relative_max_error(out.depth_pdf.detach(), network_run.depth_pdf) <= 1e-5
+    assert relative_max_error(out.gaussians.means.detach(), network_run.gaussians.means) <= 1e-5
 
 
-def test_banded_inference_matches(official, fixture, run):
+def test_banded_inference_matches(prepared, fixture, inference_run):
     """Without intermediates, inference makes full-resolution features band by band."""
     inputs = fixture["inputs"]
     with torch.inference_mode():
-        out = official(inputs["image"], inputs["extrinsics"], inputs["intrinsics"], inputs["near"], inputs["far"])
+        out = prepared(inputs["image"], inputs["extrinsics"], inputs["intrinsics"], inputs["near"], inputs["far"])
     for name in ("means", "covariances", "harmonics", "opacities"):
-        assert relative_max_error(getattr(out.gaussians, name), getattr(run.gaussians, name)) <= 1e-5, name
+        assert relative_max_error(getattr(out.gaussians, name), getattr(inference_run.gaussians, name)) <= 1e-5, name

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelsplat_ns.encoder.spectral_conv import kernel_spectrum, spectral_conv2d
+from pixelsplat_ns.encoder.inference.spectral_conv import kernel_spectrum, spectral_conv2d
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ class Evaluate:
 
         try:
             load_evaluation_index(self.index)  # fail on a bad index before loading weights
-            encoder = load_encoder("tiny", self.encoder_checkpoint, device=self.device)
+            encoder = load_encoder("tiny", self.encoder_checkpoint, device=self.device, for_inference=True)
             name = str((self.encoder_checkpoint or BUNDLED_ENCODER).resolve())
             with bar:
                 results = run_evaluation(

@@ -7,6 +7,11 @@ out.gaussians, out.depth_pdf, out.depths, out.sampling, out.attention
 
 # one pixel's epipolar samples, attention, depth distribution and Gaussians
 trace = trace_pixel(encoder(..., return_attention=True), extrinsics, intrinsics, near, far, (h, w), view, row, col)
+
+The modules here define the network (what is computed; training and gradients run it as
+is). For fast inference, prepare a built encoder once its weights are final:
+``encoder.inference.prepare_for_inference(encoder)``, or
+``pixelsplat_ns.weights.load_encoder(..., for_inference=True)``.
 """
 
 from .config import (
@@ -21,17 +26,13 @@ from .config import (
     encoder_config,
 )
 from .encoder import EncoderOutput, PixelSplatEncoder
-from .epipolar.sampler import EpipolarSampler, EpipolarSampling
-from .trace import EpipolarTrace, PixelTrace, trace_pixel
+from .trace import PixelTrace, trace_pixel
 
 __all__ = [
     "BackboneConfig",
     "EncoderConfig",
     "EncoderOutput",
     "EpipolarConfig",
-    "EpipolarSampler",
-    "EpipolarSampling",
-    "EpipolarTrace",
     "GaussianAdapterConfig",
     "OpacityMappingConfig",
     "PixelSplatEncoder",

@@ -20,8 +20,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from ..gaussians import matrix_to_quaternion
+from ..geometry import pixel_footprint, world_rays
 from .config import GaussianAdapterConfig
-from .geometry import pixel_footprint, world_rays
 from .sh_rotation import rotate_sh
 
 

@@ -21,9 +21,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .config import BackboneConfig
-from .onednn_linear import Linear
-from .resnet import ResNet, batch_norm, instance_norm, pointwise_conv
-from .unused import UnusedWeights
+from .placeholders import UnusedWeights
+from .resnet import ResNet, batch_norm, instance_norm
 
 # --------------------------------------------------------------------------------------
 # DINO vision transformer (same parameter layout as facebookresearch/dino)
@@ -46,8 +45,8 @@ class VitAttention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
-        self.qkv = Linear(dim, 3 * dim)
-        self.proj = Linear(dim, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Float[Tensor, "n token dim"]) -> Float[Tensor, "n token dim"]:
         q, k, v = rearrange(self.qkv(x), "n t (three h d) -> three n h t d", three=3, h=self.heads)
@@ -58,9 +57,9 @@ class VitAttention(nn.Module):
 class VitMlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -126,28 +125,14 @@ class DinoVit(nn.Module):
 # Full-resolution feature sums (ResNet pyramid + ViT tokens)
 # --------------------------------------------------------------------------------------
 
-ROW_BAND = 32
-
-
-def _linear_taps(
-    out_size: int, in_size: int, start: int, stop: int, device: torch.device, dtype: torch.dtype
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Bilinear (align_corners=True) taps for output positions [start, stop): (lower index,
-    upper index, upper weight), as PyTorch's upsampling computes them."""
-    scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-    source = torch.arange(start, stop, device=device, dtype=dtype) * torch.tensor(scale, dtype=dtype)
-    lower = source.long().clamp(max=in_size - 1)
-    upper = (lower + 1).clamp(max=in_size - 1)
-    return lower, upper, source - lower
-
 
 class FullResolutionFeatures(nn.Module):
     """Features that are a sum of terms at full resolution, then (outside) ReLU + Linear.
 
     Terms: low-resolution maps (``levels``) upsampled bilinearly (align_corners=True), and
     ``patch_terms`` constant over patches. ``forward`` builds the whole [n, d_out, h, w]
-    map. ``forward_projected`` (inference) builds it per image in bands of rows and applies
-    ReLU and the projection to each band at once, so the wide map never exists in memory.
+    map. (At inference, ``encoder.inference.backbone`` builds it in bands of rows from the
+    same terms, projecting each band at once, so the wide map never exists in memory.)
     """
 
     d_out: int
@@ -171,59 +156,6 @@ class FullResolutionFeatures(nn.Module):
             p = h // term.shape[2]
             features = features + term.expand(-1, -1, -1, p, -1, p).reshape(n, self.d_out, h, w)
         return features
-
-    def forward_projected(
-        self, images: Float[Tensor, "n 3 h w"], projection: nn.Linear, keep_features: bool = False
-    ) -> tuple[Float[Tensor, "n d_feature h w"], Float[Tensor, "n d_out h w"] | None]:
-        """projection(ReLU(forward(images))) channels-first, computed band by band."""
-        n, _, h, w = images.shape
-        device = images.device
-        patch_terms = self.patch_terms(images)  # all images at once (a transformer batches well)
-        out = images.new_empty((n, projection.out_features, h, w))
-        kept = images.new_empty((n, self.d_out, h, w)) if keep_features else None
-        for i in range(n):
-            groups = self.levels(images[i : i + 1])
-            for top in range(0, h, ROW_BAND):
-                bottom = min(top + ROW_BAND, h)
-                band = self._upsampled_band(groups, (h, w), top, bottom, device)
-                for term in patch_terms:
-                    p = h // term.shape[2]
-                    patches = term[i, :, top // p : -(-bottom // p), 0, :, 0]  # c, patch rows, w/p
-                    patches = patches.repeat_interleave(p, dim=1)[:, top % p : top % p + bottom - top]
-                    band.view(self.d_out, bottom - top, w // p, p).add_(patches[..., None])
-                if kept is not None:
-                    kept[i, :, top:bottom] = band
-                band.relu_()
-                projected = torch.addmm(projection.bias[:, None], projection.weight, band.view(self.d_out, -1))
-                out[i, :, top:bottom] = projected.view(-1, bottom - top, w)
-                del band, projected
-            del groups
-        return out, kept
-
-    def _upsampled_band(
-        self, groups: list[list[tuple[Tensor, nn.Conv2d]]], size: tuple[int, int], top: int, bottom: int, device
-    ) -> Float[Tensor, "d_out rows w"]:
-        """Rows [top, bottom) of the sum of the upsampled, projected levels (one image)."""
-        h, w = size
-        band = None
-        for group in groups:
-            h_in, w_in = group[0][0].shape[-2:]
-            lower, upper, weight_y = _linear_taps(h, h_in, top, bottom, device, group[0][0].dtype)
-            first, last = int(lower[0]), int(upper[-1]) + 1
-            rows = None
-            for stage, conv in group:  # only the source rows this band reads
-                projected = pointwise_conv(stage[:, :, first:last], conv.weight, conv.bias)[0].contiguous()
-                rows = projected if rows is None else rows.add_(projected)
-            below, above = rows.index_select(1, lower - first), rows.index_select(1, upper - first)
-            vertical = torch.lerp(below, above, weight_y[None, :, None])
-            # Horizontally, the rows are plain full-width linear upsampling (the 1-D kernel
-            # gives the same values as the 2-D one, in half the time).
-            c, rows_out, _ = vertical.shape
-            upsampled = F.interpolate(
-                vertical.reshape(1, c * rows_out, w_in), w, mode="linear", align_corners=True
-            ).view(c, rows_out, w)
-            band = upsampled if band is None else band.add_(upsampled)
-        return band
 
 
 class ResnetBackbone(FullResolutionFeatures):
@@ -265,8 +197,8 @@ class DinoBackbone(FullResolutionFeatures):
         self.dino = DinoVit(patch, size)
         self.resnet_backbone = ResnetBackbone("resnet50", cfg.resnet_layers, cfg.d_out, dino=True, keep_unused=True)
         dim = self.dino.dim
-        self.global_token_mlp = nn.Sequential(Linear(dim, dim), nn.ReLU(), Linear(dim, cfg.d_out))
-        self.local_token_mlp = nn.Sequential(Linear(dim, dim), nn.ReLU(), Linear(dim, cfg.d_out))
+        self.global_token_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, cfg.d_out))
+        self.local_token_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, cfg.d_out))
         self.d_out = cfg.d_out
         self.patch_size = patch
 

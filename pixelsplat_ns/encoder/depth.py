@@ -16,9 +16,8 @@ from einops import rearrange
 from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
+from ..geometry import relative_disparity_to_depth
 from .config import OpacityMappingConfig
-from .geometry import relative_disparity_to_depth
-from .onednn_linear import Linear
 
 _EPS = torch.finfo(torch.float32).eps
 
@@ -66,7 +65,7 @@ class DepthPredictor(nn.Module):
         self.num_buckets = num_buckets
         self.num_surfaces = num_surfaces
         self.use_transmittance = use_transmittance
-        self.projection = nn.Sequential(nn.ReLU(), Linear(d_in, 2 * num_buckets * num_surfaces))
+        self.projection = nn.Sequential(nn.ReLU(), nn.Linear(d_in, 2 * num_buckets * num_surfaces))
 
     def distribution(
         self, features: Float[Tensor, "batch view ray channel"]

@@ -15,19 +15,17 @@ from einops import rearrange
 from jaxtyping import Float, Int64
 from torch import Tensor, nn
 
+from ..epipolar.sampler import EpipolarSampling
 from ..errors import PixelSplatInputError
 from ..gaussians import Gaussians
+from ..geometry import pixel_centers
 from .adapter import GaussianAdapter
 from .backbone import build_backbone
 from .config import EncoderConfig
 from .depth import DepthPredictor, map_pdf_to_opacity
-from .epipolar.sampler import EpipolarSampling
-from .epipolar.transformer import EpipolarTransformer
-from .geometry import pixel_centers
-from .memory import release_free_memory
-from .onednn_linear import Linear
+from .epipolar_transformer import EpipolarTransformer
+from .placeholders import UnusedWeights
 from .sh_rotation import wigner_blocks
-from .unused import UnusedWeights
 
 
 @dataclass
@@ -62,7 +60,7 @@ class PixelSplatEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = build_backbone(cfg.backbone)
-        self.backbone_projection = nn.Sequential(nn.ReLU(), Linear(self.backbone.d_out, cfg.d_feature))
+        self.backbone_projection = nn.Sequential(nn.ReLU(), nn.Linear(self.backbone.d_out, cfg.d_feature))
         if cfg.use_epipolar_transformer:
             self.epipolar_transformer = EpipolarTransformer(cfg.epipolar, cfg.d_feature, cfg.num_views)
         else:
@@ -72,7 +70,7 @@ class PixelSplatEncoder(nn.Module):
         )
         self.gaussian_adapter = GaussianAdapter(cfg.gaussian_adapter)
         self.to_gaussians = nn.Sequential(
-            nn.ReLU(), Linear(cfg.d_feature, cfg.num_surfaces * (2 + self.gaussian_adapter.d_in))
+            nn.ReLU(), nn.Linear(cfg.d_feature, cfg.num_surfaces * (2 + self.gaussian_adapter.d_in))
         )
         self.high_resolution_skip = nn.Sequential(nn.Conv2d(3, cfg.d_feature, 7, 1, 3), nn.ReLU())
 
@@ -151,20 +149,16 @@ class PixelSplatEncoder(nn.Module):
     def encode_features(
         self, images: Float[Tensor, "batch view 3 h w"], intermediates: dict[str, Tensor] | None = None
     ) -> Float[Tensor, "batch view channel h w"]:
-        """Backbone + projection to d_feature. Without autograd the wide backbone map is
-        built and projected a few channels at a time (much less memory)."""
-        b, v = images.shape[:2]
-        flat = rearrange(images, "b v c h w -> (b v) c h w")
-        if torch.is_grad_enabled():
-            raw = self.backbone(flat)
-            projected = _conv1x1(self.backbone_projection[0](raw), self.backbone_projection[1])
-        else:
-            projected, raw = self.backbone.forward_projected(
-                flat, self.backbone_projection[1], keep_features=intermediates is not None
-            )
+        """Backbone + ReLU + projection to d_feature; ``intermediates`` (when given)
+        receives ``backbone`` and ``backbone_projection``."""
+        b = images.shape[0]
+        raw = self.backbone(rearrange(images, "b v c h w -> (b v) c h w"))
+        projected = _conv1x1(self.backbone_projection[0](raw), self.backbone_projection[1])
+        features = rearrange(projected, "(b v) c h w -> b v c h w", b=b)
         if intermediates is not None:
-            intermediates["backbone"] = rearrange(raw, "(b v) c h w -> b v c h w", b=b, v=v)
-        return rearrange(projected, "(b v) c h w -> b v c h w", b=b, v=v)
+            intermediates["backbone"] = rearrange(raw, "(b v) c h w -> b v c h w", b=b)
+            intermediates["backbone_projection"] = rearrange(features, "b v c h w -> b v h w c")
+        return features
 
     def predict_pixels(
         self,
@@ -180,7 +174,8 @@ class PixelSplatEncoder(nn.Module):
     ) -> dict[str, Tensor]:
         """High-resolution skip, depth distribution and Gaussian parameters per pixel, in
         bands of ``band`` rows per view (full-resolution temporaries stay small; 64 rows are
-        four of the refinement conv's FFT tiles, ``SPECTRAL_TILE``). ``features``
+        four of the inference's FFT tiles of the refinement conv,
+        ``inference.epipolar_transformer.SPECTRAL_TILE``). ``features``
         is a tensor or a function (batch, view, top, bottom) -> [channel, bottom - top, w].
 
         Returns [batch, view, ray, ...] tensors: depth_pdf, depth_offset, depths,
@@ -258,40 +253,27 @@ class PixelSplatEncoder(nn.Module):
         top depth bucket per pixel (one Gaussian per pixel and surface); otherwise
         ``gaussians_per_pixel`` depths are drawn (torch's global RNG)."""
         self._validate(images, extrinsics, intrinsics, near, far)
-        b, v, _, _h, _w = images.shape
         intermediates: dict[str, Tensor] | None = {} if return_intermediates else None
-
         features = self.encode_features(images, intermediates)
-        if intermediates is not None:
-            intermediates["backbone_projection"] = rearrange(features, "b v c h w -> b v h w c")
-
         sampling, attention = None, None
         if self.epipolar_transformer is not None:
             transformer = self.epipolar_transformer
-            if not torch.is_grad_enabled():
-                release_free_memory()  # the backbone's temporaries (the process's peak follows)
-            low = transformer.downscale(rearrange(features, "b v c h w -> (b v) c h w"))
-            del features  # the full-resolution features are not needed any more
-            epipolar = transformer.attend(
-                rearrange(low, "(b v) c h w -> b v c h w", b=b), extrinsics, intrinsics, near, far,
-                deterministic=deterministic, return_attention=return_attention,
-            )  # fmt: skip
-            sampling, attention = epipolar.sampling, epipolar.attention
-            if not torch.is_grad_enabled():
-                release_free_memory()  # the backbone's and the transformer's temporaries
-            low = rearrange(epipolar.features, "b v c h w -> (b v) c h w")
-            if torch.is_grad_enabled() or intermediates is not None:
-                features = rearrange(transformer.upscale(low), "(b v) c h w -> b v c h w", b=b)
-                if intermediates is not None:
-                    intermediates["epipolar_transformer"] = features
-            else:  # inference: full-resolution rows are made band by band, as the heads need them
-
-                def features(batch: int, view: int, top: int, bottom: int) -> Tensor:
-                    r = transformer.cfg.downscale
-                    index = batch * v + view
-                    return transformer.upscale_rows(low[index : index + 1], top // r, bottom // r)[0]
-
+            epipolar = transformer(features, extrinsics, intrinsics, near, far, deterministic, return_attention)
+            features, sampling, attention = epipolar.features, epipolar.sampling, epipolar.attention
+            if intermediates is not None:
+                intermediates["epipolar_transformer"] = features
         heads = self.predict_pixels(features, images, extrinsics, intrinsics, near, far, deterministic, global_step)
+        return self.assemble_output(heads, sampling, attention, intermediates)
+
+    def assemble_output(
+        self,
+        heads: dict[str, Tensor],
+        sampling: EpipolarSampling | None,
+        attention: Tensor | None,
+        intermediates: dict[str, Tensor] | None,
+    ) -> EncoderOutput:
+        """The ``EncoderOutput`` of ``predict_pixels``' per-pixel results: Gaussians flattened
+        per batch element in (view, row, column, surface, sample) order."""
         if intermediates is not None:
             intermediates["depth_pdf"] = heads["depth_pdf"]
             intermediates["depth_offset"] = heads["depth_offset"]
@@ -304,8 +286,6 @@ class PixelSplatEncoder(nn.Module):
             scales=rearrange(heads["scales"], "b v r srf spp xyz -> b (v r srf spp) xyz"),
             rotations=rearrange(heads["world_rotations"], "b v r srf spp q -> b (v r srf spp) q"),
         )
-        if not torch.is_grad_enabled():
-            release_free_memory()  # the large temporaries of this pass, kept by the allocator
         return EncoderOutput(
             gaussians=gaussians,
             depth_pdf=heads["depth_pdf"],

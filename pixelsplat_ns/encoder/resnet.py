@@ -1,16 +1,14 @@
 """ResNets with torchvision's module layout (``conv1``, ``bn1``, ``layer1.0.conv1`` ...), so
 torchvision / DINO ResNet weights load by name, without importing torchvision.
 
-No classifier head, no max-pool use (the pixelSplat backbones never pool). In inference
-(eval mode, autograd off) batch norm is folded into the preceding convolution.
+No classifier head, no max-pool use (the pixelSplat backbones never pool). (For inference,
+``encoder.inference.resnet`` folds batch norm into the convolutions and runs channels-last.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
@@ -23,36 +21,6 @@ def batch_norm(channels: int) -> nn.Module:
 
 def instance_norm(channels: int) -> nn.Module:
     return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
-
-
-def pointwise_conv(x: Float[Tensor, "n c h w"], weight: Tensor, bias: Tensor | None, stride: int = 1) -> Tensor:
-    """A 1x1 convolution: oneDNN's convolution on channels-last maps (its native layout),
-    else one matrix product per image (PyTorch's CPU path for channels-first 1x1
-    convolutions copies its input first)."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return F.conv2d(x, weight.reshape(*weight.shape[:2], 1, 1), bias, stride)
-    if stride > 1:
-        x = x[:, :, ::stride, ::stride]
-    n, c, h, w = x.shape
-    weight = weight.reshape(weight.shape[0], c)
-    out = weight @ x.reshape(n, c, h * w)
-    if bias is not None:
-        out += bias[:, None]
-    return out.view(n, -1, h, w)
-
-
-def conv_norm(x: Tensor, conv: nn.Conv2d, norm: nn.Module) -> Tensor:
-    """norm(conv(x)); eval-mode batch norm is folded into the convolution when autograd is off."""
-    if isinstance(norm, nn.BatchNorm2d) and not norm.training and not torch.is_grad_enabled():
-        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-        weight = conv.weight * scale[:, None, None, None]
-        bias = norm.bias - norm.running_mean * scale
-        if conv.bias is not None:
-            bias = bias + conv.bias * scale
-        if conv.kernel_size == (1, 1) and conv.padding == (0, 0) and conv.groups == 1:
-            return pointwise_conv(x, weight, bias, conv.stride[0])
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    return norm(conv(x))
 
 
 def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
@@ -78,9 +46,9 @@ class BasicBlock(nn.Module):
             self.downsample = nn.Sequential(_conv1x1(c_in, width, stride), norm(width))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(conv_norm(x, self.conv1, self.bn1))
-        out = conv_norm(out, self.conv2, self.bn2)
-        identity = x if self.downsample is None else conv_norm(x, self.downsample[0], self.downsample[1])
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
 
 
@@ -103,10 +71,10 @@ class Bottleneck(nn.Module):
             self.downsample = nn.Sequential(_conv1x1(c_in, width * 4, stride), norm(width * 4))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(conv_norm(x, self.conv1, self.bn1))
-        out = self.relu(conv_norm(out, self.conv2, self.bn2))
-        out = conv_norm(out, self.conv3, self.bn3)
-        identity = x if self.downsample is None else conv_norm(x, self.downsample[0], self.downsample[1])
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
 
 
@@ -150,13 +118,10 @@ class ResNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def stem(self, images: Float[Tensor, "n 3 h w"]) -> Tensor:
-        return self.relu(conv_norm(images, self.conv1, self.bn1))
+        return self.relu(self.bn1(self.conv1(images)))
 
     def stages(self, images: Float[Tensor, "n 3 h w"], count: int) -> list[Tensor]:
-        """[stem output, stage 1 output, ..., stage ``count`` output]. At inference on the
-        CPU the maps are channels-last, oneDNN's native layout (about 25% faster)."""
-        if not torch.is_grad_enabled() and images.device.type == "cpu":
-            images = images.contiguous(memory_format=torch.channels_last)
+        """[stem output, stage 1 output, ..., stage ``count`` output]."""
         x = self.stem(images)
         outputs = [x]
         for index in range(1, count + 1):

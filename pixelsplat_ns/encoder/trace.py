@@ -3,8 +3,8 @@
 ``trace_pixel`` gathers, for a pixel of a context view, what the encoder did with it: its
 ray, the points sampled along its epipolar line in every other view (where they land in
 that image, the 3D point and depth each stands for, the cross-attention each transformer
-layer and head gave them), the depth distribution over buckets, and the Gaussian that came
-out. Everything is read from an :class:`EncoderOutput` computed with
+layer and head gave them: ``pixelsplat_ns.epipolar.trace``), the depth distribution over
+buckets, and the Gaussian that came out. Everything is read from an :class:`EncoderOutput` computed with
 ``return_attention=True``; nothing is recomputed.
 """
 
@@ -16,26 +16,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..epipolar.trace import EpipolarTrace, trace_ray
+from ..geometry import relative_disparity_to_depth, world_rays
 from .encoder import EncoderOutput
-from .geometry import relative_disparity_to_depth, world_rays
-
-
-@dataclass
-class EpipolarTrace:
-    """The samples of one ray on its epipolar line in one other view."""
-
-    other_view: int
-    valid: bool
-    """False when the ray's segment misses the other image (samples carry no features)."""
-    xy: Float[Tensor, "sample 2"]
-    """Normalised image coordinates of the samples in the other view."""
-    depths: Float[Tensor, " sample"]
-    """Distance along the ray each sample stands for (clipped to [near, far])."""
-    points: Float[Tensor, "sample 3"]
-    """World points at those depths on the transformer-resolution ray through this pixel's
-    cell (the ray the samples were taken for), in the encoder's OpenCV world."""
-    attention: Float[Tensor, "layer head sample"] | None
-    """Cross-attention weights of each layer and head over this view's samples."""
 
 
 @dataclass
@@ -94,23 +77,7 @@ def trace_pixel(
     if sampling is not None:
         hd, wd = sampling.shape
         low_pixel = (row * hd // h, col * wd // w)
-        low_ray = low_pixel[0] * wd + low_pixel[1]
-        low_origin, low_direction = sampling.origins[batch, view, low_ray], sampling.directions[batch, view, low_ray]
-        for k, other in enumerate(sampling.other_views[view].tolist()):
-            depths = sampling.depths[batch, view, k, low_ray] if sampling.depths is not None else None
-            attention = None
-            if output.attention is not None:
-                attention = output.attention[batch, view, :, :, low_ray, k]  # layer head sample
-            epipolar.append(
-                EpipolarTrace(
-                    other_view=other,
-                    valid=bool(sampling.valid[batch, view, k, low_ray]),
-                    xy=sampling.xy_sample[batch, view, k, low_ray],
-                    depths=depths,
-                    points=None if depths is None else low_origin + depths[:, None] * low_direction,
-                    attention=attention,
-                )
-            )
+        epipolar = trace_ray(sampling, output.attention, batch, view, low_pixel[0] * wd + low_pixel[1])
     return PixelTrace(
         view=view,
         pixel=(row, col),

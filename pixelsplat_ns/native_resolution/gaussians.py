@@ -30,8 +30,8 @@ from torch import Tensor
 
 from pixelsplat_ns.cameras import ContextViews
 from pixelsplat_ns.encoder import EncoderOutput
-from pixelsplat_ns.encoder.geometry import camera_directions, pixel_centers, pixel_footprint, transform
 from pixelsplat_ns.gaussians import Gaussians, build_covariance, matrix_to_quaternion
+from pixelsplat_ns.geometry import camera_directions, pixel_centers, pixel_footprint, transform
 from pixelsplat_ns.rendering.sh import SH_C0
 
 from .upsampling import joint_bilateral_upsample

@@ -196,7 +196,11 @@ class PixelSplatModel(SplatfactoModel):
         if self.context_provider is None:
             raise RuntimeError("PixelSplatModel has no context views: call set_context_provider() first")
         encoder = load_encoder(
-            self.config.encoder, self.config.encoder_checkpoint, seed=self.config.seed, untrained=self.config.untrained
+            self.config.encoder,
+            self.config.encoder_checkpoint,
+            seed=self.config.seed,
+            untrained=self.config.untrained,
+            for_inference=True,
         )
         encoder_side: list[int] = []
 

@@ -1,13 +1,12 @@
 """Epipolar sampling: for every ray of every view, points along its epipolar line in each
-other view, the features there, and the depth along the ray each point stands for."""
+other view and the depth along the ray each point stands for (the features there are read
+by ``attention.EpipolarKeys``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from jaxtyping import Bool, Float, Int64
 from torch import Tensor, nn
 
@@ -126,26 +125,3 @@ class EpipolarSampler(nn.Module):
         )
         bound = (slice(None), slice(None), None, None, None)
         return depths.maximum(near[bound]).minimum(far[bound])
-
-    @staticmethod
-    def sample_features(
-        features: Float[Tensor, "batch view channel height width"], sampling: EpipolarSampling
-    ) -> Float[Tensor, "batch view ray other_view sample channel"]:
-        """Bilinear samples (zero padding, align_corners=False) of the other views' features;
-        zero for rays that miss the other view."""
-        b, v, c, _, _ = features.shape
-        ov, r, s = sampling.xy_sample.shape[2:5]
-        out = features.new_empty((b, v, r, ov, s, c))
-        for view in range(v):
-            for k in range(ov):
-                grid = 2 * sampling.xy_sample[:, view, k] - 1  # b r s 2
-                sampled = F.grid_sample(
-                    features[:, int(sampling.other_views[view, k])],
-                    grid,
-                    mode="bilinear",
-                    padding_mode="zeros",
-                    align_corners=False,
-                )  # b c r s
-                mask = sampling.valid[:, view, k, None, :, None].to(sampled.dtype)
-                out[:, view, :, k] = rearrange(sampled * mask, "b c r s -> b r s c")
-        return out

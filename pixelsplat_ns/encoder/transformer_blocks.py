@@ -1,9 +1,8 @@
-"""Transformer parts: sinusoidal encodings, pre-norm attention blocks.
+"""Transformer building blocks: sinusoidal encodings, pre-norm self-attention blocks.
 
 Module and parameter names follow the official checkpoints (``layers.N.0.norm``,
-``layers.N.0.fn.to_qkv`` ...). Attention runs through ``F.scaled_dot_product_attention``;
-cross-attention of one query against a few keys (the epipolar case) is computed without
-ever forming the projected keys and values (see ``CrossAttention``).
+``layers.N.0.fn.to_qkv`` ...). Attention runs through ``F.scaled_dot_product_attention``.
+The cross-attention over epipolar samples is ``pixelsplat_ns.epipolar.attention``.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ import torch.nn.functional as F
 from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
-
-from .onednn_linear import Linear
 
 
 class PositionalEncoding(nn.Module):
@@ -54,7 +51,7 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), Linear(hidden_dim, dim), nn.Dropout(dropout)
+            nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, dim), nn.Dropout(dropout)
         )
 
     def forward(self, x: Float[Tensor, "*batch dim"]) -> Float[Tensor, "*batch dim"]:
@@ -64,7 +61,7 @@ class FeedForward(nn.Module):
 def _output_projection(inner: int, dim: int, heads: int, d_head: int, dropout: float) -> nn.Module:
     if heads == 1 and d_head == dim:
         return nn.Identity()
-    return nn.Sequential(Linear(inner, dim), nn.Dropout(dropout))
+    return nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
 
 
 class SelfAttention(nn.Module):
@@ -72,7 +69,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.dropout = dropout
-        self.to_qkv = Linear(dim, 3 * heads * d_head, bias=False)
+        self.to_qkv = nn.Linear(dim, 3 * heads * d_head, bias=False)
         self.to_out = _output_projection(heads * d_head, dim, heads, d_head, dropout)
 
     def forward(self, x: Float[Tensor, "batch token dim"]) -> Float[Tensor, "batch token dim"]:
@@ -80,39 +77,6 @@ class SelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
-
-
-class CrossAttention(nn.Module):
-    """One query token per item attending to a handful of key/value tokens.
-
-    softmax(q_h . (W_k,h z) / sqrt(d)) summed against (W_v,h z) equals
-    softmax((W_k,h^T q_h) . z / sqrt(d)) summed against z, then W_v,h: the keys and values
-    are never projected (they would be heads * d_head / dim times larger than z).
-    """
-
-    def __init__(self, dim: int, kv_dim: int, heads: int, d_head: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.heads = heads
-        self.d_head = d_head
-        self.to_q = Linear(dim, heads * d_head, bias=False)
-        self.to_kv = Linear(kv_dim, 2 * heads * d_head, bias=False)
-        self.to_out = _output_projection(heads * d_head, dim, heads, d_head, dropout)
-        self.attention_dropout = nn.Dropout(dropout)
-
-    def forward(
-        self,
-        x: Float[Tensor, "batch dim"],
-        z: Float[Tensor, "batch token kv_dim"],
-        return_attention: bool = False,
-    ) -> tuple[Float[Tensor, "batch dim"], Float[Tensor, "batch head token"] | None]:
-        w_k, w_v = rearrange(self.to_kv.weight, "(two h d) c -> two h d c", two=2, h=self.heads)
-        q = rearrange(self.to_q(x), "b (h d) -> b h d", h=self.heads)
-        q_in_z = torch.einsum("bhd,hdc->bhc", q, w_k) * self.d_head**-0.5
-        weights = torch.bmm(q_in_z, z.transpose(1, 2)).softmax(dim=-1)  # b h token
-        context = torch.bmm(self.attention_dropout(weights), z)  # b h c
-        out = torch.einsum("bhc,hdc->bhd", context, w_v)
-        out = self.to_out(rearrange(out, "b h d -> b (h d)"))
-        return out, (weights if return_attention else None)
 
 
 class Transformer(nn.Module):

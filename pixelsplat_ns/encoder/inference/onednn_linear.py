@@ -17,12 +17,10 @@ from torch import Tensor, nn
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
-    # Inference only: training keeps autograd's usual kernels.
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
-        and not torch.is_grad_enabled()
         and x.is_contiguous()
         and x.numel() > 0
     )
@@ -31,7 +29,7 @@ def _use_onednn(x: Tensor, weight: Tensor) -> bool:
 def linear(
     x: Float[Tensor, "*batch d_in"], weight: Float[Tensor, "d_out d_in"], bias: Float[Tensor, " d_out"] | None
 ) -> Float[Tensor, "*batch d_out"]:
-    """``F.linear(x, weight, bias)``, through oneDNN on the CPU at inference."""
+    """``F.linear(x, weight, bias)``, through oneDNN for contiguous float32 inputs on the CPU."""
     if not _use_onednn(x, weight):
         return F.linear(x, weight, bias)
     d_out, d_in = weight.shape
@@ -42,9 +40,8 @@ def linear(
     return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], d_out)
 
 
-class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and state-dict keys) whose inference runs through
-    :func:`linear`."""
+class OneDnnLinear(nn.Linear):
+    """``nn.Linear`` (same parameters and state-dict keys) computed by :func:`linear`."""
 
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.weight, self.bias)
