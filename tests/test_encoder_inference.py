@@ -16,6 +16,7 @@ about three times that and is still half the official-parity tolerance (1e-4,
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -154,6 +155,15 @@ def test_prepared_encoder_saves_the_network_checkpoint(tmp_path):
         assert_same_outputs(prepared(**scene), loaded(**scene))
 
 
+def test_a_prepared_encoder_pickles():
+    """(A pickled module keeps its hooks: the one preparation registers must be picklable.)"""
+    scene = make_scene(size=(32, 32))
+    prepared = prepare_for_inference(tiny_encoder())
+    copy = pickle.loads(pickle.dumps(prepared))
+    with torch.no_grad():
+        assert_same_outputs(copy(**scene), prepared(**scene))
+
+
 def test_weights_loaded_after_preparation_are_used():
     """The fused weights follow load_state_dict (they are derived again)."""
     scene = make_scene(size=(32, 32))
@@ -188,7 +198,7 @@ def test_fused_upscaling_matches_the_network(rows, cols):
         plain = EpipolarTransformer.upscale(transformer, x)
         fused = transformer.upscale(x)
     assert fused.shape == plain.shape == (2, x.shape[1], rows * 4, cols * 4)
-    assert relative_max_error(fused, plain) <= TOLERANCE
+    assert relative_max_error(fused, plain) < 1e-5  # one part: tighter than the whole encoder's TOLERANCE
 
 
 def test_more_views_and_no_transformer_prepare():

@@ -16,14 +16,13 @@ import torch
 
 from pixelsplat_ns.rendering import native, rasterize
 from pixelsplat_ns.rendering.cpu import rasterize_torch
+from tests.conftest import require_native
 
 
 @pytest.fixture
 def kernels():
-    kernels = native.load()
-    if kernels is None:
-        pytest.skip("C++ rasteriser not available")
-    return kernels
+    require_native()
+    return native.load()
 
 
 def test_every_kernel_layout_matches_the_library(kernels):

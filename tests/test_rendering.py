@@ -18,6 +18,7 @@ from pixelsplat_ns.rendering import native, rasterize
 from pixelsplat_ns.rendering.cpu import rasterize_torch
 from pixelsplat_ns.rendering.projection import project_gaussians
 from pixelsplat_ns.rendering.sh import eval_sh
+from tests.conftest import require_native
 
 # --------------------------------------------------------------------------------------
 # Brute-force reference
@@ -181,8 +182,8 @@ def camera(name, dtype=torch.float32):
 def render(request):
     """``rasterize`` restricted to one CPU implementation."""
     use_native = request.param == "native"
-    if use_native and not native.available():
-        pytest.skip("C++ kernels unavailable (no compiler)")
+    if use_native:
+        require_native()
 
     def fn(*args, **kwargs):
         kwargs.pop("backend", None)
@@ -254,7 +255,7 @@ def test_tiling_parameters_do_not_change_the_result():
         **scene, viewmats=viewmats, Ks=Ks, width=w, height=h, sh_degree=2, native=False
     )
     settings = [(16, 256, 1 << 22, False), (4, 8, 1 << 12, False), (2, 5, 1 << 10, False)]
-    if native.available():
+    if native.available():  # (CI requires them: see require_native)
         settings += [(16, 32, 0, True), (8, 32, 0, True)]
     for block, chunk, max_elements, use_native in settings:
         render, alpha, _ = rasterize_torch(
@@ -620,8 +621,8 @@ def test_memory_is_bounded_256px_131k_gaussians(use_native):
     import subprocess
     import sys
 
-    if use_native == "1" and not native.available():
-        pytest.skip("C++ kernels unavailable (no compiler)")
+    if use_native == "1":
+        require_native()
     bench = str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks")
     env = {**os.environ, "PIXELSPLAT_NS_NATIVE": use_native}
     # one thread for the many-op PyTorch path: robust to a busy machine, same memory
@@ -638,8 +639,7 @@ def test_compiled_kernels_equal_the_pytorch_rasteriser_on_a_pixelsplat_scene():
     import sys
     from pathlib import Path
 
-    if not native.available():
-        pytest.skip("C++ kernels unavailable (no compiler)")
+    require_native()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from rasterize import make_scene
 

@@ -1,12 +1,12 @@
-"""The pixelSplat encoder (CVPR 2024): posed context images -> 3D Gaussians in one pass.
+"""The pixelSplat encoder (CVPR 2024): posed context images -> 3D Gaussians in one pass::
 
-from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
-encoder = PixelSplatEncoder(encoder_config("tiny"))      # or "official"
-out = encoder(images, extrinsics, intrinsics, near, far, deterministic=True)
-out.gaussians, out.depth_pdf, out.depths, out.sampling, out.attention
+    from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
+    encoder = PixelSplatEncoder(encoder_config("tiny"))      # or "official"
+    out = encoder(images, extrinsics, intrinsics, near, far, deterministic=True)
+    out.gaussians, out.depth_pdf, out.depths, out.sampling, out.attention
 
-# one pixel's epipolar samples, attention, depth distribution and Gaussians
-trace = trace_pixel(encoder(..., return_attention=True), extrinsics, intrinsics, near, far, (h, w), view, row, col)
+    # one pixel's epipolar samples, attention, depth distribution and Gaussians
+    trace = trace_pixel(encoder(..., return_attention=True), extrinsics, intrinsics, near, far, (h, w), view, row, col)
 
 The modules here define the network (what is computed; training and gradients run it as
 is). For fast inference, prepare a built encoder once its weights are final:

@@ -53,8 +53,13 @@ def prepare_for_inference(encoder: PixelSplatEncoder) -> InferenceEncoder:
             module.__class__ = inference_class
         if isinstance(module, InferenceEpipolarTransformer):
             module.derive_weights()
-            module.register_load_state_dict_post_hook(lambda transformer, _: transformer.derive_weights())
+            module.register_load_state_dict_post_hook(_derive_weights_again)
     return encoder.eval()
+
+
+def _derive_weights_again(transformer: InferenceEpipolarTransformer, _incompatible_keys: object) -> None:
+    # A module-level hook (not a lambda), so that a prepared encoder still pickles.
+    transformer.derive_weights()
 
 
 def is_prepared(module: nn.Module) -> bool:
