@@ -332,3 +332,104 @@ def opencv_to_chunk_cameras(
     rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] = k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]
     rows[:, 6:] = w2c[:, :3].reshape(n, 12)
     return rows.to(torch.float32)
+
+
+# ----------------------------------------------------------------------------- Du et al.
+# The wide-baseline renderer (pixelsplat_ns.widebaseline) takes square images, OpenCV
+# camera-to-world matrices and intrinsics in pixels of the square image with pixel centres
+# at INTEGER coordinates (the official code's convention: a pixel index is its centre).
+
+
+@dataclass
+class WideBaselineViews:
+    """Context views ready for the wide-baseline network, in its official conventions.
+
+    ``scene_scale`` maps the caller's world units to the network's (translations are
+    multiplied by it); ``rays_to_network_frame`` and ``to_caller_frame`` go there and back.
+    """
+
+    images: Float[Tensor, "batch view 3 size size"]  # RGB in [0, 1]
+    c2w: Float[Tensor, "batch view 4 4"]  # OpenCV camera-to-world, translations scaled
+    intrinsics: Float[Tensor, "batch view 3 3"]  # pixels of the square image, centres at integers
+    scene_scale: Float[Tensor, " batch"]
+
+
+def square_crop_views(
+    images: Float[Tensor, "batch view 3 h w"],
+    c2w_opencv: Float[Tensor, "batch view 4 4"],
+    k_pixels: Float[Tensor, "batch view 3 3"],
+    size: int,
+    baseline: float | None = 1.0,
+) -> WideBaselineViews:
+    """Centre-crop to the largest square (integer offset), resize to ``size`` (antialiased) and
+    move the intrinsics (pixel centres at +0.5 on input) to the official integer-centre
+    convention: ``f' = f s``, ``c' = (c - offset) s - 0.5``. With ``baseline``, translations are
+    scaled so that the widest context baseline of each example is that long (the official
+    loaders keep dataset units: ``None``)."""
+    h, w = images.shape[-2:]
+    side = min(h, w)
+    row, col = (h - side) // 2, (w - side) // 2
+    square = images[..., row : row + side, col : col + side]
+    flat = square.flatten(0, 1)
+    if side != size:
+        flat = F.interpolate(flat, (size, size), mode="bilinear", align_corners=False, antialias=side > size)
+    scale = size / side
+    k = k_pixels.to(torch.float32).clone()
+    k[..., 0, 0] *= scale
+    k[..., 1, 1] *= scale
+    k[..., 0, 1] *= scale
+    k[..., 0, 2] = (k[..., 0, 2] - col) * scale - 0.5
+    k[..., 1, 2] = (k[..., 1, 2] - row) * scale - 0.5
+    c2w = homogenize_pose(c2w_opencv.to(torch.float32)).clone()
+    origins = c2w[..., :3, 3]
+    if baseline is None:
+        scene_scale = torch.ones(c2w.shape[0], dtype=c2w.dtype, device=c2w.device)
+    else:
+        widest = (origins[:, :, None] - origins[:, None]).norm(dim=-1).flatten(1).amax(dim=1)
+        scene_scale = baseline / widest.clamp(min=1e-12)
+    c2w[..., :3, 3] = origins * scene_scale[:, None, None]
+    return WideBaselineViews(flat.reshape(*images.shape[:2], 3, size, size).clamp(0, 1), c2w, k, scene_scale)
+
+
+def widebaseline_context(
+    images: Float[Tensor, "view h w 3"],
+    c2w_opengl: Float[Tensor, "view 3|4 4"],
+    k_pixels: Float[Tensor, "view 3 3"],
+    size: int,
+    baseline: float | None = 1.0,
+    names: list[str] | None = None,
+) -> WideBaselineViews:
+    """nerfstudio context views (images [0,1] HWC, OpenGL c2w, pixel K with +0.5 centres) ->
+    the wide-baseline network's input (a batch of one)."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise PixelSplatInputError(f"context images must be [view, h, w, 3] RGB, got {tuple(images.shape)}")
+    c2w = homogenize_pose(c2w_opengl.to(torch.float32))
+    validate_context_cameras(c2w, names)
+    if not torch.isfinite(images).all():
+        raise PixelSplatInputError("context images contain NaN or inf values")
+    return square_crop_views(
+        images.permute(0, 3, 1, 2)[None].to(torch.float32),
+        opengl_to_opencv_c2w(c2w)[None],
+        k_pixels[None],
+        size,
+        baseline,
+    )
+
+
+def widebaseline_examples(
+    images: Float[Tensor, "batch view 3 h w"],
+    c2w_opencv: Float[Tensor, "batch view 4 4"],
+    k_normalized: Float[Tensor, "batch view 3 3"],
+    size: int,
+    baseline: float | None = 1.0,
+) -> WideBaselineViews:
+    """Training examples in pixelSplat's conventions (OpenCV c2w, normalised K) -> the
+    wide-baseline network's input."""
+    h, w = images.shape[-2:]
+    return square_crop_views(images, c2w_opencv, denormalize_intrinsics(k_normalized, w, h), size, baseline)
+
+
+def rays_to_network_frame(origins: Float[Tensor, "*batch 3"], scene_scale: float | Tensor) -> Float[Tensor, "*batch 3"]:
+    """World ray origins of the caller -> the scaled world of ``WideBaselineViews`` (a rigid
+    frame up to scale: unit directions are unchanged)."""
+    return origins * scene_scale

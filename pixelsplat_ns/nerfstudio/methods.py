@@ -21,6 +21,11 @@ from pixelsplat_ns.nerfstudio.schedulers import (
     PlainFloatExponentialDecaySchedulerConfig,
 )
 from pixelsplat_ns.nerfstudio.trainer import PixelSplatTrainerConfig
+from pixelsplat_ns.nerfstudio.wide_baseline import WideBaselineModelConfig, WideBaselinePipelineConfig
+from pixelsplat_ns.nerfstudio.wide_baseline_pretrain import (
+    WideBaselinePretrainModelConfig,
+    WideBaselinePretrainPipelineConfig,
+)
 
 
 def _adam(lr: float) -> AdamOptimizerConfig:
@@ -107,4 +112,72 @@ def pixelsplat_pretrain_config() -> PixelSplatTrainerConfig:
 pixelsplat_pretrain_method = MethodSpecification(
     config=pixelsplat_pretrain_config(),
     description="pixelSplat encoder training on many scenes (RE10K/ACID chunks or nerfstudio scene folders).",
+)
+
+
+def wide_baseline_trainer_config() -> PixelSplatTrainerConfig:
+    """Feed-forward by default (0 iterations): renders any camera from the two context views;
+    --max-num-iterations N fine-tunes the network on random rays of the training images."""
+    return PixelSplatTrainerConfig(
+        method_name="wide-baseline",
+        steps_per_eval_image=100,
+        steps_per_eval_batch=0,
+        steps_per_save=2000,
+        steps_per_eval_all_images=1000000,
+        max_num_iterations=0,
+        mixed_precision=False,
+        machine=_default_machine(),
+        pipeline=WideBaselinePipelineConfig(
+            datamanager=PixelSplatDataManagerConfig(dataparser=NerfstudioDataParserConfig(), cache_images_type="uint8"),
+            model=WideBaselineModelConfig(),
+        ),
+        optimizers={
+            "network": {
+                "optimizer": AdamOptimizerConfig(lr=1e-5, max_norm=1.0),
+                "scheduler": None,
+            }
+        },
+        viewer=ViewerConfig(num_rays_per_chunk=1024),
+        vis="viewer",
+    )
+
+
+wide_baseline_method = MethodSpecification(
+    config=wide_baseline_trainer_config(),
+    description="Du et al. (CVPR 2023): novel views from two posed images by cross-attention over epipolar "
+    "samples, with pseudo-depth; official checkpoints load; renders on CPU.",
+)
+
+
+def wide_baseline_pretrain_config() -> PixelSplatTrainerConfig:
+    """Network training across scenes, on the pretraining data of pixelsplat-pretrain: Adam at
+    1e-4 with warm-up then cosine decay, gradients clipped at 1, MSE on random target rays."""
+    return PixelSplatTrainerConfig(
+        method_name="wide-baseline-pretrain",
+        steps_per_eval_image=500,
+        steps_per_eval_batch=500,
+        steps_per_save=2000,
+        steps_per_eval_all_images=5000,
+        max_num_iterations=300000,
+        mixed_precision=False,
+        machine=_default_machine(),
+        pipeline=WideBaselinePretrainPipelineConfig(
+            datamanager=PretrainDataManagerConfig(),
+            model=WideBaselinePretrainModelConfig(),
+        ),
+        optimizers={
+            "network": {
+                "optimizer": AdamOptimizerConfig(lr=1e-4, max_norm=1.0),
+                "scheduler": PlainFloatCosineDecaySchedulerConfig(
+                    warm_up_end=500, learning_rate_alpha=0.01, max_steps=300000
+                ),
+            }
+        },
+        vis="tensorboard",
+    )
+
+
+wide_baseline_pretrain_method = MethodSpecification(
+    config=wide_baseline_pretrain_config(),
+    description="Du et al.'s wide-baseline renderer trained on many scenes (RE10K/ACID chunks or nerfstudio scene folders).",
 )

@@ -196,6 +196,11 @@ class PretrainModel(Model):
         self.rank = 0  # set by the pipeline under DDP
         self.checkpoint_dir: Path | None = None  # set from the trainer: <run>/encoders
 
+    def record_examples(self, examples: ExampleConfig) -> None:
+        """Recorded in the encoder checkpoints: inference feeds images the way training did."""
+        self.encoder.cfg.near_disparity = examples.near_disparity
+        self.encoder.cfg.train_image_shape = tuple(examples.image_shape)
+
     def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"encoder": list(self.encoder.parameters())}
 
@@ -334,10 +339,7 @@ class PretrainPipeline(VanillaPipeline):
         )
         self.model.to(device)
         self.model.rank = self.datamanager.rank  # global: seeds differ on every machine's processes
-        # Recorded in the encoder checkpoints: inference feeds images the way training did.
-        examples = config.datamanager.examples
-        self.model.encoder.cfg.near_disparity = examples.near_disparity
-        self.model.encoder.cfg.train_image_shape = tuple(examples.image_shape)
+        self.model.record_examples(config.datamanager.examples)
         if world_size > 1:
             self._model = torch.nn.parallel.DistributedDataParallel(
                 self._model,

@@ -180,7 +180,7 @@ def viewer_pose(c2w_opengl: Float[Tensor, "3 4"]) -> tuple[np.ndarray, np.ndarra
     return c2w[:3, 3].numpy(), vtf.SO3.from_matrix(c2w[:3, :3].numpy()).wxyz
 
 
-def _start_at_camera_control(first_camera: Callable[[], tuple[Tensor, float] | None]):
+def start_at_camera_control(first_camera: Callable[[], tuple[Tensor, float] | None]):
     """A ViewerControl that puts every newly connected browser at ``first_camera()`` (OpenGL
     camera-to-world, vertical fov in radians): the viewer opens looking through the first
     context view instead of nerfstudio's default pose beside the scene."""
@@ -222,7 +222,7 @@ class Walkthrough(nn.Module):
         self._run_encoder = run_encoder
         self._run: ContextRun | None = None
         self._first_camera: Callable[[], tuple[Tensor, float] | None] = lambda: None
-        self.control = _start_at_camera_control(lambda: self._first_camera())
+        self.control = start_at_camera_control(lambda: self._first_camera())
         self.show_cameras = ViewerCheckbox(
             "Context cameras", False, cb_hook=lambda element: self.draw_cameras(element.value),
             hint="Show the context views as the encoder saw them",

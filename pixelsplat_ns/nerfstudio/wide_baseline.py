@@ -1,0 +1,298 @@
+"""``ns-train wide-baseline``: Du et al.'s cross-attention renderer as a nerfstudio model.
+
+No explicit scene: the network encodes the two context views once, then renders any ray by
+cross-attending over its epipolar samples (``pixelsplat_ns.widebaseline``). The model is a
+ray-based nerfstudio ``Model``, so ``ns-render``, ``ns-eval`` and ``ns-viewer`` render it through
+nerfstudio's own chunking (``eval_num_rays_per_chunk`` rays at a time: bounded memory) and the
+viewer lowers its resolution while the camera moves. The context views are saved with the run,
+so a reloaded run renders without its dataset. Fine-tuning (``--max-num-iterations N``)
+optimises the whole network on random rays of the training images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.scene_box import OrientedBox
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from pytorch_msssim import SSIM
+from torch import Tensor
+from torch.cuda.amp.grad_scaler import GradScaler
+
+from pixelsplat_ns.cameras import WideBaselineViews, rays_to_network_frame, widebaseline_context
+from pixelsplat_ns.errors import PixelSplatInputError
+from pixelsplat_ns.metrics import build_lpips, psnr
+from pixelsplat_ns.nerfstudio import atomic_export
+from pixelsplat_ns.nerfstudio.context import ContextImages
+from pixelsplat_ns.nerfstudio.datamanager import PixelSplatDataManagerConfig
+from pixelsplat_ns.nerfstudio.walkthrough import start_at_camera_control
+
+_CONTEXT_BUFFERS = ("context_images", "context_c2w", "context_intrinsics", "context_scale")
+
+
+@dataclass
+class WideBaselineModelConfig(ModelConfig):
+    """Du et al. (CVPR 2023): novel views rendered by cross-attention over epipolar samples of two
+    context views, with a pseudo-depth read from the attention."""
+
+    _target: type = field(default_factory=lambda: WideBaselineModel)
+    architecture: Literal["small", "official"] = "small"
+    """Network architecture when no checkpoint is given (a checkpoint carries its own)."""
+    checkpoint: Path | None = None
+    """Network weights: an official checkpoint of Du et al. (model_current.pth, {'model': state_dict}) or one
+    saved by wide-baseline-pretrain. Default: the bundled small model for --pipeline.model.architecture small."""
+    untrained: bool = False
+    """Ignore the bundled weights and run the network with seeded random weights (ablations, tests)."""
+    seed: int = 0
+    """Seed for untrained weights and for the rays drawn when fine-tuning."""
+    context_baseline: float | None = 1.0
+    """The world is scaled so that the context cameras are this far apart before the network sees it (its
+    tanh encodings and pose embedding see raw distances); None keeps the dataset's units, as the official loaders do."""
+    train_rays_per_step: int = 512
+    """Fine-tuning: random rays of one training image per step."""
+    eval_num_rays_per_chunk: int = 1024
+    """Rays rendered at a time by ns-render, ns-eval and the viewer (memory grows with it)."""
+
+
+class WideBaselineModel(Model):
+    """The network, its two context views (saved with the run) and their cached features."""
+
+    config: WideBaselineModelConfig
+
+    def populate_modules(self) -> None:
+        from pixelsplat_ns.widebaseline.weights import load_network
+
+        self.network = load_network(
+            self.config.architecture, self.config.checkpoint, seed=self.config.seed, untrained=self.config.untrained
+        )
+        size = self.network.config.image_size
+        # Persisted, so that a reloaded run (ns-viewer, ns-render, ns-eval) renders without its dataset.
+        self.register_buffer("context_images", torch.empty(0, 3, size, size))
+        self.register_buffer("context_c2w", torch.empty(0, 4, 4))
+        self.register_buffer("context_intrinsics", torch.empty(0, 3, 3))
+        self.register_buffer("context_scale", torch.ones(()))
+        self.context_names: list[str] = []
+        self.context_train_indices: list[int] = []
+        self.context_provider: Callable[[], ContextImages] | None = None
+        self._features: list[Tensor] | None = None
+        self.step = 0
+        self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
+        self.lpips = build_lpips()
+        self._first_camera: Callable[[], tuple[Tensor, float] | None] = lambda: None
+        self.viewer_control = start_at_camera_control(lambda: self._first_camera())
+
+    # ------------------------------------------------------------------ context
+    def set_context_provider(self, provider: Callable[[], ContextImages]) -> None:
+        """Where the context views come from (``PixelSplatDataManager.context_views``)."""
+        self.context_provider = provider
+
+    def set_first_camera(self, source: Callable[[], tuple[Tensor, float] | None]) -> None:
+        """Where the viewer opens (OpenGL camera-to-world [3, 4], vertical fov in radians)."""
+        self._first_camera = source
+
+    @torch.no_grad()
+    def load_context(self) -> WideBaselineViews:
+        """Read the context views from the provider into the saved buffers."""
+        if self.context_provider is None:
+            raise RuntimeError("WideBaselineModel has no context views: call set_context_provider() first")
+        context = self.context_provider()
+        views = widebaseline_context(
+            context.images,
+            context.c2w,
+            context.intrinsics,
+            self.network.config.image_size,
+            self.config.context_baseline,
+            names=context.names,
+        )
+        self.context_images = views.images[0].to(self.device)
+        self.context_c2w = views.c2w[0].to(self.device)
+        self.context_intrinsics = views.intrinsics[0].to(self.device)
+        self.context_scale = views.scene_scale[0].to(self.device)
+        self.context_names = list(context.names)
+        self._features = None
+        size = self.network.config.image_size
+        CONSOLE.print(
+            f"wide-baseline: context views {', '.join(context.names)}, centre-cropped and resized to {size}x{size}"
+        )
+        return views
+
+    def context_views(self) -> WideBaselineViews:
+        """The saved context views (loaded from the provider on first use)."""
+        if self.context_images.shape[0] == 0:
+            self.load_context()
+        return WideBaselineViews(
+            self.context_images[None], self.context_c2w[None], self.context_intrinsics[None], self.context_scale[None]
+        )
+
+    def features(self) -> list[Tensor]:
+        """The context views' feature maps: cached while the network is not being trained."""
+        views = self.context_views()
+        if self.training and torch.is_grad_enabled():
+            return self.network.encode(views.images, views.c2w)
+        if self._features is None:
+            with torch.no_grad():
+                self._features = self.network.encode(views.images, views.c2w)
+        return self._features
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
+        # The context buffers start empty: take the saved shapes before loading into them.
+        for name in _CONTEXT_BUFFERS:
+            key = next((k for k in state_dict if k == name or k.endswith("." + name)), None)
+            if key is not None:
+                setattr(self, name, torch.empty_like(state_dict[key], device=self.device))
+        self._features = None
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+
+    def train(self, mode: bool = True) -> WideBaselineModel:
+        self._features = None  # the weights may change while training
+        return super().train(mode)
+
+    # ------------------------------------------------------------------ rendering
+    def render_rays(self, origins: Tensor, directions: Tensor):
+        """Render world rays (nerfstudio's frame) of any leading shape ``[..., 3]``: the network's
+        ``WideBaselineRays`` with one batch entry and the rays flattened (depths in the network's
+        scaled world: divide by ``context_scale``)."""
+        views = self.context_views()
+        shape = origins.shape[:-1]
+        o = rays_to_network_frame(origins.reshape(1, -1, 3).to(self.device), views.scene_scale[:, None, None])
+        d = F.normalize(directions.reshape(1, -1, 3).to(self.device), dim=-1)
+        out = self.network.render(self.features(), views.c2w, views.intrinsics, o, d)
+        out.shape = shape  # type: ignore[attr-defined]
+        return out
+
+    def get_outputs(self, ray_bundle: RayBundle | Cameras) -> dict[str, Tensor]:  # type: ignore[override]
+        """``rgb`` in [0, 1], ``depth`` (pseudo-depth from the attention, along the ray, in the
+        dataset's units), ``entropy`` of the attention and ``valid`` (the ray meets a context
+        image). Given a training camera (fine-tuning), renders ``train_rays_per_step`` random pixels
+        of it and returns their indices in ``pixels``."""
+        pixels = None
+        if isinstance(ray_bundle, Cameras):
+            ray_bundle, pixels = self._random_pixel_rays(ray_bundle)
+        out = self.render_rays(ray_bundle.origins, ray_bundle.directions)
+        shape = ray_bundle.origins.shape[:-1]
+        rgb = (out.rgb[0] + 1) / 2
+        outputs = {
+            "rgb": (rgb if self.training else rgb.clamp(0, 1)).reshape(*shape, 3),
+            "depth": (out.depth[0] / self.context_scale).reshape(*shape, 1),
+            "entropy": out.entropy[0].reshape(*shape, 1),
+            "valid": out.valid[0].to(rgb.dtype).reshape(*shape, 1),
+        }
+        if pixels is not None:
+            outputs["pixels"] = pixels
+        return outputs
+
+    def _random_pixel_rays(self, camera: Cameras) -> tuple[RayBundle, Tensor]:
+        """Rays through ``train_rays_per_step`` random pixels of one camera (pixel centres)."""
+        if camera.shape[0] != 1:
+            raise ValueError("fine-tuning renders one camera at a time")
+        h, w = int(camera.height.item()), int(camera.width.item())
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step)
+        count = min(self.config.train_rays_per_step, h * w)
+        pixels = torch.randperm(h * w, generator=generator)[:count]
+        coords = torch.stack((pixels // w, pixels % w), dim=-1).to(torch.float32) + 0.5  # (row, col) centres
+        bundle = camera.to(self.device).generate_rays(camera_indices=0, coords=coords.to(self.device))
+        return bundle, pixels
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box: OrientedBox | None = None) -> dict[str, Tensor]:
+        return self.get_outputs_for_camera_ray_bundle(
+            camera.generate_rays(camera_indices=0, keep_shape=True, obb_box=obb_box)
+        )
+
+    # ------------------------------------------------------------------ training
+    def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        return {"network": list(self.network.parameters())}
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> list[TrainingCallback]:
+        def set_step(step: int) -> None:
+            self.step = step
+
+        return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], set_step)]
+
+    def _target(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
+        image = batch["image"].to(self.device)
+        image = image[..., :3].float() / 255 if image.dtype == torch.uint8 else image[..., :3]
+        if "pixels" in outputs:
+            return image.reshape(-1, 3)[outputs["pixels"].to(self.device)]
+        return image
+
+    def get_metrics_dict(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"psnr": psnr(outputs["rgb"].detach().clamp(0, 1), self._target(outputs, batch))}
+
+    def get_loss_dict(
+        self, outputs: dict[str, Tensor], batch: dict[str, Tensor], metrics_dict: dict | None = None
+    ) -> dict[str, Tensor]:
+        return {"mse": F.mse_loss(outputs["rgb"], self._target(outputs, batch))}
+
+    def get_image_metrics_and_images(
+        self, outputs: dict[str, Tensor], batch: dict[str, Tensor]
+    ) -> tuple[dict[str, float], dict[str, Tensor]]:
+        truth, prediction = self._target(outputs, batch), outputs["rgb"]
+        t, p = truth.permute(2, 0, 1)[None], prediction.permute(2, 0, 1)[None]
+        metrics = {"psnr": float(psnr(p, t)), "ssim": float(self.ssim(t, p))}
+        if self.lpips is not None:
+            metrics["lpips"] = float(self.lpips(p, t))
+        depth = outputs["depth"]
+        near, far = depth.quantile(0.02), depth.quantile(0.98)
+        depth_image = ((depth - near) / (far - near).clamp(min=1e-6)).clamp(0, 1).expand(-1, -1, 3)
+        return metrics, {"img": torch.cat([truth, prediction], dim=1), "depth": depth_image}
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class WideBaselinePipelineConfig(VanillaPipelineConfig):
+    _target: type = field(default_factory=lambda: WideBaselinePipeline)
+    datamanager: PixelSplatDataManagerConfig = field(default_factory=PixelSplatDataManagerConfig)
+    model: WideBaselineModelConfig = field(default_factory=WideBaselineModelConfig)
+
+
+class WideBaselinePipeline(VanillaPipeline):
+    """VanillaPipeline + context views: read from the dataset when training, restored from the
+    checkpoint otherwise."""
+
+    def __init__(
+        self,
+        config: WideBaselinePipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: GradScaler | None = None,
+    ):
+        atomic_export.install()
+        try:
+            super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+            self.model.set_context_provider(self.datamanager.context_views)
+            self.model.set_first_camera(self.first_context_camera)
+            if test_mode == "val":
+                self.model.context_train_indices = self.datamanager.context_indices()
+                self.model.load_context()
+        except (PixelSplatInputError, FileNotFoundError) as error:  # bad input: one clear message
+            CONSOLE.print(f"[bold red]wide-baseline: error: {error}")
+            raise SystemExit(2) from None
+
+    def first_context_camera(self) -> tuple[Tensor, float] | None:
+        """The first context view's camera (OpenGL camera-to-world, vertical fov in radians)."""
+        names = self.model.context_names
+        filenames = [path.name for path in self.datamanager.train_dataset.image_filenames]
+        try:
+            index = filenames.index(names[0]) if names else self.datamanager.context_indices()[0]
+        except (ValueError, PixelSplatInputError):
+            return None
+        camera = self.datamanager.train_dataset.cameras[index]
+        return camera.camera_to_worlds.detach().cpu(), 2 * math.atan(0.5 * float(camera.height) / float(camera.fy))
