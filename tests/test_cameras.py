@@ -116,3 +116,52 @@ def test_opencv_keypoints_move_to_pixel_centres_at_half():
     # OpenCV's first pixel centre is (0, 0); nerfstudio's and this project's is (0.5, 0.5).
     points = torch.tensor([[0.0, 0.0], [9.0, 4.0]])
     assert torch.equal(opencv_keypoints_to_pixels(points), torch.tensor([[0.5, 0.5], [9.5, 4.5]]))
+
+
+def test_widebaseline_views_project_points_to_the_same_image_content():
+    """A world point seen by a nerfstudio camera (OpenGL, +0.5 pixel centres) lands, after the
+    square crop and resize, where the official convention (OpenCV, integer centres) puts it."""
+    from pixelsplat_ns.cameras import opengl_to_opencv_c2w, widebaseline_context
+
+    h, w, size = 60, 100, 32
+    k = torch.tensor([[80.0, 0, 52.0], [0, 80.0, 29.0], [0, 0, 1]])
+    c2w_gl = torch.eye(4)[:3].repeat(2, 1, 1)
+    c2w_gl[1, 0, 3] = 2.0  # 2 units apart
+    images = torch.rand(2, h, w, 3)
+    views = widebaseline_context(images, c2w_gl, k.repeat(2, 1, 1), size, baseline=1.0)
+    assert views.images.shape == (1, 2, 3, size, size)
+    assert math.isclose(float(views.scene_scale[0]), 0.5)
+    assert torch.allclose(views.c2w[0, 1, :3, 3], torch.tensor([1.0, 0, 0]))
+
+    point = torch.tensor([0.3, -0.2, -4.0])  # in front of the OpenGL camera 0 (looks along -z)
+    cv = torch.linalg.inv(opengl_to_opencv_c2w(c2w_gl[0]))
+    local = cv[:3, :3] @ point + cv[:3, 3]
+    u, v = (k @ local / local[2])[:2]  # continuous pixel coordinates, centres at +0.5
+    side, col = 60, 20  # the centred square crop of the 100x60 image
+    expected = torch.stack(((u - col) * size / side - 0.5, v * size / side - 0.5))
+    scaled = point * views.scene_scale[0]
+    local = torch.linalg.inv(views.c2w[0, 0]) @ torch.cat((scaled, torch.ones(1)))
+    projected = (views.intrinsics[0, 0] @ local[:3] / local[2])[:2]
+    assert torch.allclose(projected, expected, atol=1e-4)
+
+
+def test_widebaseline_examples_match_the_context_conversion():
+    """Training examples (OpenCV, normalised K) and nerfstudio views (OpenGL, pixel K) of the same
+    cameras give the same network input."""
+    from pixelsplat_ns.cameras import (
+        normalize_intrinsics,
+        opengl_to_opencv_c2w,
+        widebaseline_context,
+        widebaseline_examples,
+    )
+
+    images = torch.rand(2, 48, 64, 3)
+    k = torch.tensor([[50.0, 0, 33.0], [0, 50.0, 23.0], [0, 0, 1]]).repeat(2, 1, 1)
+    c2w = torch.eye(4).repeat(2, 1, 1)
+    c2w[1, :3, 3] = torch.tensor([0.5, 0.1, 0.0])
+    a = widebaseline_context(images, c2w, k, 24)
+    b = widebaseline_examples(
+        images.permute(0, 3, 1, 2)[None], opengl_to_opencv_c2w(c2w)[None], normalize_intrinsics(k, 64, 48)[None], 24
+    )
+    for x, y in ((a.images, b.images), (a.c2w, b.c2w), (a.intrinsics, b.intrinsics), (a.scene_scale, b.scene_scale)):
+        assert torch.allclose(x, y, atol=1e-5)

@@ -27,6 +27,7 @@ from pixelsplat_ns.data.sampling import example_generator
 from pixelsplat_ns.geometry import pixel_centers, world_rays
 from pixelsplat_ns.metrics import build_lpips, psnr
 from pixelsplat_ns.nerfstudio.pretrain import PretrainPipelineConfig
+from pixelsplat_ns.widebaseline.predict import render_example_targets
 
 
 @dataclass
@@ -113,35 +114,27 @@ class WideBaselinePretrainModel(Model):
     def render(self, batch: dict) -> dict[str, Tensor]:
         """Training: ``rgb`` and ``truth`` [b, rays, 3] at random pixels of the targets. Otherwise
         ``rgb`` [b, t, h, w, 3], every pixel of every target."""
-        views, target_c2w = self._views(batch)
-        target = batch["target"]
+        context, target = batch["context"], batch["target"]
         b, t, _, h, w = target["image"].shape
+        if not self.training:
+            rgb = render_example_targets(
+                self.network, context["image"], context["extrinsics"], context["intrinsics"],
+                target["extrinsics"], target["intrinsics"], (h, w), self.config.context_baseline,
+                self.config.eval_num_rays_per_chunk,
+            )  # fmt: skip
+            return {"rgb": rgb}
+        views, target_c2w = self._views(batch)
         z = self.network.encode(views.images, views.c2w)
         xy = pixel_centers(h, w, device=target_c2w.device)  # h w 2, normalised
-        if self.training:
-            generator = example_generator(self.config.sampling_seed, self.step, self.rank, slot=-2)
-            pick = torch.randint(h * w, (b, t, self.config.rays_per_target), generator=generator).to(xy.device)
-            xy_rays = xy.reshape(-1, 2)[pick]  # b t r 2
-            origins, directions = world_rays(xy_rays, target_c2w[:, :, None], target["intrinsics"][:, :, None])
-            out = self.network.render(z, views.c2w, views.intrinsics, origins.flatten(1, 2), directions.flatten(1, 2))
-            colours = rearrange(target["image"], "b t c h w -> b t (h w) c")
-            truth = torch.gather(colours, 2, pick[..., None].expand(-1, -1, -1, 3)).flatten(1, 2)
-            return {"rgb": (out.rgb + 1) / 2, "truth": truth}
+        generator = example_generator(self.config.sampling_seed, self.step, self.rank, slot=-2)
+        pick = torch.randint(h * w, (b, t, self.config.rays_per_target), generator=generator).to(xy.device)
         origins, directions = world_rays(
-            xy[None, None], target_c2w[:, :, None, None], target["intrinsics"][:, :, None, None]
+            xy.reshape(-1, 2)[pick], target_c2w[:, :, None], target["intrinsics"][:, :, None]
         )
-        origins, directions = origins.flatten(1, 3), directions.flatten(1, 3)
-        chunk = self.config.eval_num_rays_per_chunk
-        rgb = torch.cat(
-            [
-                self.network.render(
-                    z, views.c2w, views.intrinsics, origins[:, i : i + chunk], directions[:, i : i + chunk]
-                ).rgb
-                for i in range(0, origins.shape[1], chunk)
-            ],
-            dim=1,
-        )
-        return {"rgb": ((rgb + 1) / 2).clamp(0, 1).reshape(b, t, h, w, 3)}
+        out = self.network.render(z, views.c2w, views.intrinsics, origins.flatten(1, 2), directions.flatten(1, 2))
+        colours = rearrange(target["image"], "b t c h w -> b t (h w) c")
+        truth = torch.gather(colours, 2, pick[..., None].expand(-1, -1, -1, 3)).flatten(1, 2)
+        return {"rgb": (out.rgb + 1) / 2, "truth": truth}
 
     def get_outputs(self, batch: dict) -> dict[str, Tensor]:  # type: ignore[override]
         return self.render(batch)
