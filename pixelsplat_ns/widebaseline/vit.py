@@ -12,6 +12,8 @@ here only so that its checkpoint loads strictly.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -78,7 +80,7 @@ class HybridEmbed(nn.Module):
 def resize_pos_embed(pos_embed: Float[Tensor, "1 n d"], grid: tuple[int, int]) -> Float[Tensor, "1 m d"]:
     """Keep the cls entry, resize the square grid part bilinearly (align_corners False, no antialias)."""
     cls, square = pos_embed[:, :1], pos_embed[0, 1:]
-    side = int(round(square.shape[0] ** 0.5))
+    side = math.isqrt(square.shape[0])
     square = rearrange(square, "(h w) d -> 1 d h w", h=side, w=side)
     if (side, side) != grid:
         square = F.interpolate(square, size=grid, mode="bilinear", align_corners=False)
