@@ -122,7 +122,8 @@ class JointViT(nn.Module):
         tokens = rearrange(patches, "(b v) gh gw d -> b v (gh gw) d", b=b, v=v)
         cls = repeat(self.cls_token, "1 1 d -> b v 1 d", b=b, v=v)
         tokens = torch.cat([cls, tokens], dim=2) + resize_pos_embed(self.pos_embed, (gh, gw))
-        tokens = tokens + rearrange(self.pose_embed(relative_poses(c2w)), "b v d -> b v 1 d")
+        pose = self.pose_embed(relative_poses(c2w).to(tokens.dtype))
+        tokens = tokens + rearrange(pose, "b v d -> b v 1 d")
 
         x = rearrange(tokens, "b v n d -> b (v n) d")
         hooked = []
