@@ -3,7 +3,6 @@ project's), the bundled small model, or (said plainly) nowhere: seeded random we
 
 from __future__ import annotations
 
-import dataclasses
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,7 +38,7 @@ def save_network(network: WideBaselineNetwork, path: str | Path, **extra: Any) -
     path = Path(path)
     payload = {
         "format": PROJECT_FORMAT,
-        "config": dataclasses.asdict(network.config),
+        "config": network.config.to_dict(),
         "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},
         **extra,
     }
@@ -66,11 +65,7 @@ def load_network_file(path: str | Path, device: str = "cpu") -> WideBaselineNetw
         payload = None
     if not (isinstance(payload, dict) and payload.get("format") == PROJECT_FORMAT):
         return load_checkpoint(path, device=device)
-    fields = {f.name for f in dataclasses.fields(WideBaselineConfig)}
-    config = WideBaselineConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items() if k in fields}
-    )
-    network = WideBaselineNetwork(config)
+    network = WideBaselineNetwork(WideBaselineConfig.from_dict(payload["config"]))
     network.load_state_dict(payload["model"])
     return network.to(device).eval()
 
