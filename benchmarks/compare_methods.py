@@ -133,7 +133,7 @@ def evaluate(method: str, checkpoint: str | None, scenes: list[str], size: int) 
                     context["image"][None],
                     context["extrinsics"][None],
                     context["intrinsics"][None],
-                    model.config.image_size,
+                    model.cfg.image_size,
                 )
                 encoded = model.encode(views.images, views.c2w)
             encode_s.append(time.perf_counter() - start)

@@ -76,7 +76,7 @@ class WideBaselineModel(Model):
         self.network = load_network(
             self.config.architecture, self.config.checkpoint, seed=self.config.seed, untrained=self.config.untrained
         )
-        size = self.network.config.image_size
+        size = self.network.cfg.image_size
         # Persisted, so that a reloaded run (ns-viewer, ns-render, ns-eval) renders without its dataset.
         self.register_buffer("context_images", torch.empty(0, 3, size, size))
         self.register_buffer("context_c2w", torch.empty(0, 4, 4))
@@ -111,7 +111,7 @@ class WideBaselineModel(Model):
             context.images,
             context.c2w,
             context.intrinsics,
-            self.network.config.image_size,
+            self.network.cfg.image_size,
             self.config.context_baseline,
             names=context.names,
         )
@@ -121,7 +121,7 @@ class WideBaselineModel(Model):
         self.context_scale = views.scene_scale[0].to(self.device)
         self.context_names = list(context.names)
         self._features = None
-        size = self.network.config.image_size
+        size = self.network.cfg.image_size
         CONSOLE.print(
             f"wide-baseline: context views {', '.join(context.names)}, centre-cropped and resized to {size}x{size}"
         )

@@ -105,7 +105,7 @@ class WideBaselinePretrainModel(Model):
         context, target = batch["context"], batch["target"]
         views = widebaseline_examples(
             context["image"], context["extrinsics"], context["intrinsics"],
-            self.network.config.image_size, self.config.context_baseline,
+            self.network.cfg.image_size, self.config.context_baseline,
         )  # fmt: skip
         c2w = target["extrinsics"].clone()
         c2w[..., :3, 3] = rays_to_network_frame(c2w[..., :3, 3], views.scene_scale[:, None, None])

@@ -26,7 +26,7 @@ def render_example_targets(
     """Every pixel of every target view, in [0, 1] (pixelSplat's example conventions: OpenCV
     camera-to-world, normalised intrinsics). ``chunk`` rays are rendered at a time; the
     context views are encoded once (or ``features`` are used)."""
-    views = widebaseline_examples(context_images, context_c2w, context_intrinsics, network.config.image_size, baseline)
+    views = widebaseline_examples(context_images, context_c2w, context_intrinsics, network.cfg.image_size, baseline)
     c2w = target_c2w.clone()
     c2w[..., :3, 3] = rays_to_network_frame(c2w[..., :3, 3], views.scene_scale[:, None, None])
     z = network.encode(views.images, views.c2w) if features is None else features

@@ -38,7 +38,7 @@ def save_network(network: WideBaselineNetwork, path: str | Path, **extra: Any) -
     path = Path(path)
     payload = {
         "format": PROJECT_FORMAT,
-        "config": network.config.to_dict(),
+        "config": network.cfg.to_dict(),
         "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},
         **extra,
     }
