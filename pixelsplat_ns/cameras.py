@@ -433,3 +433,28 @@ def rays_to_network_frame(origins: Float[Tensor, "*batch 3"], scene_scale: float
     """World ray origins of the caller -> the scaled world of ``WideBaselineViews`` (a rigid
     frame up to scale: unit directions are unchanged)."""
     return origins * scene_scale
+
+
+def widebaseline_pixel_rays(
+    c2w: Float[Tensor, "*batch 4 4"], intrinsics: Float[Tensor, "*batch 3 3"], pixels: Float[Tensor, "*batch 2"]
+) -> tuple[Float[Tensor, "*batch 3"], Float[Tensor, "*batch 3"]]:
+    """(origin, unit direction) of the rays through ``pixels`` (x = column, y = row; integer
+    pixel centres, the official convention) of wide-baseline views (OpenCV camera-to-world)."""
+    homogeneous = torch.cat((pixels, torch.ones_like(pixels[..., :1])), dim=-1)
+    local = torch.linalg.solve(intrinsics, homogeneous[..., None])[..., 0]
+    directions = F.normalize((c2w[..., :3, :3] @ local[..., None])[..., 0], dim=-1)
+    return c2w[..., :3, 3].expand_as(directions), directions
+
+
+def widebaseline_to_nerfstudio_camera(
+    c2w: Float[Tensor, "*batch 4 4"], intrinsics: Float[Tensor, "*batch 3 3"], scene_scale: float | Tensor
+) -> tuple[Float[Tensor, "*batch 4 4"], Float[Tensor, "*batch 3 3"]]:
+    """A wide-baseline view's camera back in nerfstudio's conventions: OpenGL camera-to-world
+    in the caller's world (translation divided by ``scene_scale``), pixel intrinsics of the
+    square image with pixel centres at +0.5."""
+    gl = opencv_to_opengl_c2w(c2w).clone()
+    gl[..., :3, 3] = gl[..., :3, 3] / scene_scale
+    k = intrinsics.clone()
+    k[..., 0, 2] = k[..., 0, 2] + 0.5
+    k[..., 1, 2] = k[..., 1, 2] + 0.5
+    return gl, k

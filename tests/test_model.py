@@ -195,13 +195,13 @@ def test_walkthrough_traces_a_pixel_and_draws_it_in_nerfstudio_world(pipeline):
         assert item.image.shape == (h, w, 3) and item.depth.shape == (h, w, 3)
 
     # Pseudo-depth: a pixel's colour encodes the disparity of the Gaussian its trace reports.
-    from pixelsplat_ns.nerfstudio.walkthrough import _colormap, pseudo_depth_image
+    from pixelsplat_ns.nerfstudio.walkthrough import colormap, pseudo_depth_image
 
     near, far = float(run.views.near[0, 1]), float(run.views.far[0, 1])
     disparity = (1 / trace.depths[0, 0].double() - 1 / far) / (1 / near - 1 / far)
     assert 0 <= float(disparity) <= 1
     depth_map = pseudo_depth_image(run, 1)
-    assert (depth_map[h // 2, w // 3] == _colormap(disparity.reshape(1))[0]).all()
+    assert (depth_map[h // 2, w // 3] == colormap(disparity.reshape(1))[0]).all()
     assert len(np.unique(depth_map.reshape(-1, 3), axis=0)) > 20  # a map, not one colour
 
     # Drawn into a real viser server.

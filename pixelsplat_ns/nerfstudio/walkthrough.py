@@ -48,7 +48,7 @@ class PointSet:
     size: float
 
 
-def _colormap(values: Tensor) -> np.ndarray:
+def colormap(values: Tensor) -> np.ndarray:
     """Values in [0, 1] -> uint8 RGB (dark blue -> yellow)."""
     t = values.clamp(0, 1).detach().cpu().float()[:, None]
     low, mid, high = torch.tensor([40.0, 30, 120]), torch.tensor([30.0, 160, 140]), torch.tensor([250.0, 230, 40])
@@ -74,14 +74,14 @@ def scene_items(trace: PixelTrace, run: ContextRun, samples_on_ray: int = 64) ->
 
     pdf, depths = trace.depth_pdf[0], trace.bucket_depths[0]
     buckets = trace.ray_origin + depths[:, None] * trace.ray_direction
-    items["depth"] = PointSet(_world(buckets, scale), _colormap(pdf / pdf.max()), 0.012)
+    items["depth"] = PointSet(_world(buckets, scale), colormap(pdf / pdf.max()), 0.012)
 
     for epipolar in trace.epipolar:
         if epipolar.points is None:
             continue
         if epipolar.attention is not None and epipolar.valid:
             weights = epipolar.attention[-1].mean(0)
-            colors = _colormap(weights / weights.max().clamp_min(1e-12))
+            colors = colormap(weights / weights.max().clamp_min(1e-12))
         else:
             colors = np.full((epipolar.points.shape[0], 3), 128, np.uint8)
         items[f"epipolar_{epipolar.other_view}"] = PointSet(_world(epipolar.points, scale), colors, 0.008)
@@ -116,7 +116,7 @@ def pseudo_depth_image(run: ContextRun, view: int) -> np.ndarray:
     depth = run.output.depths[0, view, :, 0, 0].double()
     near, far = run.views.near[0, view].double(), run.views.far[0, view].double()
     disparity = (1 / depth - 1 / far) / (1 / near - 1 / far)
-    return _colormap(disparity).reshape(h, w, 3)
+    return colormap(disparity).reshape(h, w, 3)
 
 
 def camera_items(run: ContextRun) -> list[CameraItem]:
@@ -209,6 +209,8 @@ def start_at_camera_control(first_camera: Callable[[], tuple[Tensor, float] | No
 class Walkthrough(nn.Module):
     """The viewer panel (a parameter-free module so nerfstudio finds its GUI elements)."""
 
+    pick_label = "Pick: click a Gaussian"
+
     def __init__(self, run_encoder: Callable[[], ContextRun]) -> None:
         super().__init__()
         from nerfstudio.viewer.viewer_elements import (
@@ -236,7 +238,7 @@ class Walkthrough(nn.Module):
         self.row = ViewerSlider("Pixel row", 0.5, 0.0, 1.0, 0.01, hint="Fraction of the image height")
         self.column = ViewerSlider("Pixel column", 0.5, 0.0, 1.0, 0.01, hint="Fraction of the image width")
         self.trace_button = ViewerButton("Trace pixel", cb_hook=lambda _: self.trace_selected())
-        self.pick_button = ViewerButton("Pick: click a Gaussian", cb_hook=lambda _: self.start_picking())
+        self.pick_button = ViewerButton(self.pick_label, cb_hook=lambda _: self.start_picking())
         self.readout = ViewerText("Traced", "", disabled=True)
         self._means: Callable[[], tuple[Tensor, Tensor, Tensor]] | None = None
         # Live pair picking (enabled by ``set_pair_choice``).
@@ -300,14 +302,7 @@ class Walkthrough(nn.Module):
     def trace(self, view: int, row: int, col: int) -> PixelTrace:
         """Trace one pixel, draw it (when a viewer is attached) and describe it."""
         trace = self.run.trace(view, row, col)
-        server = getattr(self.control, "viser_server", None)
-        if server is not None:
-            from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO as ratio
-
-            for name, item in scene_items(trace, self.run).items():
-                server.scene.add_point_cloud(
-                    f"/pixelsplat/trace/{name}", item.points * ratio, item.colors, point_size=item.size * ratio
-                )
+        self.draw_points(scene_items(trace, self.run))
         pdf = trace.depth_pdf[0]
         self.readout.value = (
             f"{self.run.names[view]} pixel ({row}, {col}): depth {float(to_caller_frame(trace.depths[0, 0], self.run.views.scene_scale)):.3g}, "
@@ -342,13 +337,29 @@ class Walkthrough(nn.Module):
         )
         return self.trace(view, row, col)
 
+    def camera_items(self) -> list[CameraItem]:
+        """The context cameras to draw (images and pseudo-depth maps)."""
+        return camera_items(self.run)
+
+    def draw_points(self, items: dict[str, PointSet]) -> None:
+        """Draw a trace's points in the viewer (when one is attached)."""
+        server = getattr(self.control, "viser_server", None)
+        if server is None:
+            return
+        from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO as ratio
+
+        for name, item in items.items():
+            server.scene.add_point_cloud(
+                f"/pixelsplat/trace/{name}", item.points * ratio, item.colors, point_size=item.size * ratio
+            )
+
     def draw_cameras(self, visible: bool) -> None:
         server = getattr(self.control, "viser_server", None)
         if server is None:
             return
         from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO as ratio
 
-        for camera in camera_items(self.run):
+        for camera in self.camera_items():
             handle = server.scene.add_camera_frustum(
                 f"/pixelsplat/context/{camera.name}", fov=camera.fov, aspect=camera.aspect, scale=0.15,
                 wxyz=camera.wxyz, position=camera.position * ratio, color=(255, 80, 40),

@@ -36,7 +36,7 @@ from pixelsplat_ns.metrics import build_lpips, psnr
 from pixelsplat_ns.nerfstudio import atomic_export
 from pixelsplat_ns.nerfstudio.context import ContextImages
 from pixelsplat_ns.nerfstudio.datamanager import PixelSplatDataManagerConfig
-from pixelsplat_ns.nerfstudio.walkthrough import start_at_camera_control
+from pixelsplat_ns.nerfstudio.wide_baseline_walkthrough import WideBaselineRun, WideBaselineWalkthrough
 
 _CONTEXT_BUFFERS = ("context_images", "context_c2w", "context_intrinsics", "context_scale")
 
@@ -89,17 +89,14 @@ class WideBaselineModel(Model):
         self.step = 0
         self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
         self.lpips = build_lpips()
-        self._first_camera: Callable[[], tuple[Tensor, float] | None] = lambda: None
-        self.viewer_control = start_at_camera_control(lambda: self._first_camera())
+        # The viewer panel (pixelSplat's walkthrough, driven by this renderer); it also makes the
+        # viewer open looking through the first context camera.
+        self.walkthrough = WideBaselineWalkthrough(lambda: WideBaselineRun(self))
 
     # ------------------------------------------------------------------ context
     def set_context_provider(self, provider: Callable[[], ContextImages]) -> None:
         """Where the context views come from (``PixelSplatDataManager.context_views``)."""
         self.context_provider = provider
-
-    def set_first_camera(self, source: Callable[[], tuple[Tensor, float] | None]) -> None:
-        """Where the viewer opens (OpenGL camera-to-world [3, 4], vertical fov in radians)."""
-        self._first_camera = source
 
     @torch.no_grad()
     def load_context(self) -> WideBaselineViews:
@@ -278,10 +275,15 @@ class WideBaselinePipeline(VanillaPipeline):
         try:
             super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
             self.model.set_context_provider(self.datamanager.context_views)
-            self.model.set_first_camera(self.first_context_camera)
+            self.model.walkthrough.set_first_camera(self.first_context_camera)
             if test_mode == "val":
                 self.model.context_train_indices = self.datamanager.context_indices()
                 self.model.load_context()
+            self.model.walkthrough.set_pair_choice(
+                [path.name for path in self.datamanager.train_dataset.image_filenames],
+                [self.datamanager.train_dataset.image_filenames[i].name for i in self.datamanager.context_indices()],
+                self.context_from_pair,
+            )
         except (PixelSplatInputError, FileNotFoundError) as error:  # bad input: one clear message
             CONSOLE.print(f"[bold red]wide-baseline: error: {error}")
             raise SystemExit(2) from None
@@ -296,3 +298,20 @@ class WideBaselinePipeline(VanillaPipeline):
             return None
         camera = self.datamanager.train_dataset.cameras[index]
         return camera.camera_to_worlds.detach().cpu(), 2 * math.atan(0.5 * float(camera.height) / float(camera.fy))
+
+    def context_from_pair(self, first: str, second: str) -> None:
+        """Render from two other training images (the viewer's pair picking). Refused once
+        fine-tuning has started: the network has adapted to the current pair."""
+        if self.model.step > 0:
+            raise PixelSplatInputError(
+                "the network is being fine-tuned; pick pairs in a feed-forward run (0 iterations)"
+            )
+        previous = self.datamanager.config.context_views
+        self.datamanager.config.context_views = (first, second)
+        try:
+            indices = self.datamanager.context_indices()  # validates the names (unknown, eval-split, identical)
+            self.model.load_context()
+        except Exception:
+            self.datamanager.config.context_views = previous
+            raise
+        self.model.context_train_indices = indices
