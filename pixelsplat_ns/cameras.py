@@ -374,12 +374,7 @@ def square_crop_views(
     if side != size:
         flat = F.interpolate(flat, (size, size), mode="bilinear", align_corners=False, antialias=side > size)
     scale = size / side
-    k = k_pixels.to(torch.float32).clone()
-    k[..., 0, 0] *= scale
-    k[..., 1, 1] *= scale
-    k[..., 0, 1] *= scale
-    k[..., 0, 2] = (k[..., 0, 2] - col) * scale - 0.5
-    k[..., 1, 2] = (k[..., 1, 2] - row) * scale - 0.5
+    k = nerfstudio_to_widebaseline_intrinsics(k_pixels.to(torch.float32), (col, row), scale)
     c2w = homogenize_pose(c2w_opencv.to(torch.float32)).clone()
     origins = c2w[..., :3, 3]
     if baseline is None:
@@ -454,7 +449,64 @@ def widebaseline_to_nerfstudio_camera(
     square image with pixel centres at +0.5."""
     gl = opencv_to_opengl_c2w(c2w).clone()
     gl[..., :3, 3] = gl[..., :3, 3] / scene_scale
-    k = intrinsics.clone()
-    k[..., 0, 2] = k[..., 0, 2] + 0.5
-    k[..., 1, 2] = k[..., 1, 2] + 0.5
-    return gl, k
+    return gl, widebaseline_to_nerfstudio_intrinsics(intrinsics, (0.0, 0.0), 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# Du et al.'s cross-attention renderer (widebaseline/): pixel intrinsics of the square
+# encoder image with pixel centres at *integer* coordinates (OpenCV keypoint convention).
+# --------------------------------------------------------------------------------------
+
+
+def widebaseline_normalize_intrinsics(
+    k_pixels: Float[Tensor, "*batch 3 3"], image_size: int
+) -> Float[Tensor, "*batch 3 3"]:
+    """Integer-centre pixel intrinsics -> the official renderer's [0, 1]^2 image plane: both
+    rows divided by the image side. Pixel centres stay at i / size (half a pixel off
+    ``normalize_intrinsics``), as the official epipolar segments are computed."""
+    k = k_pixels.clone()
+    k[..., :2, :] = k[..., :2, :] / image_size
+    return k
+
+
+def widebaseline_plane_to_grid(xy: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch 2"]:
+    """Official image-plane points ([0, 1]^2) -> grid_sample units ([-1, 1]^2). The features
+    are then read with align_corners=False, i.e. half a pixel off the projected point: the
+    official quirk, kept for parity."""
+    return 2 * xy - 1
+
+
+def widebaseline_grid_to_pixels(grid: Float[Tensor, "*batch 2"], image_size: int) -> Float[Tensor, "*batch 2"]:
+    """Grid units -> integer-centre pixels in the align_corners=True convention ((g + 1) / 2 *
+    (size - 1)), which the official code uses to unproject a sample and to look up
+    cross-view features."""
+    return (grid + 1) / 2 * (image_size - 1)
+
+
+def widebaseline_pixels_to_grid(pixels: Float[Tensor, "*batch 2"], image_size: int) -> Float[Tensor, "*batch 2"]:
+    """Inverse of ``widebaseline_grid_to_pixels``: pixels / (size - 1) * 2 - 1."""
+    return pixels / (image_size - 1) * 2 - 1
+
+
+def nerfstudio_to_widebaseline_intrinsics(
+    k_pixels: Float[Tensor, "*batch 3 3"], crop_offset: tuple[float, float], scale: float
+) -> Float[Tensor, "*batch 3 3"]:
+    """nerfstudio pixel intrinsics (pixel centres at +0.5) of an image centre-cropped at
+    integer ``crop_offset`` (x, y) and resized by ``scale`` -> the official renderer's
+    intrinsics (pixel centres at integers): f' = f s, c' = (c - offset) s - 0.5."""
+    k = k_pixels.clone()
+    for axis in (0, 1):
+        k[..., axis, axis] = k_pixels[..., axis, axis] * scale
+        k[..., axis, 2] = (k_pixels[..., axis, 2] - crop_offset[axis]) * scale - 0.5
+    return k
+
+
+def widebaseline_to_nerfstudio_intrinsics(
+    k_pixels: Float[Tensor, "*batch 3 3"], crop_offset: tuple[float, float], scale: float
+) -> Float[Tensor, "*batch 3 3"]:
+    """Inverse of ``nerfstudio_to_widebaseline_intrinsics``."""
+    k = k_pixels.clone()
+    for axis in (0, 1):
+        k[..., axis, axis] = k_pixels[..., axis, axis] / scale
+        k[..., axis, 2] = (k_pixels[..., axis, 2] + 0.5) / scale + crop_offset[axis]
+    return k
