@@ -158,12 +158,15 @@ class ContextViews:
     full_intrinsics: Float[Tensor, "batch view 3 3"] | None = None
 
 
-def validate_context_cameras(c2w: Float[Tensor, "view 4 4"], names: list[str] | None = None) -> None:
-    """Raise a ValueError that names the problem when the context cameras are unusable."""
+def validate_context_cameras(
+    c2w: Float[Tensor, "view 4 4"], names: list[str] | None = None, method: str = "pixelSplat"
+) -> None:
+    """Raise a ``PixelSplatInputError`` that names the problem when the context cameras are
+    unusable (``method`` names who needs them in the message)."""
     names = names or [f"view {i}" for i in range(c2w.shape[0])]
     if c2w.shape[0] < 2:
         raise PixelSplatInputError(
-            f"pixelSplat needs at least two context views, got {c2w.shape[0]} ({', '.join(names)}). "
+            f"{method} needs at least two context views, got {c2w.shape[0]} ({', '.join(names)}). "
             "Give a dataset with two or more training images."
         )
     for i, name in enumerate(names):
@@ -179,7 +182,7 @@ def validate_context_cameras(c2w: Float[Tensor, "view 4 4"], names: list[str] | 
             if baseline <= 1e-6 * scale:
                 raise PixelSplatInputError(
                     f"context views {names[i]} and {names[j]} have identical camera positions (baseline "
-                    f"{baseline:.2e}): pixelSplat triangulates depth from the baseline between the two views, "
+                    f"{baseline:.2e}): {method} triangulates depth from the baseline between the two views, "
                     "so pick two views taken from different positions."
                 )
 
@@ -399,7 +402,9 @@ def widebaseline_context(
     if images.ndim != 4 or images.shape[-1] != 3:
         raise PixelSplatInputError(f"context images must be [view, h, w, 3] RGB, got {tuple(images.shape)}")
     c2w = homogenize_pose(c2w_opengl.to(torch.float32))
-    validate_context_cameras(c2w, names)
+    validate_context_cameras(c2w, names, method="the wide-baseline renderer")
+    if c2w.shape[0] != 2:
+        raise PixelSplatInputError(f"the wide-baseline renderer takes exactly two context views, got {c2w.shape[0]}")
     if not torch.isfinite(images).all():
         raise PixelSplatInputError("context images contain NaN or inf values")
     return square_crop_views(
