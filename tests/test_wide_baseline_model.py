@@ -90,7 +90,9 @@ def test_chunked_rendering_equals_one_pass(pipeline):
     bundle = camera.generate_rays(camera_indices=0, keep_shape=True)[::16, ::16]
     with torch.no_grad():
         whole = model.render_rays(bundle.origins, bundle.directions)
-        parts = [model.render_rays(o, d) for o, d in zip(bundle.origins.split(3), bundle.directions.split(3))]
+        parts = [
+            model.render_rays(o, d) for o, d in zip(bundle.origins.split(3), bundle.directions.split(3), strict=True)
+        ]
     assert torch.allclose(whole.rgb[0], torch.cat([p.rgb[0] for p in parts]), atol=1e-5)
     assert torch.allclose(whole.depth[0], torch.cat([p.depth[0] for p in parts]), atol=1e-4)
 
