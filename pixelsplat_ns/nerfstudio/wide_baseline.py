@@ -247,6 +247,56 @@ class WideBaselineModel(Model):
         depth_image = ((depth - near) / (far - near).clamp(min=1e-6)).clamp(0, 1).expand(-1, -1, 3)
         return metrics, {"img": torch.cat([truth, prediction], dim=1), "depth": depth_image}
 
+    # ------------------------------------------------------------------ explain
+    # The model is itself ``Explainable`` (pixelsplat_ns.explain.probe): pixelsplat-ns explain
+    # records its context views, renders along a path, and one probe pixel of every frame.
+    probe_in_context = False
+
+    def explain_context(self) -> list:
+        """The context views as the network saw them (square crop), in nerfstudio's conventions."""
+        from pixelsplat_ns.explain.probe import ContextView
+
+        run = WideBaselineRun(self)
+        c2w, k = run.nerfstudio_cameras()
+        images = self.context_views().images[0]
+        return [
+            ContextView(name=name, c2w=c2w[v].cpu(), K=k[v].cpu(), image=images[v].permute(1, 2, 0).clamp(0, 1).cpu())
+            for v, name in enumerate(run.names)
+        ]
+
+    @torch.no_grad()
+    def explain_render(self, camera: Cameras) -> tuple[Tensor, Tensor]:
+        outputs = self.get_outputs_for_camera(camera.to(self.device))
+        return outputs["rgb"], outputs["depth"][..., 0]
+
+    @torch.no_grad()
+    def explain_probe(self, camera: Cameras, row: int, col: int):
+        """Pixel (row, col) of ``camera``'s render: its epipolar samples in both context views,
+        weighted by the first attention round (which sums to 1 over both views' samples)."""
+        from pixelsplat_ns.explain.probe import ProbeTrace
+
+        h, w = int(camera.height[0]), int(camera.width[0])
+        if not (0 <= row < h and 0 <= col < w):
+            raise PixelSplatInputError(f"probe pixel ({row}, {col}) is outside the {w}x{h} image")
+        coords = torch.tensor([[row + 0.5, col + 0.5]], device=self.device)
+        bundle = camera.to(self.device).generate_rays(camera_indices=0, coords=coords)
+        trace = WideBaselineRun(self).trace_ray(bundle.origins[0], bundle.directions[0])
+        keep = torch.isfinite(trace.points).all(-1) & torch.isfinite(trace.sample_xy).all(-1)
+        weights = torch.where(keep, trace.attention, 0.0)
+        weights = weights / weights.sum().clamp_min(1e-12)
+        return ProbeTrace(
+            origin=trace.origin,
+            direction=trace.direction,
+            points=trace.points[keep],
+            weights=weights[keep],
+            view_pixels=[trace.sample_xy[v][keep[v]] + 0.5 for v in range(keep.shape[0])],  # to +0.5 pixel centres
+            view_weights=[weights[v][keep[v]] for v in range(keep.shape[0])],
+            label=(
+                f"pixel ({row}, {col}): {keep.shape[1]} epipolar samples per context view, weighted by the first "
+                f"attention round; pseudo-depth {trace.depth:.3g}"
+            ),
+        )
+
 
 # ----------------------------------------------------------------------------- pipeline
 
