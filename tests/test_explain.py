@@ -153,6 +153,18 @@ def test_the_figure_is_a_png(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figure-False.png", "figure-True.png"]
 
 
+def test_spawn_streams_to_a_viewer_and_writes_nothing(tmp_path: Path, monkeypatch):
+    import rerun
+
+    from pixelsplat_ns.explain.recording import record
+
+    spawned = []
+    monkeypatch.setattr(rerun.RecordingStream, "spawn", lambda self, **kwargs: spawned.append(kwargs))
+    monkeypatch.chdir(tmp_path)
+    record(explain(FakeMethod(False), frames=2, long_side=16), spawn=True)
+    assert spawned == [{}] and list(tmp_path.iterdir()) == []
+
+
 def test_a_malformed_probe_is_named():
     class Broken(FakeMethod):
         def explain_probe(self, camera, row, col):

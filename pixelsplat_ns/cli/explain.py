@@ -32,8 +32,7 @@ class Explain:
     rerun: Path | None = None
     """Write the Rerun recording here (.rrd; open it with `rerun FILE`). Needs rerun-sdk: pip install -e ".[rerun]"."""
     pixel: tuple[int, int] | None = None
-    """The probe pixel, ROW COL: of the first context image as the method saw it (pixelSplat: the encoder's
-    input), or of every rendered frame (methods whose probe is a rendered pixel). Default: the image's centre."""
+    """The probe pixel, ROW COL: of the first context image as the method saw it (pixelSplat: the encoder's input), or of every rendered frame (methods whose probe is a rendered pixel). Default: the image's centre."""
     frames: int = 8
     """Cameras on the path from the first context view to the second, both included."""
     spawn: bool = False
