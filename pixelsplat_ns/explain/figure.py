@@ -17,7 +17,7 @@ def shown_frames(count: int, most: int = 3) -> list[int]:
     return sorted({round(i * (count - 1) / max(most - 1, 1)) for i in range(min(count, most))})
 
 
-def draw_figure(explanation: Explanation, path: Path, dpi: int = 80) -> None:
+def draw_figure(explanation: Explanation, path: Path, dpi: int = 72) -> None:
     """Write the figure as PNG to ``path``, atomically."""
     from matplotlib.figure import Figure
 
@@ -53,17 +53,18 @@ def draw_figure(explanation: Explanation, path: Path, dpi: int = 80) -> None:
         )
         if explanation.probe_in_context and v == 0:
             axis.plot(col + 0.5, row + 0.5, marker="x", color="red", markersize=9, mew=2)
+    # One depth scale for all frames shown, so that their colours compare.
+    depths = np.concatenate([explanation.frames[index].depth.cpu().numpy().ravel() for index in shown])
+    low, high = np.percentile(depths, (2, 98)) if depths.size else (0.0, 1.0)
     for i, index in enumerate(shown):
         frame = explanation.frames[index]
         show(figure.add_subplot(grid[1, i]), frame.rgb.clamp(0, 1).cpu().numpy(), f"render, path frame {index}")
         if not explanation.probe_in_context and index == probe_frame:
             figure.axes[-1].plot(col + 0.5, row + 0.5, marker="x", color="red", markersize=9, mew=2)
-        depth = frame.depth.cpu().numpy()
-        low, high = np.percentile(depth, (2, 98)) if depth.size else (0, 1)
         show(
             figure.add_subplot(grid[2, i]),
-            depth,
-            f"depth, path frame {index}",
+            frame.depth.cpu().numpy(),
+            f"depth, path frame {index} (near: red)",
             cmap="turbo_r",
             vmin=low,
             vmax=max(high, low + 1e-6),
