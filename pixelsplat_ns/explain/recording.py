@@ -67,6 +67,7 @@ def record(explanation: Explanation, path: Path | None = None, spawn: bool = Fal
     if (path is None) == (not spawn):
         raise ValueError("record to a file or to a spawned viewer: give exactly one of path and spawn")
     stream = rr.RecordingStream("pixelsplat_ns_explain")
+    stream.set_log_time_enabled(False)  # one timeline, ``frame``: the same run records the same data
     if spawn:
         stream.spawn()
         _log(rr, stream, explanation)
