@@ -140,6 +140,9 @@ def test_the_recording_holds_cameras_path_and_probe(tmp_path: Path, probe_in_con
     weights = column(chunks["/probe/weights"], "BarChart:values")
     assert weights  # the weights, as a bar chart
     assert ("/world/path/rgb/probe" in chunks) == (not probe_in_context)
+    from rerun.chunk import RrdReader
+
+    assert len(RrdReader(path).blueprints()) == 1  # the viewer's layout comes with the file
 
 
 def test_the_figure_is_a_png(tmp_path: Path):
@@ -159,10 +162,10 @@ def test_spawn_streams_to_a_viewer_and_writes_nothing(tmp_path: Path, monkeypatc
     from pixelsplat_ns.explain.recording import record
 
     spawned = []
-    monkeypatch.setattr(rerun.RecordingStream, "spawn", lambda self, **kwargs: spawned.append(kwargs))
+    monkeypatch.setattr(rerun.RecordingStream, "spawn", lambda self, **kwargs: spawned.append(sorted(kwargs)))
     monkeypatch.chdir(tmp_path)
     record(explain(FakeMethod(False), frames=2, long_side=16), spawn=True)
-    assert spawned == [{}] and list(tmp_path.iterdir()) == []
+    assert spawned == [["default_blueprint"]] and list(tmp_path.iterdir()) == []
 
 
 def test_a_malformed_probe_is_named():

@@ -68,16 +68,42 @@ def record(explanation: Explanation, path: Path | None = None, spawn: bool = Fal
         raise ValueError("record to a file or to a spawned viewer: give exactly one of path and spawn")
     stream = rr.RecordingStream("pixelsplat_ns_explain")
     stream.set_log_time_enabled(False)  # one timeline, ``frame``: the same run records the same data
+    layout = blueprint(entity_names([view.name for view in explanation.context]))
     if spawn:
-        stream.spawn()
+        stream.spawn(default_blueprint=layout)
         _log(rr, stream, explanation)
         stream.flush()
         return
     with output_errors(path), atomic_path(path) as temporary:
-        stream.save(temporary)
+        stream.save(temporary, default_blueprint=layout)
         _log(rr, stream, explanation)
         stream.flush()
         stream.disconnect()  # closes the file (and writes its footer) before it is renamed
+
+
+def blueprint(views: list[str]):
+    """The viewer's layout: the 3D world beside each context image, the render and its depth,
+    with the probe's weights and the description below the world."""
+    import rerun.blueprint as rrb
+
+    return rrb.Blueprint(
+        rrb.Horizontal(
+            rrb.Vertical(
+                rrb.Spatial3DView(origin="world", name="world (nerfstudio's dataparser frame)"),
+                rrb.Horizontal(
+                    rrb.BarChartView(origin="probe/weights", name="probe: weights along its ray"),
+                    rrb.TextDocumentView(origin="description", name="description"),
+                ),
+                row_shares=[3, 1],
+            ),
+            rrb.Vertical(
+                *[rrb.Spatial2DView(origin=f"world/context/{view}", name=f"context: {view}") for view in views],
+                rrb.Spatial2DView(origin="world/path", contents=["+ $origin/rgb/**"], name="render"),
+                rrb.Spatial2DView(origin="world/path", contents=["+ $origin/depth"], name="depth"),
+            ),
+            column_shares=[2, 1],
+        )
+    )
 
 
 def _uint8(image: Float[Tensor, "h w 3"]) -> np.ndarray:
