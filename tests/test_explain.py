@@ -178,6 +178,14 @@ def test_a_malformed_probe_is_named():
     with pytest.raises(ValueError, match="each of the 2 context views"):
         explain(Broken(probe_in_context=True), frames=2)
 
+    class WrongSize(FakeMethod):
+        def explain_render(self, camera):
+            rgb, depth = super().explain_render(camera)
+            return rgb, depth[1:]
+
+    with pytest.raises(ValueError, match="explain_render must give"):
+        explain(WrongSize(probe_in_context=True), frames=2, long_side=16)
+
 
 def test_a_failed_recording_leaves_no_file(tmp_path: Path, monkeypatch):
     from pixelsplat_ns.explain import recording

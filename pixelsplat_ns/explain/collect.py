@@ -98,6 +98,12 @@ def explain(
     for i in range(frames):
         camera = cameras[i : i + 1]
         rgb, depth = explainable.explain_render(camera)
+        size = (int(camera.height[0]), int(camera.width[0]))
+        if tuple(rgb.shape) != (*size, 3) or tuple(depth.shape) != size:
+            raise ValueError(
+                f"explain_render must give [h, w, 3] and [h, w] for a {size[1]}x{size[0]} camera, "
+                f"got {tuple(rgb.shape)} and {tuple(depth.shape)}"
+            )
         frame_probe = None
         if not explainable.probe_in_context:
             frame_probe = explainable.explain_probe(camera, row, col)
