@@ -291,6 +291,21 @@ def to_caller_frame(values: Tensor, scene_scale: float) -> Tensor:
     return values / scene_scale
 
 
+def encoder_to_caller_c2w(extrinsics: Float[Tensor, "*batch 4 4"], scene_scale: float) -> Float[Tensor, "*batch 4 4"]:
+    """The encoder's OpenCV camera-to-world (translations scaled by ``scene_scale``) -> the
+    caller's (nerfstudio's) OpenGL camera-to-world: undoes ``prepare_context``'s pose changes."""
+    c2w = opencv_to_opengl_c2w(extrinsics)
+    c2w[..., :3, 3] = to_caller_frame(c2w[..., :3, 3], scene_scale)
+    return c2w
+
+
+def normalized_to_pixels(xy: Float[Tensor, "*batch 2"], width: int, height: int) -> Float[Tensor, "*batch 2"]:
+    """Image coordinates normalised by the image size (pixelSplat) -> pixels (x = column, y = row).
+    Both put pixel centres at +0.5 (see ``normalize_intrinsics``), as Rerun and matplotlib's
+    ``extent=(0, w, h, 0)`` do, so this is a pure scaling."""
+    return xy * xy.new_tensor((width, height))
+
+
 def gaussians_to_caller_frame(
     means: Float[Tensor, "*batch 3"], covariances: Float[Tensor, "*batch 3 3"], scene_scale: float
 ) -> tuple[Float[Tensor, "*batch 3"], Float[Tensor, "*batch 3 3"]]:

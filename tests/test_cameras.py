@@ -165,3 +165,21 @@ def test_widebaseline_examples_match_the_context_conversion():
     )
     for x, y in ((a.images, b.images), (a.c2w, b.c2w), (a.intrinsics, b.intrinsics), (a.scene_scale, b.scene_scale)):
         assert torch.allclose(x, y, atol=1e-5)
+
+
+def test_encoder_poses_and_sample_positions_go_back_to_the_caller():
+    """``encoder_to_caller_c2w`` undoes ``prepare_context``'s poses (OpenGL, scale), and
+    ``normalized_to_pixels`` puts a point projected with normalised intrinsics where the pixel
+    intrinsics put it."""
+    from pixelsplat_ns.cameras import encoder_to_caller_c2w, normalized_to_pixels
+
+    c2w = torch.eye(4).repeat(2, 1, 1)
+    c2w[1, :3, 3] = torch.tensor([0.4, 0.1, -0.2])
+    c2w[1, :3, :3] = torch.linalg.matrix_exp(torch.tensor([[0.0, -0.2, 0.1], [0.2, 0, -0.05], [-0.1, 0.05, 0]]))
+    k = torch.tensor([[40.0, 0, 32], [0, 40, 24], [0, 0, 1]]).repeat(2, 1, 1)
+    views = prepare_context(torch.rand(2, 48, 64, 3), c2w, k, image_multiple=16)
+    torch.testing.assert_close(encoder_to_caller_c2w(views.extrinsics[0], views.scene_scale), c2w)
+    point = torch.tensor([0.3, -0.2, 2.0])  # camera space (OpenCV)
+    normalised = views.intrinsics[0, 0] @ point
+    pixels = k[0] @ point
+    torch.testing.assert_close(normalized_to_pixels(normalised[:2] / normalised[2], 64, 48), pixels[:2] / pixels[2])

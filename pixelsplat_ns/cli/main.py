@@ -17,10 +17,18 @@ import tyro  # noqa: E402
 from pixelsplat_ns.cli.convert import Convert  # noqa: E402
 from pixelsplat_ns.cli.demo import Demo  # noqa: E402
 from pixelsplat_ns.cli.evaluate import Evaluate  # noqa: E402
+from pixelsplat_ns.cli.explain import Explain  # noqa: E402
 from pixelsplat_ns.cli.photos import Photos  # noqa: E402
 from pixelsplat_ns.cli.synthesize import Synthesize  # noqa: E402
 
-COMMANDS = {"demo": Demo, "convert": Convert, "evaluate": Evaluate, "photos": Photos, "synthesize": Synthesize}
+COMMANDS = {
+    "demo": Demo,
+    "convert": Convert,
+    "evaluate": Evaluate,
+    "explain": Explain,
+    "photos": Photos,
+    "synthesize": Synthesize,
+}
 
 
 def entrypoint() -> None:
