@@ -316,10 +316,12 @@ def look_at(eye: Tensor, target: Tensor) -> Tensor:
     return c2w
 
 
-def scene(generator: torch.Generator, size: int, num_rays: int) -> dict[str, Tensor]:
-    """Two context cameras and a query camera around a point, rays through random query pixels."""
+def scene(generator: torch.Generator, size: int, num_rays: int, query_depth: float = -4.0) -> dict[str, Tensor]:
+    """Two context cameras and a query camera (at z = ``query_depth``; in front of the
+    contexts and inside their view for -2) around a point, rays through random query pixels."""
     target = torch.zeros(3)
-    eyes = [torch.tensor([x, 0.3, -4.0]) + 0.1 * torch.randn(3, generator=generator) for x in (-1.0, 1.0, 0.2)]
+    positions = ((-1.0, 0.3, -4.0), (1.0, 0.3, -4.0), (0.2, 0.3, query_depth))
+    eyes = [torch.tensor(p) + 0.1 * torch.randn(3, generator=generator) for p in positions]
     c2w = torch.stack([look_at(eye, target) for eye in eyes])
     focal = 1.2 * size
     k = torch.tensor([[focal, 0, (size - 1) / 2], [0, focal, (size - 1) / 2], [0, 0, 1]]).expand(3, 3, 3)
@@ -339,10 +341,11 @@ def skew(t: Tensor) -> Tensor:
     return torch.tensor([[0, -z, y], [z, 0, -x], [-y, x, 0]])
 
 
-def test_samples_on_the_epipolar_line_evenly_spaced() -> None:
+@pytest.mark.parametrize("query_depth", [-4.0, -2.0])
+def test_samples_on_the_epipolar_line_evenly_spaced(query_depth: float) -> None:
     generator = torch.Generator().manual_seed(0)
     size = 128
-    cameras = scene(generator, size, 200)
+    cameras = scene(generator, size, 200, query_depth)
     c2w, k = cameras["c2w"].double(), cameras["k"].double()
     geometry = ray_geometry(
         c2w[None, :2], k[None, :2], cameras["origins"].double(), cameras["directions"].double(), size, 32
@@ -365,6 +368,12 @@ def test_samples_on_the_epipolar_line_evenly_spaced() -> None:
         assert float((steps - steps[:, :1]).abs()[valid].max()) < 1e-9 * size
         ends = torch.stack((geometry.xy_min[0, view], geometry.xy_max[0, view]), dim=1)[valid]
         assert bool(((ends >= -1e-6) & (ends <= 1 + 1e-6)).all())
+        # A query camera in front of the context and inside its view: segments start at the
+        # projection of the ray origin (the epipole), not at the border.
+        origin = geometry.origins[0, view, 0]
+        epipole = (k[view] @ (origin / origin[2]))[:2] / size
+        starts_at_epipole = (geometry.xy_min[0, view] - epipole).norm(dim=-1) < 1e-6
+        assert bool(starts_at_epipole.all()) == (query_depth == -2.0)
 
 
 @torch.no_grad()
@@ -394,7 +403,7 @@ def test_attention_sums_to_one_and_chunks_equal_one_pass() -> None:
     for name in ("rgb", "depth", "attention", "attention_round2", "sample_xy", "sample_points", "official_depth_point"):
         axis = 2 if getattr(whole, name).dim() >= 4 or name in ("attention", "attention_round2") else 1
         joined = torch.cat([getattr(part, name) for part in parts], dim=axis)
-        assert torch.allclose(joined, getattr(whole, name), atol=1e-5, rtol=1e-5), name
+        assert torch.allclose(joined, getattr(whole, name), atol=1e-6, rtol=1e-6), name
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ image spans [0, 1]^2.
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor
 
 from .lines import SegmentProjection, _frame_crossings, _select_crossing, _visible
@@ -92,8 +92,3 @@ def closest_point_on_ray(
     e = (d2 * offset).sum(-1)
     t = (b * e - c * d) / (a * c - b * b)
     return (o1 + t[..., None] * d1).to(dtype)
-
-
-def on_image(xy: Float[Tensor, "*batch 2"]) -> Bool[Tensor, "*batch"]:
-    """Whether normalised image points lie inside [0, 1]^2."""
-    return ((xy >= 0) & (xy <= 1)).all(dim=-1)

@@ -284,7 +284,9 @@ class WideBaselineRenderer(nn.Module):
         cfg = self.cfg
         geometry = ray_geometry(context_c2w, context_intrinsics, origins, directions, z[-1].shape[-1], cfg.num_samples)
         own = sample_maps(z, geometry.sample_grid, "border")
-        other = sample_maps([other_view(m) for m in z], geometry.other_grid, "zeros")
+        # Image v at the other context's points, then swapped: other[:, v] is image 1 - v at
+        # context v's points (swapping the small result, not the maps).
+        other = other_view(sample_maps(z, other_view(geometry.other_grid), "zeros"))
         attention = self.attend(self.pair_encodings(own, other, geometry), geometry.local_geometry)
 
         decoder_input = self.decoder_input(attention.feature, geometry.coords)
