@@ -19,13 +19,17 @@ rendering equal to one pass, checkpoints that load or fail in one clear line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
 from einops import rearrange
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from pixelsplat_ns.cameras import (
     nerfstudio_to_widebaseline_intrinsics,
@@ -406,11 +410,45 @@ def test_attention_sums_to_one_and_chunks_equal_one_pass() -> None:
         assert torch.allclose(joined, getattr(whole, name), atol=1e-6, rtol=1e-6), name
 
 
+class LargestResult(TorchDispatchMode):
+    """Records the element count of the largest tensor any (non-view) operation creates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func: Any, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            sizes = [t.numel() for t in tree_leaves(out) if isinstance(t, Tensor)]
+            self.largest = max([self.largest, *sizes])
+        return out
+
+
 @torch.no_grad()
-def test_network_encodes_and_renders_small_preset() -> None:
+def test_nothing_scales_with_rays_times_image() -> None:
+    """The renderer reads the maps only at the samples: no tensor it makes grows with the
+    maps' size (e.g. no per-ray copy of a map, no dense cost volume)."""
+    cfg = WideBaselineConfig.small()
+    renderer = WideBaselineRenderer(cfg).eval()
+    largest = {}
+    for size in (128, 512):
+        generator = torch.Generator().manual_seed(0)
+        cameras = scene(generator, size, 4)
+        z = random_maps(dataclasses.replace(cfg, image_size=size), generator)
+        with LargestResult() as recorder:
+            renderer.render(
+                z, cameras["c2w"][None, :2], cameras["k"][None, :2], cameras["origins"], cameras["directions"]
+            )
+        largest[size] = recorder.largest
+    assert largest[512] == largest[128]
+    assert largest[128] <= 2 * 4 * cfg.num_samples * 2 * (cfg.feature_channels + 3)
+
+
+def test_network_encodes_renders_and_trains_small_preset() -> None:
     cfg = WideBaselineConfig.small()
     torch.manual_seed(0)
-    network = WideBaselineNetwork(cfg).eval()
+    network = WideBaselineNetwork(cfg)
     generator = torch.Generator().manual_seed(2)
     cameras = scene(generator, cfg.image_size, 16)
     images = torch.rand(1, 2, 3, cfg.image_size, cfg.image_size, generator=generator)
@@ -421,6 +459,11 @@ def test_network_encodes_and_renders_small_preset() -> None:
     )
     assert rays.rgb.shape == (1, 16, 3) and rays.sample_xy.shape == (1, 2, 16, cfg.num_samples, 2)
     assert bool(rays.rgb.isfinite().all())
+
+    rays.rgb.square().mean().backward()
+    used = [p for key, p in network.named_parameters() if key not in set(network.unused_state_keys())]
+    assert all(p.grad is not None and bool(p.grad.isfinite().all()) for p in used)
+    assert network.conv_map.weight.grad.abs().sum() > 0 and network.phi.lin_in.weight.grad.abs().sum() > 0
 
 
 # --------------------------------------------------------------------------------------
