@@ -34,7 +34,10 @@ from torch.utils._pytree import tree_leaves
 from pixelsplat_ns.cameras import (
     nerfstudio_to_widebaseline_intrinsics,
     widebaseline_grid_to_pixels,
+    widebaseline_grid_to_plane,
+    widebaseline_normalize_intrinsics,
     widebaseline_pixels_to_grid,
+    widebaseline_plane_to_grid,
     widebaseline_to_nerfstudio_intrinsics,
 )
 from pixelsplat_ns.errors import PixelSplatInputError
@@ -479,3 +482,9 @@ def test_widebaseline_conventions_round_trip() -> None:
     assert torch.isclose(converted[0, 2], torch.tensor(127.5))
     grid = torch.rand(10, 2) * 2 - 1
     assert torch.allclose(widebaseline_pixels_to_grid(widebaseline_grid_to_pixels(grid, 256), 256), grid, atol=1e-6)
+    assert torch.allclose(widebaseline_plane_to_grid(widebaseline_grid_to_plane(grid)), grid, atol=1e-6)
+    # Normalising K by the side and scaling plane points back by it are inverse.
+    k_plane = widebaseline_normalize_intrinsics(converted, 256)
+    point = torch.tensor([0.3, -0.2, 2.0])
+    plane = (k_plane @ point)[:2] / point[2]
+    assert torch.allclose(plane * 256, (converted @ point)[:2] / point[2], atol=1e-4)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..cameras import (
     widebaseline_grid_to_pixels,
+    widebaseline_grid_to_plane,
     widebaseline_normalize_intrinsics,
     widebaseline_pixels_to_grid,
     widebaseline_plane_to_grid,
@@ -105,7 +106,7 @@ def ray_geometry(
     grid_min = widebaseline_plane_to_grid(segment.xy_min).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
     grid_max = widebaseline_plane_to_grid(segment.xy_max).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
     grid = image_plane_samples(grid_min, grid_max, num_samples)  # b v r s 2
-    sample_xy = (grid + 1) / 2 * image_size
+    sample_xy = widebaseline_grid_to_plane(grid) * image_size  # the inverse of normalising K by the side
 
     # Each sample's camera ray, through the sample unprojected in the align_corners=True
     # convention (as officially; the features are read half a pixel away).

@@ -294,7 +294,9 @@ class WideBaselineRenderer(nn.Module):
         rgb = torch.where(valid[..., None], self.decode(decoder_input), 1.0)
 
         w = attention.weights
-        official_point = einsum(w, geometry.points_local.clamp(-100, 100), "b v r s, b v r s c -> b r c")
+        official_point = einsum(
+            w, geometry.points_local.clamp(-DEPTH_CLAMP, DEPTH_CLAMP), "b v r s, b v r s c -> b r c"
+        )
         along = einsum(
             geometry.points_local - geometry.origins[..., None, :], geometry.directions, "b v r s c, b v r c -> b v r s"
         )
