@@ -496,6 +496,12 @@ def widebaseline_plane_to_grid(xy: Float[Tensor, "*batch 2"]) -> Float[Tensor, "
     return 2 * xy - 1
 
 
+def widebaseline_grid_to_plane(grid: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch 2"]:
+    """Inverse of ``widebaseline_plane_to_grid``; times the image side, a point of the
+    [0, 1]^2 plane is in the intrinsics' integer-centre pixels again."""
+    return (grid + 1) / 2
+
+
 def widebaseline_grid_to_pixels(grid: Float[Tensor, "*batch 2"], image_size: int) -> Float[Tensor, "*batch 2"]:
     """Grid units -> integer-centre pixels in the align_corners=True convention ((g + 1) / 2 *
     (size - 1)), which the official code uses to unproject a sample and to look up

@@ -15,11 +15,12 @@ image spans [0, 1]^2.
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor
 
-from ..geometry import project_camera_points
 from .lines import SegmentProjection, _frame_crossings, _select_crossing, _visible
+
+EPSILON = torch.finfo(torch.float32).eps
 
 
 def project_ray_to_image(
@@ -35,11 +36,11 @@ def project_ray_to_image(
     first_xy, first_valid = _select_crossing(t, xy, valid, first=True)
     last_xy, last_valid = _select_crossing(t, xy, valid, first=False)
 
-    origin_xy = project_camera_points(origins, intrinsics)
+    origin_xy = _project(origins, intrinsics)
     origin_visible = _visible(origin_xy, origins[..., 2], torch.zeros_like(origins[..., 2]))
     # The vanishing point is where the ray ends up at t -> infinity: visible when the ray
     # heads away from the camera (d_z > 0) and that point is inside the frame.
-    vanishing_xy = project_camera_points(directions, intrinsics)
+    vanishing_xy = _project(directions, intrinsics)
     vanishing_visible = _visible(vanishing_xy, directions[..., 2], torch.zeros_like(directions[..., 2]))
     vanishing_visible = vanishing_visible & (directions[..., 2] > 0)
 
@@ -47,6 +48,19 @@ def project_ray_to_image(
     xy_max = torch.where(vanishing_visible[..., None], vanishing_xy, last_xy)
     overlaps = (origin_visible | first_valid) & (vanishing_visible | last_valid)
     return SegmentProjection(xy_min, xy_max, overlaps)
+
+
+def _project(
+    points: Float[Tensor, "*batch 3"], intrinsics: Float[Tensor, "*#batch 3 3"], epsilon: float = EPSILON
+) -> Float[Tensor, "*batch 2"]:
+    """Pinhole projection (as ``geometry.project_camera_points``: z + float32 eps, +-inf ->
+    +-1e8), written elementwise so that a ray's result does not depend on how many rays are
+    projected with it (a batched matrix product may round differently per batch size)."""
+    x, y = (points[..., :2] / (points[..., 2:] + epsilon)).nan_to_num(posinf=1e8, neginf=-1e8).unbind(-1)
+    k = intrinsics
+    return torch.stack(
+        (k[..., 0, 0] * x + k[..., 0, 1] * y + k[..., 0, 2], k[..., 1, 0] * x + k[..., 1, 1] * y + k[..., 1, 2]), dim=-1
+    )
 
 
 def image_plane_samples(
@@ -78,8 +92,3 @@ def closest_point_on_ray(
     e = (d2 * offset).sum(-1)
     t = (b * e - c * d) / (a * c - b * b)
     return (o1 + t[..., None] * d1).to(dtype)
-
-
-def on_image(xy: Float[Tensor, "*batch 2"]) -> Bool[Tensor, "*batch"]:
-    """Whether normalised image points lie inside [0, 1]^2."""
-    return ((xy >= 0) & (xy <= 1)).all(dim=-1)

@@ -12,18 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ..cameras import (
     widebaseline_grid_to_pixels,
+    widebaseline_grid_to_plane,
     widebaseline_normalize_intrinsics,
     widebaseline_pixels_to_grid,
     widebaseline_plane_to_grid,
 )
 from ..epipolar.image_plane import closest_point_on_ray, image_plane_samples, project_ray_to_image
-from ..geometry import transform
 
 # Distance given to samples whose 3D point is not finite (rays parallel to the query ray).
 FAR_DISTANCE = 1e6
@@ -64,6 +65,18 @@ class RayGeometry:
     tanh(t / 10^i) for i = 0..3 (4), query origin (3)."""
 
 
+def apply_transform(
+    matrices: Float[Tensor, "*#batch 4 4"], vectors: Float[Tensor, "*#batch 3"], w: float
+) -> Float[Tensor, "*batch 3"]:
+    """4x4 transforms of points (w = 1) or directions (w = 0), elementwise: a ray's result
+    does not depend on how many rays are rendered with it (a batched matrix product may
+    round differently per batch size, which the ill-conditioned sample points amplify)."""
+    x, y, z = vectors.unbind(-1)
+    m = matrices
+    rows = [m[..., i, 0] * x + m[..., i, 1] * y + m[..., i, 2] * z + m[..., i, 3] * w for i in range(3)]
+    return torch.stack(rows, dim=-1)
+
+
 def other_view(values: Tensor) -> Tensor:
     """[b, v, ...] -> the same values of the other of the two context views."""
     return values.flip(1)
@@ -83,8 +96,8 @@ def ray_geometry(
     if context_c2w.shape[1] != 2:
         raise ValueError(f"the cross-attention renderer takes two context views, got {context_c2w.shape[1]}")
     world_to_camera = torch.linalg.inv(context_c2w)[:, :, None]  # b v 1 4 4
-    o = transform(world_to_camera, origins[:, None], 1.0)
-    d = transform(world_to_camera, directions[:, None], 0.0)
+    o = apply_transform(world_to_camera, origins[:, None], 1.0)
+    d = apply_transform(world_to_camera, directions[:, None], 0.0)
     coords = torch.cat((d, torch.cross(o, d, dim=-1), o), dim=-1)
 
     k = context_intrinsics[:, :, None]  # b v 1 3 3
@@ -93,7 +106,7 @@ def ray_geometry(
     grid_min = widebaseline_plane_to_grid(segment.xy_min).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
     grid_max = widebaseline_plane_to_grid(segment.xy_max).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
     grid = image_plane_samples(grid_min, grid_max, num_samples)  # b v r s 2
-    sample_xy = (grid + 1) / 2 * image_size
+    sample_xy = widebaseline_grid_to_plane(grid) * image_size  # the inverse of normalising K by the side
 
     # Each sample's camera ray, through the sample unprojected in the align_corners=True
     # convention (as officially; the features are read half a pixel away).
@@ -113,9 +126,9 @@ def ray_geometry(
 
     # Into the other context's frame and image.
     relative = torch.linalg.inv(other_view(context_c2w)) @ context_c2w  # b v 4 4
-    points_in_other = transform(relative[:, :, None, None], points, 1.0)
+    points_in_other = apply_transform(relative[:, :, None, None], points, 1.0)
     k_other = other_view(context_intrinsics)[:, :, None, None]
-    projected = torch.einsum("...ij,...j->...i", k_other, points_in_other)
+    projected = apply_transform(F.pad(k_other, (0, 1, 0, 1)), points_in_other, 0.0)
     other_pixels = projected[..., :2] / (projected[..., 2:] + 1e-12)
     other_grid = widebaseline_pixels_to_grid(other_pixels, image_size)
 
@@ -148,3 +161,21 @@ def ray_geometry(
         other_grid=other_grid,
         local_geometry=local,
     )
+
+
+def pixel_rays(
+    uv: Float[Tensor, "*batch 2"], c2w: Float[Tensor, "*#batch 4 4"], intrinsics: Float[Tensor, "*#batch 3 3"]
+) -> tuple[Float[Tensor, "*batch 3"], Float[Tensor, "*batch 3"]]:
+    """World rays (origins, unit directions) through pixels ``uv`` (x = column, integer pixel
+    centres, as the intrinsics) of OpenCV cameras: normalise(R ((u - cx) / fx, (v - cy) / fy, 1))."""
+    camera = torch.stack(
+        (
+            (uv[..., 0] - intrinsics[..., 0, 2]) / intrinsics[..., 0, 0],
+            (uv[..., 1] - intrinsics[..., 1, 2]) / intrinsics[..., 1, 1],
+            torch.ones_like(uv[..., 0]),
+        ),
+        dim=-1,
+    )
+    directions = apply_transform(c2w, camera, 0.0)
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    return c2w[..., :3, 3].broadcast_to(directions.shape), directions

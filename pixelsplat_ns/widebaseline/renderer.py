@@ -33,9 +33,8 @@ from einops import einsum, rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from ..geometry import transform
 from .config import WideBaselineConfig
-from .geometry import RayGeometry, other_view, ray_geometry
+from .geometry import RayGeometry, apply_transform, other_view, ray_geometry
 
 # The official encoding of a sample's 3D point: tanh(point / POINT_SCALE).
 POINT_SCALE = 5.0
@@ -215,7 +214,7 @@ class WideBaselineRenderer(nn.Module):
         x = torch.cat((features, torch.tanh(points / POINT_SCALE)), dim=-1)
         return pointwise(self.query_encode_latent_2, F.relu(pointwise(self.query_encode_latent, x)))
 
-    def encode(
+    def pair_encodings(
         self,
         own: Float[Tensor, "b v r s c"],
         other: Float[Tensor, "b v r s c"],
@@ -285,22 +284,26 @@ class WideBaselineRenderer(nn.Module):
         cfg = self.cfg
         geometry = ray_geometry(context_c2w, context_intrinsics, origins, directions, z[-1].shape[-1], cfg.num_samples)
         own = sample_maps(z, geometry.sample_grid, "border")
-        other = sample_maps([other_view(m) for m in z], geometry.other_grid, "zeros")
-        attention = self.attend(self.encode(own, other, geometry), geometry.local_geometry)
+        # Image v at the other context's points, then swapped: other[:, v] is image 1 - v at
+        # context v's points (swapping the small result, not the maps).
+        other = other_view(sample_maps(z, other_view(geometry.other_grid), "zeros"))
+        attention = self.attend(self.pair_encodings(own, other, geometry), geometry.local_geometry)
 
         decoder_input = self.decoder_input(attention.feature, geometry.coords)
         valid = geometry.valid.any(dim=1)
         rgb = torch.where(valid[..., None], self.decode(decoder_input), 1.0)
 
         w = attention.weights
-        official_point = einsum(w, geometry.points_local.clamp(-100, 100), "b v r s, b v r s c -> b r c")
+        official_point = einsum(
+            w, geometry.points_local.clamp(-DEPTH_CLAMP, DEPTH_CLAMP), "b v r s, b v r s c -> b r c"
+        )
         along = einsum(
             geometry.points_local - geometry.origins[..., None, :], geometry.directions, "b v r s c, b v r c -> b v r s"
         )
         along = along.nan_to_num(nan=DEPTH_CLAMP).clamp(0, DEPTH_CLAMP)
         depth = einsum(w, along, "b v r s, b v r s -> b r")
         entropy = -einsum(w, w.clamp_min(torch.finfo(w.dtype).tiny).log(), "b v r s, b v r s -> b r")
-        points_world = transform(context_c2w[:, :, None, None], geometry.points_local, 1.0)
+        points_world = apply_transform(context_c2w[:, :, None, None], geometry.points_local, 1.0)
         return WideBaselineRays(
             rgb=rgb,
             valid=valid,
