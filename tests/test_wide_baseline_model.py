@@ -53,7 +53,7 @@ def test_ns_train_help_lists_both_methods():
 def test_ns_render_and_ns_eval_render_a_reloaded_run(trained_run: Path, tmp_path: Path):
     result = run(
         str(BIN / "ns-render"), "dataset", "--load-config", str(trained_run), "--output-path", str(tmp_path / "r"),
-        "--split", "test", "--rendered-output-names", "rgb", "depth",
+        "--split", "test", "--rendered-output-names", "rgb", "depth", "--downscale-factor", "2",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     frames = sorted((tmp_path / "r").rglob("*.jpg")) + sorted((tmp_path / "r").rglob("*.png"))

@@ -170,8 +170,8 @@ class WideBaselineModel(Model):
 
     def get_outputs(self, ray_bundle: RayBundle | Cameras) -> dict[str, Tensor]:  # type: ignore[override]
         """``rgb`` in [0, 1], ``depth`` (pseudo-depth from the attention, along the ray, in the
-        dataset's units), ``entropy`` of the attention and ``valid`` (the ray meets a context
-        image). Given a training camera (fine-tuning), renders ``train_rays_per_step`` random pixels
+        dataset's units), ``entropy`` of the attention and ``accumulation`` (1 where the ray
+        meets a context image). Given a training camera (fine-tuning), renders ``train_rays_per_step`` random pixels
         of it and returns their indices in ``pixels``."""
         pixels = None
         if isinstance(ray_bundle, Cameras):
@@ -183,7 +183,8 @@ class WideBaselineModel(Model):
             "rgb": (rgb if self.training else rgb.clamp(0, 1)).reshape(*shape, 3),
             "depth": (out.depth[0] / self.context_scale).reshape(*shape, 1),
             "entropy": out.entropy[0].reshape(*shape, 1),
-            "valid": out.valid[0].to(rgb.dtype).reshape(*shape, 1),
+            # 1 where the ray's epipolar lines meet a context image (nerfstudio's depth colouring reads it)
+            "accumulation": out.valid[0].to(rgb.dtype).reshape(*shape, 1),
         }
         if pixels is not None:
             outputs["pixels"] = pixels
