@@ -53,7 +53,7 @@ fi
   --pipeline.datamanager.examples.num-target-views 2 \
   --pipeline.datamanager.examples.min-gap 2 --pipeline.datamanager.examples.max-gap 12 \
   --optimizers.network.optimizer.lr 3e-4 \
-  --optimizers.network.scheduler.warm-up-end 200 --optimizers.network.scheduler.max-steps "$STEPS"
+  --optimizers.network.scheduler.warm-up-end "$(( STEPS / 4 < 200 ? STEPS / 4 : 200 ))" --optimizers.network.scheduler.max-steps "$STEPS"
 
 if [ ! -f "$last" ]; then
   echo "recipe: the run did not write its last network ($last); nothing copied" >&2

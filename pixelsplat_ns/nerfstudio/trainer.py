@@ -15,7 +15,7 @@ from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from pixelsplat_ns.errors import PixelSplatOutputError
+from pixelsplat_ns.errors import PixelSplatInputError, PixelSplatOutputError
 from pixelsplat_ns.io import atomic_path, output_errors
 
 _IMPORTED_AT = time.time()  # before ns-train writes this run's config.yml
@@ -46,6 +46,10 @@ class PixelSplatTrainer(Trainer):
             # trained, so the folder nerfstudio made for this run (its config only) goes too.
             self._remove_untrained_run()
             raise
+        except PixelSplatInputError as error:  # refused after the pipeline (e.g. a schedule's flags)
+            self._remove_untrained_run()
+            CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
+            raise SystemExit(2) from None
         except KeyboardInterrupt:
             self._remove_untrained_run()
             CONSOLE.print("pixelsplat: interrupted during set-up; nothing was trained or saved")
