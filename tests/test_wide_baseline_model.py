@@ -166,3 +166,27 @@ def test_a_few_pretraining_steps_lower_the_loss():
     with torch.no_grad():
         rendered = model(batch)["rgb"]
     assert rendered.shape == (1, 2, 128, 128, 3)
+
+
+def test_explain_records_a_wide_baseline_run(trained_run: Path, tmp_path: Path):
+    """pixelsplat-ns explain on the wide-baseline method: its probe is a pixel of every rendered
+    frame, with 2 x num_samples epipolar samples weighted by the first attention round."""
+    from rerun.chunk import RrdReader
+
+    rrd, png = tmp_path / "wb.rrd", tmp_path / "wb.png"
+    result = run(
+        str(BIN / "pixelsplat-ns"), "explain", "--load-config", str(trained_run), "--rerun", str(rrd),
+        "--figure", str(png), "--frames", "2", "--render-long-side", "24", "--pixel", "10", "12",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    chunks: dict[str, list] = {}
+    for chunk in RrdReader(rrd).stream():
+        chunks.setdefault(chunk.entity_path, []).append(chunk)
+    context = sorted(name for name in chunks if name.count("/") == 3 and name.startswith("/world/context/"))
+    assert context == ["/world/context/frame_00021_train", "/world/context/frame_00025_train"]
+    assert {"/world/path/rgb", "/world/path/depth", "/world/path/rgb/probe", "/world/probe/ray"} <= set(chunks)
+    samples = chunks["/world/probe/samples"]
+    assert not any(chunk.is_static for chunk in samples)  # one probe per frame
+    positions = [v for c in samples for v in c.to_record_batch().column("Points3D:positions").to_pylist()]
+    assert len(positions) == 2 and 0 < len(positions[0]) <= 2 * 32
+    assert png.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["wb.png", "wb.rrd"]

@@ -327,9 +327,12 @@ class WideBaselinePipeline(VanillaPipeline):
             super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
             self.model.set_context_provider(self.datamanager.context_views)
             self.model.walkthrough.set_first_camera(self.first_context_camera)
+            self.model.context_train_indices = self.datamanager.context_indices()
             if test_mode == "val":
-                self.model.context_train_indices = self.datamanager.context_indices()
                 self.model.load_context()
+            else:  # the saved views: named by the rule that chose them (the run's config)
+                filenames = self.datamanager.train_dataset.image_filenames
+                self.model.context_names = [filenames[i].name for i in self.model.context_train_indices]
             self.model.walkthrough.set_pair_choice(
                 [path.name for path in self.datamanager.train_dataset.image_filenames],
                 [self.datamanager.train_dataset.image_filenames[i].name for i in self.datamanager.context_indices()],
