@@ -180,16 +180,20 @@ def viewer_pose(c2w_opengl: Float[Tensor, "3 4"]) -> tuple[np.ndarray, np.ndarra
     return c2w[:3, 3].numpy(), vtf.SO3.from_matrix(c2w[:3, :3].numpy()).wxyz
 
 
-def start_at_camera_control(first_camera: Callable[[], tuple[Tensor, float] | None]):
+def start_at_camera_control(first_camera: Callable[[], tuple[Tensor, float] | None], max_res: int | None = None):
     """A ViewerControl that puts every newly connected browser at ``first_camera()`` (OpenGL
     camera-to-world, vertical fov in radians): the viewer opens looking through the first
-    context view instead of nerfstudio's default pose beside the scene."""
+    context view instead of nerfstudio's default pose beside the scene. ``max_res``: the
+    viewer's initial "Max res" (nerfstudio's is 512), for methods that render slowly."""
     from nerfstudio.viewer.viewer_elements import ViewerControl
 
     class StartAtContextCamera(ViewerControl):
         def _setup(self, viewer) -> None:
             super()._setup(viewer)
             viewer.viser_server.on_client_connect(self.look_through_first_context_camera)
+            panel = getattr(viewer, "control_panel", None)
+            if max_res is not None and panel is not None and hasattr(panel, "_max_res"):
+                panel._max_res.value = max_res
 
         def look_through_first_context_camera(self, client) -> None:
             from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO as ratio
@@ -211,7 +215,7 @@ class Walkthrough(nn.Module):
 
     pick_label = "Pick: click a Gaussian"
 
-    def __init__(self, run_encoder: Callable[[], ContextRun]) -> None:
+    def __init__(self, run_encoder: Callable[[], ContextRun], max_res: int | None = None) -> None:
         super().__init__()
         from nerfstudio.viewer.viewer_elements import (
             ViewerButton,
@@ -224,7 +228,7 @@ class Walkthrough(nn.Module):
         self._run_encoder = run_encoder
         self._run: ContextRun | None = None
         self._first_camera: Callable[[], tuple[Tensor, float] | None] = lambda: None
-        self.control = start_at_camera_control(lambda: self._first_camera())
+        self.control = start_at_camera_control(lambda: self._first_camera(), max_res)
         self.show_cameras = ViewerCheckbox(
             "Context cameras", False, cb_hook=lambda element: self.draw_cameras(element.value),
             hint="Show the context views as the encoder saw them",

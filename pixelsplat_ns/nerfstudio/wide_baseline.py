@@ -63,6 +63,9 @@ class WideBaselineModelConfig(ModelConfig):
     """Fine-tuning: random rays of one training image per step."""
     eval_num_rays_per_chunk: int = 1024
     """Rays rendered at a time by ns-render, ns-eval and the viewer (memory grows with it)."""
+    viewer_max_res: int = 160
+    """The viewer's initial "Max res" (nerfstudio's default is 512): every pixel is a network evaluation, so a
+    still frame at 512 px takes minutes on CPU; while the camera moves nerfstudio renders fewer pixels anyway."""
 
 
 class WideBaselineModel(Model):
@@ -91,7 +94,7 @@ class WideBaselineModel(Model):
         self.lpips = build_lpips()
         # The viewer panel (pixelSplat's walkthrough, driven by this renderer); it also makes the
         # viewer open looking through the first context camera.
-        self.walkthrough = WideBaselineWalkthrough(lambda: WideBaselineRun(self))
+        self.walkthrough = WideBaselineWalkthrough(lambda: WideBaselineRun(self), max_res=self.config.viewer_max_res)
 
     # ------------------------------------------------------------------ context
     def set_context_provider(self, provider: Callable[[], ContextImages]) -> None:
