@@ -6,7 +6,8 @@ training images and the frames between them as its eval split; then, as a user w
 
 * ``ns-train pixelsplat`` with its defaults (0 iterations: feed-forward), once per mode:
   ``--pipeline.model.gaussian-resolution encoder`` and ``native``, and the encoder with
-  untrained (seeded random) weights;
+  untrained (seeded random) weights; mode ``wide-baseline``: ``ns-train wide-baseline`` with its
+  defaults (targets only: it has no Gaussians, and every pixel costs a network evaluation);
 * the run is loaded back as ``ns-render dataset`` / ``ns-eval`` load it (``eval_setup``) and
   renders the eval frames (targets) and the two context cameras at the images' own size.
 
@@ -93,19 +94,21 @@ def run_pair(
     from nerfstudio.scripts.train import main as train_main
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+    from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config, wide_baseline_trainer_config
 
-    config = pixelsplat_trainer_config()
+    wide = mode == "wide-baseline"  # the second method (its bundled small network), on the same pairs
+    config = wide_baseline_trainer_config() if wide else pixelsplat_trainer_config()
     config.data = scene
     config.output_dir = output_dir
     config.vis = "tensorboard"
     config.viewer.quit_on_train_completion = True
     config.pipeline.datamanager.dataparser.eval_mode = "filename"
-    config.pipeline.model.gaussian_resolution = "native" if mode == "native" else "encoder"
-    config.pipeline.model.untrained = mode == "untrained"  # the same architecture with seeded random weights
-    config.pipeline.model.encoder_checkpoint = checkpoint
-    for name, value in flags.items():
-        setattr(config.pipeline.model, name, value)
+    if not wide:
+        config.pipeline.model.gaussian_resolution = "native" if mode == "native" else "encoder"
+        config.pipeline.model.untrained = mode == "untrained"  # the same architecture with seeded random weights
+        config.pipeline.model.encoder_checkpoint = checkpoint
+        for name, value in flags.items():
+            setattr(config.pipeline.model, name, value)
     config.set_timestamp()
     with contextlib.redirect_stdout(io.StringIO()):
         train_main(config)
@@ -120,6 +123,8 @@ def run_pair(
         scores["target"].append(score(model.get_outputs_for_camera(camera)["rgb"].cpu(), truth))
         nearest = (context.c2w[:, :3, 3] - camera.camera_to_worlds[0, :3, 3]).norm(dim=-1).argmin()
         scores["copy"].append(score(context.images[nearest], truth))
+    if wide:  # no Gaussians, and a context camera costs as much to render as a target
+        return scores
     scores["cross"] = []
     everything = {name: value.detach().clone() for name, value in model.gauss_params.items()}
     for view, index in enumerate(data.context_indices()):
@@ -142,8 +147,9 @@ def main() -> None:
     parser.add_argument("--gap", type=int, default=3, help="context pair (i, i + gap), targets between")
     parser.add_argument("--stride", type=int, default=2, help="step between consecutive pairs' first frames")
     parser.add_argument("--modes", nargs="+", default=["encoder", "native", "untrained"],
-                        choices=["encoder", "native", "untrained"],
-                        help="encoder / native: --pipeline.model.gaussian-resolution; untrained: random weights")  # fmt: skip
+                        choices=["encoder", "native", "untrained", "wide-baseline"],
+                        help="encoder / native: --pipeline.model.gaussian-resolution; untrained: random weights; "
+                        "wide-baseline: ns-train wide-baseline (its bundled network)")  # fmt: skip
     parser.add_argument("--encoder-checkpoint", type=Path, default=None, help="default: the bundled encoder")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="model config overrides for every mode, e.g. encoder_long_side=160")  # fmt: skip
@@ -203,7 +209,10 @@ def _row(scores: dict[str, list[tuple[float, float]]], modes: list[str]) -> list
 
     row = [str(len(scores["copy"]))]
     for mode in modes:
-        row += [f"{mean(f'{mode}:{key}', metric):.{digits}f}" for key, metric, digits in TABLE_CELLS]
+        row += [
+            f"{mean(f'{mode}:{key}', metric):.{digits}f}" if f"{mode}:{key}" in scores else "-"
+            for key, metric, digits in TABLE_CELLS
+        ]
     return [*row, f"{mean('copy', 0):.2f}", f"{mean('copy', 1):.3f}"]
 
 
