@@ -30,12 +30,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def viewer_url(tmp_path_factory):
-    """A trained run (feed-forward, 0 fine-tuning steps) served by ns-viewer."""
-    root = tmp_path_factory.mktemp("browser")
+def _serve(root: Path, method: str, *extra: str):
+    """Train ``method`` feed-forward on a small cut of a real scene and serve it with ns-viewer."""
     scene = cut_scene("pavilion-chair-sunset", root / "scene", train=[20, 21, 25, 26], eval_=[22, 23])
-    result = run(*train_args(scene, root / "outputs", "--max-num-iterations", "0"))
+    args = train_args(scene, root / "outputs", "--max-num-iterations", "0", *extra)
+    args[1] = method  # ns-train <method>
+    result = run(*args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     config = next((root / "outputs").rglob("config.yml"))
     port = free_port()
@@ -48,6 +48,18 @@ def viewer_url(tmp_path_factory):
     finally:
         process.terminate()
         process.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def viewer_url(tmp_path_factory):
+    """A trained run (feed-forward, 0 fine-tuning steps) served by ns-viewer."""
+    yield from _serve(tmp_path_factory.mktemp("browser"), "pixelsplat")
+
+
+@pytest.fixture(scope="module")
+def wide_baseline_viewer_url(tmp_path_factory):
+    """The second method (its bundled small network), feed-forward, served by ns-viewer."""
+    yield from _serve(tmp_path_factory.mktemp("browser-wb"), "wide-baseline")
 
 
 def _browser():
@@ -97,8 +109,9 @@ def _button(driver, label: str):
     )
 
 
-def test_viewer_shows_the_scene_and_traces_a_pixel_in_a_real_browser(viewer_url):
-    url, root = viewer_url
+def check_viewer(url: str, root: Path, pick_label: str, readout: str, screenshot_to: str | None) -> None:
+    """The scene fills the canvas, the walkthrough's controls are there, tracing a pixel draws
+    into the scene and reads ``readout`` out in the panel."""
     driver = _browser()
     driver.capture_path = str(root / "canvas.png")
     try:
@@ -114,7 +127,7 @@ def test_viewer_shows_the_scene_and_traces_a_pixel_in_a_real_browser(viewer_url)
         _wait(rendered, 300, "a rendered scene filling the 3D canvas (at most half of it background)")
 
         # The walkthrough panel's controls.
-        for label in ("Trace pixel", "Pick: click a Gaussian"):
+        for label in ("Trace pixel", pick_label):
             _wait(lambda label=label: _button(driver, label) or None, 60, f"the {label!r} button")
         page = driver.find_element("tag name", "body").text
         for label in ("Context cameras", "Pixel row", "Pixel column"):
@@ -122,8 +135,8 @@ def test_viewer_shows_the_scene_and_traces_a_pixel_in_a_real_browser(viewer_url)
 
         screenshot = root / "viewer.png"
         driver.save_screenshot(str(screenshot))
-        if os.environ.get("PIXELSPLAT_SCREENSHOT"):
-            shutil.copyfile(screenshot, os.environ["PIXELSPLAT_SCREENSHOT"])
+        if screenshot_to:
+            shutil.copyfile(screenshot, screenshot_to)
 
         # Tracing a pixel draws its ray and epipolar samples into the scene.
         # First a settled canvas (the viewer refines its render after a move), so that a change
@@ -137,8 +150,18 @@ def test_viewer_shows_the_scene_and_traces_a_pixel_in_a_real_browser(viewer_url)
         _button(driver, "Trace pixel").click()
         changed = lambda: float((np.abs(_canvas(driver) - before).max(axis=-1) > 0.2).mean())  # noqa: E731
         _wait(lambda: changed() > 0.001 or None, 120, "the traced samples in the canvas")
-        _wait(
-            lambda: "top bucket" in driver.execute_script(_FIELD_VALUES) or None, 60, "the trace's readout in the panel"
-        )
+        _wait(lambda: readout in driver.execute_script(_FIELD_VALUES) or None, 240, "the trace's readout in the panel")
     finally:
         driver.quit()
+
+
+def test_viewer_shows_the_scene_and_traces_a_pixel_in_a_real_browser(viewer_url):
+    url, root = viewer_url
+    check_viewer(url, root, "Pick: click a Gaussian", "top bucket", os.environ.get("PIXELSPLAT_SCREENSHOT"))
+
+
+def test_wide_baseline_viewer_in_a_real_browser(wide_baseline_viewer_url):
+    """The same panel for the second method: a render at the first context camera, the trace
+    of a context pixel (its epipolar samples drawn, its pseudo-depth read out)."""
+    url, root = wide_baseline_viewer_url
+    check_viewer(url, root, "Pick: click the scene", "pseudo-depth", os.environ.get("PIXELSPLAT_SCREENSHOT_WB"))
