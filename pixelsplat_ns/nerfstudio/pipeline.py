@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,6 +18,39 @@ from pixelsplat_ns.nerfstudio.datamanager import PixelSplatDataManagerConfig
 from pixelsplat_ns.nerfstudio.model import PixelSplatModelConfig
 
 
+class ContextPairMixin:
+    """What a pipeline whose model renders from context views offers the viewer: the first
+    context camera (where the viewer opens) and switching to another pair of training images."""
+
+    def first_context_camera(self) -> tuple[Tensor, float] | None:
+        """The first context view's camera (OpenGL camera-to-world, vertical fov in radians)."""
+        names = self.model.context_names or []
+        filenames = [path.name for path in self.datamanager.train_dataset.image_filenames]
+        try:
+            index = filenames.index(names[0]) if names else self.datamanager.context_indices()[0]
+        except (ValueError, PixelSplatInputError):
+            return None
+        camera = self.datamanager.train_dataset.cameras[index]
+        fov = 2 * math.atan(0.5 * float(camera.height) / float(camera.fy))
+        return camera.camera_to_worlds.detach().cpu(), fov
+
+    def switch_context_pair(self, first: str, second: str, use: Callable[[], object], refusal: str) -> None:
+        """Take two other training images as context views and ``use()`` them (predict, encode);
+        refused with ``refusal`` once fine-tuning has started. The names are validated first
+        (unknown, eval split, identical); on failure the previous pair stays."""
+        if self.model.step > 0:
+            raise PixelSplatInputError(refusal)
+        previous = self.datamanager.config.context_views
+        self.datamanager.config.context_views = (first, second)
+        try:
+            indices = self.datamanager.context_indices()
+            use()
+        except Exception:
+            self.datamanager.config.context_views = previous
+            raise
+        self.model.context_train_indices = indices
+
+
 @dataclass
 class PixelSplatPipelineConfig(VanillaPipelineConfig):
     _target: type = field(default_factory=lambda: PixelSplatPipeline)
@@ -24,7 +58,7 @@ class PixelSplatPipelineConfig(VanillaPipelineConfig):
     model: PixelSplatModelConfig = field(default_factory=PixelSplatModelConfig)
 
 
-class PixelSplatPipeline(VanillaPipeline):
+class PixelSplatPipeline(ContextPairMixin, VanillaPipeline):
     """VanillaPipeline + context views. When training, the encoder runs here, before the
     trainer builds its optimisers, so they see the predicted Gaussians. Reloaded runs
     (viewer, export, render, eval) restore the saved Gaussians and never run it."""
@@ -55,31 +89,10 @@ class PixelSplatPipeline(VanillaPipeline):
             CONSOLE.print(f"[bold red]pixelsplat: error: {error}")
             raise SystemExit(2) from None
 
-    def first_context_camera(self) -> tuple[Tensor, float] | None:
-        """The first context view's camera (OpenGL camera-to-world, vertical fov in radians)."""
-        names = self.model.context_names or []
-        filenames = [path.name for path in self.datamanager.train_dataset.image_filenames]
-        try:
-            index = filenames.index(names[0]) if names else self.datamanager.context_indices()[0]
-        except (ValueError, PixelSplatInputError):
-            return None
-        camera = self.datamanager.train_dataset.cameras[index]
-        fov = 2 * math.atan(0.5 * float(camera.height) / float(camera.fy))
-        return camera.camera_to_worlds.detach().cpu(), fov
-
     def predict_from_pair(self, first: str, second: str) -> None:
         """Predict the Gaussians again from two other training images (the viewer's pair
         picking). Refused once fine-tuning has started: its optimisers own the Gaussians."""
-        if self.model.step > 0:
-            raise PixelSplatInputError(
-                "the Gaussians are being fine-tuned; pick pairs in a feed-forward run (0 iterations)"
-            )
-        previous = self.datamanager.config.context_views
-        self.datamanager.config.context_views = (first, second)
-        try:
-            indices = self.datamanager.context_indices()  # validates the names (unknown, eval-split, identical)
-            self.model.predict_gaussians()
-        except Exception:
-            self.datamanager.config.context_views = previous
-            raise
-        self.model.context_train_indices = indices
+        self.switch_context_pair(
+            first, second, self.model.predict_gaussians,
+            "the Gaussians are being fine-tuned; pick pairs in a feed-forward run (0 iterations)",
+        )  # fmt: skip

@@ -11,7 +11,6 @@ optimises the whole network on random rays of the training images.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from pixelsplat_ns.metrics import build_lpips, psnr
 from pixelsplat_ns.nerfstudio import atomic_export
 from pixelsplat_ns.nerfstudio.context import ContextImages
 from pixelsplat_ns.nerfstudio.datamanager import PixelSplatDataManagerConfig
+from pixelsplat_ns.nerfstudio.pipeline import ContextPairMixin
 from pixelsplat_ns.nerfstudio.wide_baseline_walkthrough import WideBaselineRun, WideBaselineWalkthrough
 
 _CONTEXT_BUFFERS = ("context_images", "context_c2w", "context_intrinsics", "context_scale")
@@ -312,7 +312,7 @@ class WideBaselinePipelineConfig(VanillaPipelineConfig):
     model: WideBaselineModelConfig = field(default_factory=WideBaselineModelConfig)
 
 
-class WideBaselinePipeline(VanillaPipeline):
+class WideBaselinePipeline(ContextPairMixin, VanillaPipeline):
     """VanillaPipeline + context views: read from the dataset when training, restored from the
     checkpoint otherwise."""
 
@@ -345,30 +345,10 @@ class WideBaselinePipeline(VanillaPipeline):
             CONSOLE.print(f"[bold red]wide-baseline: error: {error}")
             raise SystemExit(2) from None
 
-    def first_context_camera(self) -> tuple[Tensor, float] | None:
-        """The first context view's camera (OpenGL camera-to-world, vertical fov in radians)."""
-        names = self.model.context_names
-        filenames = [path.name for path in self.datamanager.train_dataset.image_filenames]
-        try:
-            index = filenames.index(names[0]) if names else self.datamanager.context_indices()[0]
-        except (ValueError, PixelSplatInputError):
-            return None
-        camera = self.datamanager.train_dataset.cameras[index]
-        return camera.camera_to_worlds.detach().cpu(), 2 * math.atan(0.5 * float(camera.height) / float(camera.fy))
-
     def context_from_pair(self, first: str, second: str) -> None:
         """Render from two other training images (the viewer's pair picking). Refused once
         fine-tuning has started: the network has adapted to the current pair."""
-        if self.model.step > 0:
-            raise PixelSplatInputError(
-                "the network is being fine-tuned; pick pairs in a feed-forward run (0 iterations)"
-            )
-        previous = self.datamanager.config.context_views
-        self.datamanager.config.context_views = (first, second)
-        try:
-            indices = self.datamanager.context_indices()  # validates the names (unknown, eval-split, identical)
-            self.model.load_context()
-        except Exception:
-            self.datamanager.config.context_views = previous
-            raise
-        self.model.context_train_indices = indices
+        self.switch_context_pair(
+            first, second, self.model.load_context,
+            "the network is being fine-tuned; pick pairs in a feed-forward run (0 iterations)",
+        )  # fmt: skip
