@@ -28,16 +28,7 @@ DATA=${DATA:-../shared/data}
 OUT=${OUT:-outputs/bundled-encoder}
 WORK=${WORK:-$OUT/data}
 
-if [ ! -d "$WORK/scenes/procedural" ]; then
-  rm -rf "$WORK" && mkdir -p "$WORK/textures" "$WORK/scenes"
-  skimage=$(.venv/bin/python -c "import skimage.data, os; print(os.path.dirname(skimage.data.__file__))")
-  for name in astronaut brick chelsea coffee color grass gravel motorcycle_left retina rocket hubble_deep_field; do
-    cp "$skimage/$name".* "$WORK/textures/" 2>/dev/null || true
-  done
-  .venv/bin/pixelsplat-ns synthesize --output-dir "$WORK/scenes/procedural" --num-scenes "$SCENES" --frames 24 \
-    --image-size 128 128 --textures "$WORK/textures" "$DATA/dtu-vase/images" --seed 0
-  ln -s "$(realpath "$DATA/dtu-vase")" "$WORK/scenes/dtu-vase"
-fi
+. configs/training_scenes.sh  # the training scenes, made once
 
 # The last encoder of stage $1 of $2 steps (step $2 - 1); the stage is done when it is written.
 last_encoder() { printf '%s/%s/pixelsplat-pretrain/run/encoders/encoder-step-%09d.ckpt' "$OUT" "$1" $(($2 - 1)); }
