@@ -89,7 +89,7 @@ class PixelSplatDataManager(FullImageDatamanager[PixelSplatDataset]):
             frames = count_dataset_frames(data) if data is not None else None
             if frames is not None and frames < 2:
                 raise ContextSelectionError(
-                    f"pixelSplat needs two context views but the dataset {data} has {frames} image(s); "
+                    f"this method needs two context views but the dataset {data} has {frames} image(s); "
                     "use a dataset with at least two views"
                 ) from None
             raise
