@@ -53,6 +53,9 @@ def draw_figure(explanation: Explanation, path: Path, dpi: int = 72) -> None:
         )
         if explanation.probe_in_context and v == 0:
             axis.plot(col + 0.5, row + 0.5, marker="x", color="red", markersize=9, mew=2)
+        h, w = view.image.shape[:2]
+        axis.set_xlim(0, w)  # samples past the border (the segment's clipped ends) do not widen the image
+        axis.set_ylim(h, 0)
     # One depth scale for all frames shown, so that their colours compare.
     depths = np.concatenate([explanation.frames[index].depth.cpu().numpy().ravel() for index in shown])
     low, high = np.percentile(depths, (2, 98)) if depths.size else (0.0, 1.0)
