@@ -8,12 +8,12 @@
 # demo's pavilion-chair-* scenes. Examples are 128x128 (the architecture's input size), context
 # gaps 2-12 frames, two targets per example, 256 random rays per target and step.
 #
-#   bash configs/train_bundled_widebaseline.sh              # STEPS=4000
+#   bash configs/train_bundled_widebaseline.sh              # STEPS=3000 (about 25 min on 2 CPU cores)
 #   STEPS=200 bash configs/train_bundled_widebaseline.sh    # a shorter run
 # A stopped run resumes where it stopped with RESUME=1 and the same STEPS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${STEPS:-4000}
+STEPS=${STEPS:-3000}
 SCENES=${SCENES:-150}
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-outputs/bundled-widebaseline}

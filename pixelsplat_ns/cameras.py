@@ -450,15 +450,13 @@ def rays_to_network_frame(origins: Float[Tensor, "*batch 3"], scene_scale: float
     return origins * scene_scale
 
 
-def widebaseline_pixel_rays(
-    c2w: Float[Tensor, "*batch 4 4"], intrinsics: Float[Tensor, "*batch 3 3"], pixels: Float[Tensor, "*batch 2"]
-) -> tuple[Float[Tensor, "*batch 3"], Float[Tensor, "*batch 3"]]:
-    """(origin, unit direction) of the rays through ``pixels`` (x = column, y = row; integer
-    pixel centres, the official convention) of wide-baseline views (OpenCV camera-to-world)."""
-    homogeneous = torch.cat((pixels, torch.ones_like(pixels[..., :1])), dim=-1)
-    local = torch.linalg.solve(intrinsics, homogeneous[..., None])[..., 0]
-    directions = F.normalize((c2w[..., :3, :3] @ local[..., None])[..., 0], dim=-1)
-    return c2w[..., :3, 3].expand_as(directions), directions
+def ray_depth_to_z_depth(
+    depth: Float[Tensor, "*batch"], directions: Float[Tensor, "*batch 3"], c2w_opengl: Float[Tensor, "3|4 4"]
+) -> Float[Tensor, "*batch"]:
+    """Distance along unit rays -> depth along the camera's viewing axis (what a depth image
+    means to Rerun, gsplat's expected depth): the OpenGL camera looks along its -Z axis."""
+    forward = -c2w_opengl[:3, 2]
+    return depth * (directions @ forward)
 
 
 def widebaseline_to_nerfstudio_camera(

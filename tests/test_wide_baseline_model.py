@@ -30,11 +30,11 @@ def scene(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_run(scene: Path, tmp_path_factory) -> Path:
-    """Two fine-tuning steps of the untrained small network (fast, deterministic)."""
+    """Two fine-tuning steps from the default network (the bundled small one)."""
     out = tmp_path_factory.mktemp("wb-run")
     result = run(
         str(BIN / "ns-train"), "wide-baseline", "--data", str(scene), "--output-dir", str(out),
-        "--vis", "tensorboard", "--max-num-iterations", "2", "--pipeline.model.untrained", "True",
+        "--vis", "tensorboard", "--max-num-iterations", "2",
         "--pipeline.model.train-rays-per-step", "64",
         "--pipeline.datamanager.context-views", "frame_00021_train", "frame_00025_train",
         "nerfstudio-data", "--eval-mode", "filename",
@@ -53,7 +53,7 @@ def test_ns_train_help_lists_both_methods():
 def test_ns_render_and_ns_eval_render_a_reloaded_run(trained_run: Path, tmp_path: Path):
     result = run(
         str(BIN / "ns-render"), "dataset", "--load-config", str(trained_run), "--output-path", str(tmp_path / "r"),
-        "--split", "test", "--rendered-output-names", "rgb", "depth", "--downscale-factor", "2",
+        "--split", "test", "--rendered-output-names", "rgb", "depth",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     frames = sorted((tmp_path / "r").rglob("*.jpg")) + sorted((tmp_path / "r").rglob("*.png"))
@@ -190,3 +190,31 @@ def test_explain_records_a_wide_baseline_run(trained_run: Path, tmp_path: Path):
     positions = [v for c in samples for v in c.to_record_batch().column("Points3D:positions").to_pylist()]
     assert len(positions) == 2 and 0 < len(positions[0]) <= 2 * 32
     assert png.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["wb.png", "wb.rrd"]
+
+
+def test_fine_tuning_renders_and_scores_the_same_random_pixels(pipeline):
+    """Per-scene fine-tuning: the rays rendered are those of the pixels the loss reads, and a few
+    Adam steps on them lower the loss. (Last: it changes the shared model's weights.)"""
+    model = pipeline.model
+    dataset = pipeline.datamanager.train_dataset
+    camera = dataset.cameras[0:1]
+    bundle, pixels = model._random_pixel_rays(camera)
+    full = camera.generate_rays(camera_indices=0, keep_shape=True)
+    assert torch.allclose(bundle.directions, full.directions.reshape(-1, 3)[pixels], atol=1e-6)
+    assert torch.allclose(bundle.origins, full.origins.reshape(-1, 3)[pixels], atol=1e-6)
+
+    batch = {"image": dataset[0]["image"][..., :3]}
+    model.train()
+    optimiser = torch.optim.Adam(model.get_param_groups()["network"], lr=1e-4)
+    losses = []
+    for _ in range(5):
+        model.step = 7  # the same pixels every step
+        outputs = model(camera)
+        assert outputs["rgb"].shape == (len(outputs["pixels"]), 3)
+        loss = model.get_loss_dict(outputs, batch)["mse"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss))
+    model.eval()
+    assert losses[-1] < losses[0], losses

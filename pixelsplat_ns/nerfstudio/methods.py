@@ -120,7 +120,7 @@ def wide_baseline_trainer_config() -> PixelSplatTrainerConfig:
     --max-num-iterations N fine-tunes the network on random rays of the training images."""
     return PixelSplatTrainerConfig(
         method_name="wide-baseline",
-        steps_per_eval_image=100,
+        steps_per_eval_image=0,  # every pixel is a network evaluation: score with ns-eval instead
         steps_per_eval_batch=0,
         steps_per_save=2000,
         steps_per_eval_all_images=1000000,

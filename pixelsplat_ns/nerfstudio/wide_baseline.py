@@ -11,10 +11,11 @@ optimises the whole network on random rays of the training images.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,14 @@ from pytorch_msssim import SSIM
 from torch import Tensor
 from torch.cuda.amp.grad_scaler import GradScaler
 
-from pixelsplat_ns.cameras import WideBaselineViews, rays_to_network_frame, widebaseline_context
+from pixelsplat_ns.cameras import (
+    WideBaselineViews,
+    opencv_keypoints_to_pixels,
+    ray_depth_to_z_depth,
+    rays_to_network_frame,
+    to_caller_frame,
+    widebaseline_context,
+)
 from pixelsplat_ns.errors import PixelSplatInputError
 from pixelsplat_ns.metrics import build_lpips, psnr
 from pixelsplat_ns.nerfstudio import atomic_export
@@ -37,6 +45,9 @@ from pixelsplat_ns.nerfstudio.context import ContextImages
 from pixelsplat_ns.nerfstudio.datamanager import PixelSplatDataManagerConfig
 from pixelsplat_ns.nerfstudio.pipeline import ContextPairMixin
 from pixelsplat_ns.nerfstudio.wide_baseline_walkthrough import WideBaselineRun, WideBaselineWalkthrough
+
+if TYPE_CHECKING:
+    from pixelsplat_ns.widebaseline.network import WideBaselineNetwork
 
 _CONTEXT_BUFFERS = ("context_images", "context_c2w", "context_intrinsics", "context_scale")
 
@@ -74,14 +85,11 @@ class WideBaselineModel(Model):
     config: WideBaselineModelConfig
 
     def populate_modules(self) -> None:
-        from pixelsplat_ns.widebaseline.weights import load_network
-
-        self.network = load_network(
-            self.config.architecture, self.config.checkpoint, seed=self.config.seed, untrained=self.config.untrained
-        )
-        size = self.network.cfg.image_size
-        # Persisted, so that a reloaded run (ns-viewer, ns-render, ns-eval) renders without its dataset.
-        self.register_buffer("context_images", torch.empty(0, 3, size, size))
+        # Built on first use from the configured weights (ns-train), or from a saved run's own
+        # state (load_state_dict: ns-viewer, ns-render, ns-eval never re-read the weight file).
+        self.network: WideBaselineNetwork | None = None
+        # Persisted with the run: a reloaded run renders from the views it was trained with.
+        self.register_buffer("context_images", torch.empty(0, 3, 0, 0))
         self.register_buffer("context_c2w", torch.empty(0, 4, 4))
         self.register_buffer("context_intrinsics", torch.empty(0, 3, 3))
         self.register_buffer("context_scale", torch.ones(()))
@@ -95,6 +103,23 @@ class WideBaselineModel(Model):
         # The viewer panel (pixelSplat's walkthrough, driven by this renderer); it also makes the
         # viewer open looking through the first context camera.
         self.walkthrough = WideBaselineWalkthrough(lambda: WideBaselineRun(self), max_res=self.config.viewer_max_res)
+
+    def ensure_network(self) -> WideBaselineNetwork:
+        """The network: from ``checkpoint``, the bundled model or seeded weights on first use."""
+        if self.network is None:
+            from pixelsplat_ns.widebaseline.weights import load_network
+
+            self.network = load_network(
+                self.config.architecture, self.config.checkpoint, seed=self.config.seed, untrained=self.config.untrained
+            ).to(self.device)
+        return self.network
+
+    def get_extra_state(self) -> dict:
+        """Saved with the run: the network's architecture, so that a reloaded run rebuilds it."""
+        return {"network_config": self.ensure_network().cfg.to_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Read in ``load_state_dict``, before the weights are loaded."""
 
     # ------------------------------------------------------------------ context
     def set_context_provider(self, provider: Callable[[], ContextImages]) -> None:
@@ -111,7 +136,7 @@ class WideBaselineModel(Model):
             context.images,
             context.c2w,
             context.intrinsics,
-            self.network.cfg.image_size,
+            self.ensure_network().cfg.image_size,
             self.config.context_baseline,
             names=context.names,
         )
@@ -121,7 +146,7 @@ class WideBaselineModel(Model):
         self.context_scale = views.scene_scale[0].to(self.device)
         self.context_names = list(context.names)
         self._features = None
-        size = self.network.cfg.image_size
+        size = self.ensure_network().cfg.image_size
         CONSOLE.print(
             f"wide-baseline: context views {', '.join(context.names)}, centre-cropped and resized to {size}x{size}"
         )
@@ -138,14 +163,25 @@ class WideBaselineModel(Model):
     def features(self) -> list[Tensor]:
         """The context views' feature maps: cached while the network is not being trained."""
         views = self.context_views()
+        network = self.ensure_network()
         if self.training and torch.is_grad_enabled():
-            return self.network.encode(views.images, views.c2w)
+            return network.encode(views.images, views.c2w)
         if self._features is None:
             with torch.no_grad():
-                self._features = self.network.encode(views.images, views.c2w)
+                self._features = network.encode(views.images, views.c2w)
         return self._features
 
-    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict, strict: bool = True, **kwargs):  # type: ignore[override]
+        """A saved run: its network rebuilt from the saved architecture, the context buffers
+        resized to the saved views, then nerfstudio's loading."""
+        from pixelsplat_ns.widebaseline.config import WideBaselineConfig
+        from pixelsplat_ns.widebaseline.network import WideBaselineNetwork
+
+        extra = state_dict.get("_extra_state")
+        if isinstance(extra, dict) and "network_config" in extra:
+            cfg = WideBaselineConfig.from_dict(extra["network_config"])
+            if self.network is None or self.network.cfg != cfg:
+                self.network = WideBaselineNetwork(cfg).to(self.device).eval()
         # The context buffers start empty: take the saved shapes before loading into them.
         for name in _CONTEXT_BUFFERS:
             key = next((k for k in state_dict if k == name or k.endswith("." + name)), None)
@@ -167,13 +203,13 @@ class WideBaselineModel(Model):
         shape = origins.shape[:-1]
         o = rays_to_network_frame(origins.reshape(1, -1, 3).to(self.device), views.scene_scale[:, None, None])
         d = F.normalize(directions.reshape(1, -1, 3).to(self.device), dim=-1)
-        out = self.network.render(self.features(), views.c2w, views.intrinsics, o, d)
+        out = self.ensure_network().render(self.features(), views.c2w, views.intrinsics, o, d)
         out.shape = shape  # type: ignore[attr-defined]
         return out
 
     def get_outputs(self, ray_bundle: RayBundle | Cameras) -> dict[str, Tensor]:  # type: ignore[override]
         """``rgb`` in [0, 1], ``depth`` (pseudo-depth from the attention, along the ray, in the
-        dataset's units), ``entropy`` of the attention and ``accumulation`` (1 where the ray
+        dataset's units), ``entropy`` of the attention (0: one sample; 1: uniform) and ``accumulation`` (1 where the ray
         meets a context image). Given a training camera (fine-tuning), renders ``train_rays_per_step`` random pixels
         of it and returns their indices in ``pixels``."""
         pixels = None
@@ -184,8 +220,11 @@ class WideBaselineModel(Model):
         rgb = (out.rgb[0] + 1) / 2
         outputs = {
             "rgb": (rgb if self.training else rgb.clamp(0, 1)).reshape(*shape, 3),
-            "depth": (out.depth[0] / self.context_scale).reshape(*shape, 1),
-            "entropy": out.entropy[0].reshape(*shape, 1),
+            "depth": to_caller_frame(out.depth[0], self.context_scale).reshape(*shape, 1),
+            # in [0, 1]: divided by the entropy of uniform attention over every sample of both views
+            "entropy": (out.entropy[0] / math.log(out.attention[0].shape[0] * out.attention[0].shape[-1])).reshape(
+                *shape, 1
+            ),
             # 1 where the ray's epipolar lines meet a context image (nerfstudio's depth colouring reads it)
             "accumulation": out.valid[0].to(rgb.dtype).reshape(*shape, 1),
         }
@@ -213,7 +252,7 @@ class WideBaselineModel(Model):
 
     # ------------------------------------------------------------------ training
     def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        return {"network": list(self.network.parameters())}
+        return {"network": list(self.ensure_network().parameters())}
 
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
@@ -270,8 +309,12 @@ class WideBaselineModel(Model):
 
     @torch.no_grad()
     def explain_render(self, camera: Cameras) -> tuple[Tensor, Tensor]:
-        outputs = self.get_outputs_for_camera(camera.to(self.device))
-        return outputs["rgb"], outputs["depth"][..., 0]
+        """RGB and depth along the camera's axis (the pseudo-depth is a distance along each ray)."""
+        camera = camera.to(self.device)
+        bundle = camera.generate_rays(camera_indices=0, keep_shape=True)
+        outputs = self.get_outputs_for_camera_ray_bundle(bundle)
+        depth = ray_depth_to_z_depth(outputs["depth"][..., 0], bundle.directions, camera.camera_to_worlds[0])
+        return outputs["rgb"], depth
 
     @torch.no_grad()
     def explain_probe(self, camera: Cameras, row: int, col: int):
@@ -293,7 +336,7 @@ class WideBaselineModel(Model):
             direction=trace.direction,
             points=trace.points[keep],
             weights=weights[keep],
-            view_pixels=[trace.sample_xy[v][keep[v]] + 0.5 for v in range(keep.shape[0])],  # to +0.5 pixel centres
+            view_pixels=[opencv_keypoints_to_pixels(trace.sample_xy[v][keep[v]]) for v in range(keep.shape[0])],
             view_weights=[weights[v][keep[v]] for v in range(keep.shape[0])],
             label=(
                 f"pixel ({row}, {col}): {keep.shape[1]} epipolar samples per context view, weighted by the first "

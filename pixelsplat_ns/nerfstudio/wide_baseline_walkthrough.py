@@ -1,7 +1,7 @@
 """The viewer's walkthrough of Du et al.'s renderer: the same panel as pixelSplat's
 (``walkthrough.py``: same controls, same colour scale), showing what the renderer did for one
 ray: its epipolar samples in both context views (3D points coloured by the first attention
-round, normalised by its maximum), the pseudo-depth the attention gives (the point on the
+round, normalised by each line's maximum as pixelSplat's panel does), the pseudo-depth the attention gives (the point on the
 ray), and the context cameras with their images or their pseudo-depth maps.
 
 A traced pixel is a pixel of a context view (sliders), rendered as if that view were the
@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from pixelsplat_ns.cameras import widebaseline_pixel_rays, widebaseline_to_nerfstudio_camera
+from pixelsplat_ns.cameras import to_caller_frame, widebaseline_to_nerfstudio_camera
 from pixelsplat_ns.nerfstudio.walkthrough import CameraItem, PointSet, Walkthrough, colormap
+from pixelsplat_ns.widebaseline.geometry import pixel_rays
 
 if TYPE_CHECKING:
     from pixelsplat_ns.nerfstudio.wide_baseline import WideBaselineModel
@@ -67,10 +68,10 @@ class WideBaselineRun:
         return RayTrace(
             origin=origin.reshape(3).float().cpu(),
             direction=F.normalize(direction.reshape(3).float(), dim=0).cpu(),
-            points=out.sample_points[0, :, 0].cpu() / scale,
+            points=to_caller_frame(out.sample_points[0, :, 0].cpu(), scale),
             attention=out.attention[0, :, 0].cpu(),
             sample_xy=out.sample_xy[0, :, 0].cpu(),
-            depth=float(out.depth[0, 0]) / scale,
+            depth=float(to_caller_frame(out.depth[0, 0], scale)),
             entropy=float(out.entropy[0, 0]),
             valid=bool(out.valid[0, 0]),
             rgb=((out.rgb[0, 0] + 1) / 2).clamp(0, 1).cpu(),
@@ -80,8 +81,8 @@ class WideBaselineRun:
         """The world ray through pixel (row, col) of a context view (as the network saw it)."""
         views = self.model.context_views()
         pixel = torch.tensor([float(col), float(row)], device=views.c2w.device)
-        origin, direction = widebaseline_pixel_rays(views.c2w[0, view], views.intrinsics[0, view], pixel)
-        return origin / views.scene_scale[0], direction
+        origin, direction = pixel_rays(pixel, views.c2w[0, view], views.intrinsics[0, view])
+        return to_caller_frame(origin, views.scene_scale[0]), direction
 
     def trace(self, view: int, row: int, col: int) -> RayTrace:
         """Render pixel (row, col) of a context view as a target ray."""
@@ -101,12 +102,14 @@ class WideBaselineRun:
         rows = (torch.arange(side) + 0.5) * h / side - 0.5  # pixel centres of a coarser grid
         grid = torch.stack(torch.meshgrid(rows, rows, indexing="ij"), dim=-1).flip(-1)  # (x, y)
         views = self.model.context_views()
-        origins, directions = widebaseline_pixel_rays(
-            views.c2w[0, view], views.intrinsics[0, view], grid.to(views.c2w.device).reshape(-1, 2)
+        origins, directions = pixel_rays(
+            grid.to(views.c2w.device).reshape(-1, 2), views.c2w[0, view], views.intrinsics[0, view]
         )
         depth = torch.cat(
             [
-                self.model.render_rays(origins[i : i + 1024] / views.scene_scale[0], directions[i : i + 1024]).depth[0]
+                self.model.render_rays(
+                    to_caller_frame(origins[i : i + 1024], views.scene_scale[0]), directions[i : i + 1024]
+                ).depth[0]
                 for i in range(0, len(origins), 1024)
             ]
         )
@@ -130,7 +133,7 @@ class WideBaselineRun:
             items.append(
                 CameraItem(
                     name=name,
-                    position=(c2w[:3, 3] / float(views.scene_scale[0])).numpy(),
+                    position=to_caller_frame(c2w[:3, 3], float(views.scene_scale[0])).numpy(),
                     wxyz=vtf.SO3.from_matrix(c2w[:3, :3].numpy()).wxyz,
                     fov=float(2 * np.arctan(0.5 * h / fy)),
                     aspect=w / h,
@@ -152,7 +155,7 @@ def ray_items(trace: RayTrace) -> dict[str, PointSet]:
     * ``ray``: the ray up to its farthest sample;
     * ``depth``: the pseudo-depth point on the ray;
     * ``epipolar_<view>``: the samples' 3D points, coloured by attention (normalised by the
-      maximum over both views, pixelSplat's colour scale; grey where the ray misses the images)."""
+      line's maximum, pixelSplat's colour scale; grey where the ray misses the images)."""
     finite = trace.points[torch.isfinite(trace.points).all(-1)]
     reach = float((finite - trace.origin).norm(dim=-1).max()) if len(finite) else 1.0
     steps = torch.linspace(0, min(reach, 4 * max(trace.depth, 1e-3)), 64)
@@ -160,10 +163,10 @@ def ray_items(trace: RayTrace) -> dict[str, PointSet]:
     items = {"ray": PointSet(ray.numpy().astype(np.float32), np.full((64, 3), 200, np.uint8), 0.004)}
     point = trace.origin + trace.depth * trace.direction
     items["depth"] = PointSet(point[None].numpy().astype(np.float32), np.array([[255, 60, 60]], np.uint8), 0.02)
-    peak = trace.attention.max().clamp_min(1e-12)
     for view in range(trace.points.shape[0]):
         points = trace.points[view]
         keep = torch.isfinite(points).all(-1)
+        peak = trace.attention[view].max().clamp_min(1e-12)  # per epipolar line, as pixelSplat's panel
         colors = (
             colormap(trace.attention[view][keep] / peak)
             if trace.valid

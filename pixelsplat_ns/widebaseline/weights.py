@@ -51,11 +51,11 @@ def load_network_file(path: str | Path, device: str = "cpu") -> WideBaselineNetw
     """A checkpoint written by ``save_network`` (its own architecture) or an official one."""
     from pixelsplat_ns.widebaseline.config import WideBaselineConfig
     from pixelsplat_ns.widebaseline.network import WideBaselineNetwork
-    from pixelsplat_ns.widebaseline.official import load_checkpoint
+    from pixelsplat_ns.widebaseline.official import CheckpointError, load_checkpoint
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"wide-baseline checkpoint {path} does not exist: place an official checkpoint of Du et al. "
             "(model_current.pth) or one saved by wide-baseline-pretrain there, or omit --pipeline.model.checkpoint"
         )
@@ -65,8 +65,14 @@ def load_network_file(path: str | Path, device: str = "cpu") -> WideBaselineNetw
         payload = None
     if not (isinstance(payload, dict) and payload.get("format") == PROJECT_FORMAT):
         return load_checkpoint(path, device=device)
-    network = WideBaselineNetwork(WideBaselineConfig.from_dict(payload["config"]))
-    network.load_state_dict(payload["model"])
+    try:
+        network = WideBaselineNetwork(WideBaselineConfig.from_dict(payload["config"]))
+        network.load_state_dict(payload["model"])
+    except (ValueError, TypeError, KeyError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path} is a wide-baseline checkpoint whose weights do not fit its architecture ({first})"
+        ) from None
     return network.to(device).eval()
 
 
