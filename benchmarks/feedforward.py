@@ -210,7 +210,7 @@ def _row(scores: dict[str, list[tuple[float, float]]], modes: list[str]) -> list
     row = [str(len(scores["copy"]))]
     for mode in modes:
         row += [
-            f"{mean(f'{mode}:{key}', metric):.{digits}f}" if f"{mode}:{key}" in scores else "-"
+            f"{mean(f'{mode}:{key}', metric):.{digits}f}" if scores.get(f"{mode}:{key}") else "-"
             for key, metric, digits in TABLE_CELLS
         ]
     return [*row, f"{mean('copy', 0):.2f}", f"{mean('copy', 1):.3f}"]

@@ -4,8 +4,8 @@ No explicit scene: the network encodes the two context views once, then renders 
 cross-attending over its epipolar samples (``pixelsplat_ns.widebaseline``). The model is a
 ray-based nerfstudio ``Model``, so ``ns-render``, ``ns-eval`` and ``ns-viewer`` render it through
 nerfstudio's own chunking (``eval_num_rays_per_chunk`` rays at a time: bounded memory) and the
-viewer lowers its resolution while the camera moves. The context views are saved with the run,
-so a reloaded run renders without its dataset. Fine-tuning (``--max-num-iterations N``)
+viewer lowers its resolution while the camera moves. The context views and the network's
+architecture are saved with the run: a reloaded run renders from them, with its own weights. Fine-tuning (``--max-num-iterations N``)
 optimises the whole network on random rays of the training images.
 """
 
