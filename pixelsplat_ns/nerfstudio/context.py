@@ -71,7 +71,7 @@ def default_context_pair(train_paths: Sequence[str], gap: int | None = None) -> 
     if n < 2:
         names = ", ".join(PurePath(p).name for p in train_paths) or "none"
         raise ContextSelectionError(
-            f"this method needs two context views but the dataset has {n} image(s) for training ({names}); "
+            f"this method needs two context views but the dataset has {n} training image(s) ({names}); "
             "add images or use a dataset with at least two views"
         )
     order = sorted(range(n), key=lambda i: str(train_paths[i]))
