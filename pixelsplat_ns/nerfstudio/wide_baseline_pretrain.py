@@ -21,13 +21,13 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from pytorch_msssim import SSIM
 from torch import Tensor
 
-from pixelsplat_ns.cameras import WideBaselineViews, rays_to_network_frame, widebaseline_examples
+from pixelsplat_ns.cameras import WideBaselineViews
 from pixelsplat_ns.data import ExampleConfig
 from pixelsplat_ns.data.sampling import example_generator
 from pixelsplat_ns.geometry import pixel_centers, world_rays
 from pixelsplat_ns.metrics import build_lpips, psnr
 from pixelsplat_ns.nerfstudio.pretrain import PretrainPipelineConfig
-from pixelsplat_ns.widebaseline.predict import render_example_targets
+from pixelsplat_ns.widebaseline.predict import example_views, render_example_targets
 
 
 @dataclass
@@ -102,14 +102,11 @@ class WideBaselinePretrainModel(Model):
     def _views(self, batch: dict) -> tuple[WideBaselineViews, Tensor]:
         """The context views in the network's conventions and the targets' OpenCV c2w in the
         same scaled world."""
-        context, target = batch["context"], batch["target"]
-        views = widebaseline_examples(
-            context["image"], context["extrinsics"], context["intrinsics"],
-            self.network.cfg.image_size, self.config.context_baseline,
+        context = batch["context"]
+        return example_views(
+            self.network, context["image"], context["extrinsics"], context["intrinsics"],
+            batch["target"]["extrinsics"], self.config.context_baseline,
         )  # fmt: skip
-        c2w = target["extrinsics"].clone()
-        c2w[..., :3, 3] = rays_to_network_frame(c2w[..., :3, 3], views.scene_scale[:, None, None])
-        return views, c2w
 
     def render(self, batch: dict) -> dict[str, Tensor]:
         """Training: ``rgb`` and ``truth`` [b, rays, 3] at random pixels of the targets. Otherwise

@@ -7,8 +7,24 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from pixelsplat_ns.cameras import rays_to_network_frame, widebaseline_examples
+from pixelsplat_ns.cameras import WideBaselineViews, rays_to_network_frame, widebaseline_examples
 from pixelsplat_ns.geometry import pixel_centers, world_rays
+
+
+def example_views(
+    network: torch.nn.Module,
+    context_images: Float[Tensor, "batch view 3 h w"],
+    context_c2w: Float[Tensor, "batch view 4 4"],
+    context_intrinsics: Float[Tensor, "batch view 3 3"],
+    target_c2w: Float[Tensor, "batch target 4 4"],
+    baseline: float | None = 1.0,
+) -> tuple[WideBaselineViews, Float[Tensor, "batch target 4 4"]]:
+    """An example's context views in the network's conventions, and its target cameras (OpenCV
+    camera-to-world) moved into the same scaled world."""
+    views = widebaseline_examples(context_images, context_c2w, context_intrinsics, network.cfg.image_size, baseline)
+    c2w = target_c2w.clone()
+    c2w[..., :3, 3] = rays_to_network_frame(c2w[..., :3, 3], views.scene_scale[:, None, None])
+    return views, c2w
 
 
 def render_example_targets(
@@ -26,9 +42,7 @@ def render_example_targets(
     """Every pixel of every target view, in [0, 1] (pixelSplat's example conventions: OpenCV
     camera-to-world, normalised intrinsics). ``chunk`` rays are rendered at a time; the
     context views are encoded once (or ``features`` are used)."""
-    views = widebaseline_examples(context_images, context_c2w, context_intrinsics, network.cfg.image_size, baseline)
-    c2w = target_c2w.clone()
-    c2w[..., :3, 3] = rays_to_network_frame(c2w[..., :3, 3], views.scene_scale[:, None, None])
+    views, c2w = example_views(network, context_images, context_c2w, context_intrinsics, target_c2w, baseline)
     z = network.encode(views.images, views.c2w) if features is None else features
     h, w = image_shape
     xy = pixel_centers(h, w, device=c2w.device)
