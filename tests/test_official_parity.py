@@ -6,6 +6,9 @@ plain network and prepared for inference."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,7 +16,7 @@ import torch
 from pixelsplat_ns.encoder import PixelSplatEncoder, encoder_config
 from pixelsplat_ns.encoder.inference import prepare_for_inference
 from pixelsplat_ns.fixture_weights import deterministic_tensor, deterministic_weights, fill_deterministic
-from tests.conftest import FIXTURES, require
+from tests.conftest import FIXTURES, REPO, require
 
 TOLERANCE = 1e-4
 
@@ -64,8 +67,29 @@ def inference_run(prepared, fixture):
 
 @pytest.fixture(scope="module", params=["network", "inference"])
 def run(request):
-    """The plain network's and the encoder prepared for inference's output (both must match)."""
+    """The plain network's and the encoder prepared for inference's output, in this process."""
     return request.getfixturevalue(f"{request.param}_run")
+
+
+# The official epipolar depths solve 3x3 least-squares systems in float32 (torch.linalg.lstsq,
+# LAPACK from MKL). For far samples the systems are badly conditioned, and their rounding depends
+# on the code path MKL picks for the processor: on an AVX-512 Intel processor a depth differs by
+# up to 1.8 % from MKL's generic path, which moves the transformer's tokens by up to 3e-3. The
+# fixture was made on the generic path (the one AMD processors get), which MKL_CBWR=COMPATIBLE
+# selects anywhere; MKL reads it when it starts, so the exact comparisons run in a process
+# started with it.
+@pytest.fixture(scope="module")
+def reference_runs(fixture, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("parity") / "runs.pt"
+    command = [sys.executable, "-m", "tests.official_parity_run", str(FIXTURES / "parity_pair_a64.pt"), str(out)]
+    subprocess.run(command, cwd=REPO, env={**os.environ, "MKL_CBWR": "COMPATIBLE"}, check=True)
+    return torch.load(out, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="module", params=["network", "inference"])
+def reference_run(request, reference_runs) -> dict:
+    """The plain network's and the prepared encoder's output on MKL's generic code path."""
+    return reference_runs[request.param]
 
 
 @pytest.mark.parametrize("encoder", ["official", "prepared"])
@@ -117,52 +141,47 @@ def test_deterministic_weights_recipe(checkpoint_keys, official):
     assert (running_var >= 0.5).all() and (running_var < 1.5).all()
 
 
-# Known regression, seen first on 2026-12-02 with this session's package set, and on the code of
-# the previous session's green CI as well (so not caused by a code change): the backbone still
-# matches to 1e-6, but about 5 % of the epipolar transformer's tokens, all at the image borders,
-# differ by up to 3e-3 relative (max 0.016 of 5.4), and with them those pixels' depths. The
-# border tokens' epipolar segments are sensitive to float rounding (inverting the extrinsics in
-# float64 moves the error to 3.9e-3); under investigation. Reported, not hidden: xfail, not a
-# looser tolerance.
-_BORDER_TOKENS = pytest.mark.xfail(
-    reason="border tokens of the epipolar transformer differ by up to 3e-3 relative in this environment", strict=False
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
         "backbone",
         "backbone_projection",
-        pytest.param("epipolar_transformer", marks=_BORDER_TOKENS),
-        pytest.param("depth_pdf", marks=_BORDER_TOKENS),
-        pytest.param("depth_offset", marks=_BORDER_TOKENS),
+        "epipolar_transformer",
+        "depth_pdf",
+        "depth_offset",
     ],
 )
-def test_intermediates_match(run, fixture, name):
+def test_intermediates_match(reference_run, fixture, name):
     expected = fixture["intermediates"][name]
-    actual = run.intermediates[name]
+    actual = reference_run["intermediates"][name]
     assert actual.shape == expected.shape
     assert relative_max_error(actual, expected) <= TOLERANCE
 
 
-@_BORDER_TOKENS
-def test_outputs_match(run, fixture):
+def test_outputs_match(reference_run, fixture):
     expected = fixture["outputs"]
-    top = run.depth_pdf.argmax(dim=-1).flatten()
+    top = reference_run["depth_pdf"].argmax(dim=-1).flatten()
     expected_top = fixture["intermediates"]["depth_pdf"].argmax(dim=-1).flatten()
     agree = top == expected_top
     assert agree.float().mean() >= 0.995
 
-    g = run.gaussians
     for name in ("means", "covariances", "harmonics", "opacities"):
-        actual = getattr(g, name)
+        actual = reference_run["gaussians"][name]
         assert actual.shape == expected[name].shape, name
         a = actual[0][agree].reshape(int(agree.sum()), -1)
         e = expected[name][0][agree].reshape(int(agree.sum()), -1)
         assert relative_max_error(a, e) <= TOLERANCE, name
         per_gaussian = (a - e).abs().amax(dim=1) / e.abs().amax(dim=1)
         assert per_gaussian.max() <= TOLERANCE, name
+
+
+def test_this_processors_code_path_differs_by_rounding_only(run, fixture):
+    """On whatever code path MKL picks here, the same tokens up to the depths' rounding, and
+    the same top-1 depth bucket for almost every pixel."""
+    for name in ("epipolar_transformer", "depth_pdf"):
+        assert relative_max_error(run.intermediates[name], fixture["intermediates"][name]) <= 1e-2, name
+    top, expected_top = run.depth_pdf.argmax(dim=-1), fixture["intermediates"]["depth_pdf"].argmax(dim=-1)
+    assert (top == expected_top).float().mean() >= 0.99
 
 
 def test_autograd_path_matches(official, fixture, network_run):
