@@ -67,6 +67,22 @@ class Gaussians:
         return covariance_to_scales_quaternions(self.covariances)
 
 
+def concatenate_gaussians(*parts: Gaussians) -> Gaussians:
+    """The Gaussians of every part, in order. Harmonics are padded with zeros to the highest
+    SH degree among them (a higher band set to zero leaves the colours unchanged)."""
+    d_sh = max(part.harmonics.shape[-1] for part in parts)
+    harmonics = [torch.nn.functional.pad(part.harmonics, (0, d_sh - part.harmonics.shape[-1])) for part in parts]
+    factors = [part.scales_and_rotations() for part in parts]
+    return Gaussians(
+        means=torch.cat([part.means for part in parts], dim=1),
+        covariances=torch.cat([part.covariances for part in parts], dim=1),
+        harmonics=torch.cat(harmonics, dim=1),
+        opacities=torch.cat([part.opacities for part in parts], dim=1),
+        scales=torch.cat([scales for scales, _ in factors], dim=1),
+        rotations=torch.cat([rotations for _, rotations in factors], dim=1),
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Rotations and covariances
 # --------------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ the context photos at their own resolution (up to a cap), pruned of what cannot 
     native = native_resolution_gaussians(encoder(...), views)
 """
 
+from .backdrop import backdrop_gaussians
+from .colours import two_view_harmonics
+from .free_space import in_free_space
 from .gaussians import NativeGaussians, encoder_positions, most_opaque_sample, native_resolution_gaussians
 from .pruning import MIN_VISIBLE_OPACITY, keep_gaussians, visible_mask
 from .upsampling import joint_bilateral_upsample
@@ -12,10 +15,13 @@ from .upsampling import joint_bilateral_upsample
 __all__ = [
     "MIN_VISIBLE_OPACITY",
     "NativeGaussians",
+    "backdrop_gaussians",
     "encoder_positions",
+    "in_free_space",
     "joint_bilateral_upsample",
     "keep_gaussians",
     "most_opaque_sample",
     "native_resolution_gaussians",
+    "two_view_harmonics",
     "visible_mask",
 ]

@@ -9,7 +9,8 @@ Gaussian instead:
 
 * depth and opacity: the encoder's, carried to the pixel by joint bilateral upsampling
   guided by the full-resolution photo (``upsampling.py``), depth as inverse z-depth;
-* colour: the pixel's own colour (SH degree 0), so a context camera sees its photo again;
+* colour: the pixel's own colour, so its camera sees its photo again; with two views, towards
+  the other camera the colour that photo shows where the Gaussian lands (``colours.py``);
 * shape: aligned with its camera's axes, with standard deviations ``scale`` times the
   pixel's footprint at its depth across the ray and their mean along it (the official
   adapter's footprint rule, at this resolution), so that seen from its camera each Gaussian
@@ -34,6 +35,7 @@ from pixelsplat_ns.gaussians import Gaussians, build_covariance, matrix_to_quate
 from pixelsplat_ns.geometry import camera_directions, pixel_centers, pixel_footprint, transform
 from pixelsplat_ns.rendering.sh import SH_C0
 
+from .colours import two_view_harmonics
 from .upsampling import joint_bilateral_upsample
 
 
@@ -94,6 +96,7 @@ def native_resolution_gaussians(
     views: ContextViews,
     scale: float = 0.5,
     opacity_gain: float = 1.0,
+    two_view_colours: bool = False,
 ) -> NativeGaussians:
     """One Gaussian per full-resolution context pixel (``views.full_image``).
 
@@ -102,6 +105,8 @@ def native_resolution_gaussians(
     single layer of Gaussians per view must be near-opaque to give its photo back, while
     pixelSplat's opacities are a depth bucket's probability (divided by its samples per
     pixel), which is low wherever the encoder is unsure.
+    ``two_view_colours``: with two views, each Gaussian's colour is its own pixel's towards its
+    camera and the other photo's towards the other camera (degree-1 SH, ``colours.py``).
     """
     if views.full_image is None or views.full_intrinsics is None:
         raise ValueError(
@@ -110,7 +115,7 @@ def native_resolution_gaussians(
     b, v, _, h, w = views.image.shape
     height, width = views.full_image.shape[-2:]
     depth, opacity = most_opaque_sample(output, (h, w))
-    means, colours, opacities, scales, rotations, depths, pixels = [], [], [], [], [], [], []
+    view_depths, view_opacities, view_rays, view_positions = [], [], [], []
     for view in range(v):
         positions = torch.stack(
             [
@@ -134,9 +139,15 @@ def native_resolution_gaussians(
         # distance along the ray, and the camera's pose turns them into world rays.
         xy = pixel_centers(height, width, upsampled.device, upsampled.dtype)
         camera_rays = camera_directions(xy, views.full_intrinsics[:, view, None, None])  # b h w 3
-        view_depth = 1 / (upsampled[:, 0] * camera_rays[..., 2])  # along the ray
-        view_opacity = (upsampled[:, 1] * opacity_gain).clamp(0.0, 0.99)
+        view_depths.append(1 / (upsampled[:, 0] * camera_rays[..., 2]))  # along the ray
+        view_opacities.append((upsampled[:, 1] * opacity_gain).clamp(0.0, 0.99))
+        view_rays.append(camera_rays)
+        view_positions.append(positions)
+    all_depths = torch.stack(view_depths, dim=1)  # b v h w
 
+    means, colours, opacities, scales, rotations, pixels = [], [], [], [], [], []
+    for view in range(v):
+        view_depth, camera_rays, positions = all_depths[:, view], view_rays[view], view_positions[view]
         extrinsics = views.extrinsics[:, view, None, None]  # b 1 1 4 4
         directions = transform(extrinsics, camera_rays, 0.0)
         origins = extrinsics[..., :3, 3]
@@ -151,22 +162,39 @@ def native_resolution_gaussians(
 
         colour = rearrange(views.full_image[:, view], "b c h w -> b (h w) c")
         colours.append(((colour - 0.5) / SH_C0)[..., None])  # official basis, degree 0: [b n 3 1]
-        opacities.append(rearrange(view_opacity, "b h w -> b (h w)"))
-        depths.append(view_depth)
+        opacities.append(rearrange(view_opacities[view], "b h w -> b (h w)"))
 
         nearest = positions.floor().long()
         col = nearest[..., 0].clamp(0, w - 1)
         row = nearest[..., 1].clamp(0, h - 1)
         pixels.append(rearrange(torch.stack((torch.full_like(row, view), row, col), dim=-1), "b h w c -> b (h w) c"))
 
+    harmonics = torch.cat(colours, dim=1)
+    if two_view_colours and v == 2:
+        all_means, sources = torch.cat(means, dim=1), torch.cat(pixels, dim=1)[..., 0]
+        own = harmonics[..., 0] * SH_C0 + 0.5
+        harmonics = torch.stack(
+            [
+                two_view_harmonics(
+                    all_means[i],
+                    sources[i],
+                    own[i],
+                    views.full_image[i],
+                    all_depths[i],
+                    views.extrinsics[i],
+                    views.full_intrinsics[i],
+                )
+                for i in range(b)
+            ]
+        )
     scales_all = torch.cat(scales, dim=1)
     rotations_all = torch.cat(rotations, dim=1)
     gaussians = Gaussians(
         means=torch.cat(means, dim=1),
         covariances=build_covariance(scales_all, rotations_all),
-        harmonics=torch.cat(colours, dim=1),
+        harmonics=harmonics,
         opacities=torch.cat(opacities, dim=1),
         scales=scales_all,
         rotations=rotations_all,
     )
-    return NativeGaussians(gaussians, torch.cat(pixels, dim=1), torch.stack(depths, dim=1))
+    return NativeGaussians(gaussians, torch.cat(pixels, dim=1), all_depths)

@@ -25,12 +25,27 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from pytorch_msssim import SSIM
 from torch.nn import Parameter
 
-from pixelsplat_ns.cameras import gaussians_to_caller_frame, opengl_c2w_to_viewmat, prepare_context, to_caller_frame
+from pixelsplat_ns.cameras import (
+    gaussians_to_caller_frame,
+    opengl_c2w_to_viewmat,
+    prepare_context,
+    to_caller_frame,
+)
 from pixelsplat_ns.errors import PixelSplatInputError
 from pixelsplat_ns.finetune.starts import random_cube_params, refinement_strategy
-from pixelsplat_ns.gaussians import Gaussians, covariance_to_scales_quaternions, official_to_gsplat_sh
+from pixelsplat_ns.gaussians import (
+    Gaussians,
+    concatenate_gaussians,
+    covariance_to_scales_quaternions,
+    official_to_gsplat_sh,
+)
 from pixelsplat_ns.metrics import build_lpips
-from pixelsplat_ns.native_resolution import keep_gaussians, native_resolution_gaussians, visible_mask
+from pixelsplat_ns.native_resolution import (
+    backdrop_gaussians,
+    keep_gaussians,
+    native_resolution_gaussians,
+    visible_mask,
+)
 from pixelsplat_ns.nerfstudio.context import ContextImages
 from pixelsplat_ns.nerfstudio.walkthrough import ContextRun, Walkthrough, encoder_gaussian_pixels
 from pixelsplat_ns.rendering import rasterize
@@ -70,20 +85,28 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     """SH degree stored in splatfacto's parameters (gsplat renders at most 3; the official degree-4 band is unused)."""
     rasterize_backend: Literal["auto", "gsplat", "torch"] = "auto"
     """auto: gsplat's CUDA kernels for CUDA tensors, the project's PyTorch rasteriser otherwise."""
-    gaussian_resolution: Literal["native", "encoder"] = "encoder"
+    gaussian_resolution: Literal["native", "encoder"] = "native"
     """encoder: pixelSplat's own Gaussians, one per pixel of the encoder's input. native: one Gaussian per pixel
     of the context photos at their own resolution (up to gaussian-long-side), depth and opacity carried from the
     encoder's grid by edge-aware upsampling, colour from the pixel (sharp, but only as right as the encoder's
     depth: with the bundled encoder it scores below 'encoder' on held-out views, see README)."""
     gaussian_long_side: int = 960
     """Native-resolution Gaussians: the photos' long side is capped at this many pixels (their own size when smaller)."""
-    gaussian_opacity_gain: float = 3.0
+    gaussian_opacity_gain: float = 100.0
     """Native-resolution Gaussians: the encoder's opacities (its depth confidence) times this, at most 0.99: one
     layer of Gaussians per view must be near-opaque to give the photo back (1, 3 and 100 measured; 3 did best on
     held-out views)."""
-    gaussian_scale: float = 0.5
+    gaussian_scale: float = 0.25
     """Native-resolution Gaussians: standard deviation in units of the pixel's footprint at its depth (0.25-0.8
     measured; smaller gives the context photos back more exactly, larger closes gaps in novel views)."""
+    gaussian_two_view_colours: bool = True
+    """Native-resolution Gaussians: each shows its own pixel's colour towards its camera and the other context
+    photo's colour (where that camera sees it) towards the other camera (degree-1 SH), so that both context
+    cameras see their own photos where the two views' depths disagree."""
+    gaussian_backdrop: float | None = 2.0
+    """Native-resolution Gaussians: the encoder's own Gaussians, moved back along their rays to this many times
+    their depth (and behind every context camera's surface by that factor), fill the gaps novel views see between
+    the small native Gaussians. None: no backdrop."""
     initialization: Literal["prediction", "random"] = "prediction"
     """Where fine-tuning starts: the encoder's prediction, or splatfacto's random cube (num-random Gaussians in a
     cube of side random-scale; its scales, colours and 0.1 opacities) - the start without the encoder, to compare."""
@@ -265,15 +288,24 @@ class PixelSplatModel(SplatfactoModel):
         views, output = run.views, run.output
         if self.config.gaussian_resolution == "native":
             native = native_resolution_gaussians(
-                output, views, scale=self.config.gaussian_scale, opacity_gain=self.config.gaussian_opacity_gain
+                output,
+                views,
+                scale=self.config.gaussian_scale,
+                opacity_gain=self.config.gaussian_opacity_gain,
+                two_view_colours=self.config.gaussian_two_view_colours,
             )
-            gaussians, pixels, depths = native.gaussians, native.encoder_pixels[0], native.depths.flatten(2)
+            gaussians, pixels, depths = native.gaussians, native.encoder_pixels[0], native.depths.flatten(1)
+            if self.config.gaussian_backdrop is not None:
+                backdrop = backdrop_gaussians(output.gaussians, views, native.depths, self.config.gaussian_backdrop)
+                gaussians = concatenate_gaussians(gaussians, backdrop)
+                pixels = torch.cat((pixels, encoder_gaussian_pixels(output, run.image_shape)))
+                moved = (backdrop.means - output.gaussians.means).norm(dim=-1) + output.depths.flatten(1)
+                depths = torch.cat((depths, moved), dim=1)
         else:
             gaussians, pixels = output.gaussians, encoder_gaussian_pixels(output, run.image_shape)
-            depths = output.depths.flatten(2)
-        per_view = gaussians.means.shape[1] // views.near.shape[1]
-        near = views.near[0].repeat_interleave(per_view)
-        keep = visible_mask(gaussians.opacities[0], depths[0].flatten(), near)
+            depths = output.depths.flatten(1)
+        near = views.near[0, pixels[:, 0]]  # each Gaussian's own camera's
+        keep = visible_mask(gaussians.opacities[0], depths[0], near)
         total = gaussians.means.shape[1]
         if not bool(keep.any()):
             raise PixelSplatInputError(

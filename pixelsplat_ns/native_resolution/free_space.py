@@ -1,0 +1,34 @@
+"""Free space: a context photo shows that the space between its camera and the surface it
+sees is empty. Whatever lies there covers that photo when its camera renders the scene again.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from pixelsplat_ns.geometry import project_camera_points, transform
+
+
+def in_free_space(
+    points: Float[Tensor, "*batch 3"],
+    depths: Float[Tensor, "height width"],
+    extrinsics: Float[Tensor, "4 4"],
+    intrinsics: Float[Tensor, "3 3"],
+    factor: float = 1.0,
+) -> Bool[Tensor, " *batch"]:
+    """Points the camera's photo sees through: in front of the camera, inside its image, and
+    nearer than ``factor`` times its surface (``depths``: distance along the ray of every pixel of
+    the grid the normalised ``intrinsics`` describe; ``extrinsics`` camera-to-world) at the pixel
+    they project to. The farthest surface of the 3x3 pixels around it is used, so that a point
+    just behind a foreground object's outline counts as in front of the background there."""
+    height, width = depths.shape
+    farthest = F.max_pool2d(depths[None, None], kernel_size=3, stride=1, padding=1)[0, 0]
+    camera_points = transform(torch.linalg.inv(extrinsics), points, 1.0)
+    xy = project_camera_points(camera_points, intrinsics)
+    col, row = (xy[..., 0] * width).floor(), (xy[..., 1] * height).floor()
+    inside = (camera_points[..., 2] > 0) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    surface = farthest[row.clamp(0, height - 1).long(), col.clamp(0, width - 1).long()]
+    return inside & (camera_points.norm(dim=-1) < factor * surface)
