@@ -420,16 +420,25 @@ class PixelSplatModel(SplatfactoModel):
         return self.config.initialization == "random" if self.config.refine is None else self.config.refine
 
     def sh_degree_to_use(self) -> int:
-        """splatfacto's schedule while training (one more SH band every sh-degree-interval steps), whatever
-        the start: with every band from step 0 a prediction fits each training view by its view-dependent
+        """splatfacto's schedule while training (one more SH band every sh-degree-interval steps), from the
+        prediction's own degree (two-view colours: 1): with every band from step 0 a prediction fits each training view by its view-dependent
         colour instead of moving its Gaussians (measured, README "Fine-tuning"). Rendering otherwise uses
         the degree fine-tuning reached, or every band when there was none."""
         if self.training:
-            degree = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
+            degree = min(
+                max(self.step // self.config.sh_degree_interval, self._predicted_sh_degree()), self.config.sh_degree
+            )
             self.trained_sh_degree.fill_(degree)
             return degree
         trained = int(self.trained_sh_degree)
         return self.config.sh_degree if trained < 0 else trained
+
+    def _predicted_sh_degree(self) -> int:
+        """The SH degree a prediction's colours need from the first step: 1 for two-view colours
+        (their first band is what shows each context camera its own photo), else 0."""
+        c = self.config
+        two_view = c.gaussian_resolution == "native" and c.gaussian_two_view_colours
+        return 1 if c.initialization == "prediction" and two_view else 0
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, torch.Tensor]:
         """splatfacto's L1 + SSIM loss, the context views' weighted by ``context_view_weight``."""
