@@ -26,20 +26,21 @@ def backdrop_gaussians(
     views: ContextViews,
     surfaces: Float[Tensor, "batch view height width"],
     factor: float = 2.0,
-    steps: int = 32,
-    max_factor: float = 10.0,
+    steps: int = 48,
+    reach: float = 10.0,
 ) -> Gaussians:
     """The encoder's Gaussians (ordered by view; batch of one), each moved back along its own
-    camera's ray to the first of ``steps`` geometric steps from ``factor`` to ``max_factor`` times
-    its distance at which it is ``factor`` times farther than every other context camera's
-    surface (``surfaces``: distance along the ray on the native grid, ``views.full_intrinsics``),
-    or to ``max_factor`` when there is none. Shapes and colours are kept: moved back, a backdrop
+    camera's ray to the first of ``steps`` geometric steps from ``factor`` to ``reach * factor``
+    times its distance at which it is ``factor`` times farther than the nearest surface around
+    where it lands in every other context camera (``surfaces``: distance along the ray on the
+    native grid, ``views.full_intrinsics``), or to ``factor`` times when there is none (measured:
+    better novel views than the farthest step, the same at the context cameras). Shapes and colours are kept: moved back, a backdrop
     Gaussian covers less of the image, which the gaps it fills need."""
     if gaussians.means.shape[0] != 1 or views.full_intrinsics is None:
         raise ValueError("backdrop_gaussians takes a batch of one with native-resolution views")
     num_views = views.extrinsics.shape[1]
     per_view = gaussians.means.shape[1] // num_views
-    multipliers = torch.logspace(0, torch.log10(torch.tensor(max_factor / factor)).item(), steps) * factor
+    multipliers = torch.logspace(0, torch.log10(torch.tensor(reach)).item(), steps) * factor
     means = gaussians.means.clone()
     for view in range(num_views):
         block = slice(view * per_view, (view + 1) * per_view)
@@ -50,10 +51,15 @@ def backdrop_gaussians(
         for other in range(num_views):
             if other != view:
                 blocked |= in_free_space(
-                    candidates, surfaces[0, other], views.extrinsics[0, other], views.full_intrinsics[0, other], factor
+                    candidates,
+                    surfaces[0, other],
+                    views.extrinsics[0, other],
+                    views.full_intrinsics[0, other],
+                    factor,
+                    "nearest",
                 )
         free = ~blocked
-        chosen = torch.where(free.any(dim=1), multipliers.to(offset)[free.float().argmax(dim=1)], max_factor)
+        chosen = torch.where(free.any(dim=1), multipliers.to(offset)[free.float().argmax(dim=1)], factor)
         means[0, block] = origin + offset * chosen[:, None]
     return Gaussians(
         means=means,
