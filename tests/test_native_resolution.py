@@ -229,18 +229,25 @@ def test_a_saved_run_reloads_its_gaussians_pixels_and_traces_a_click(native_pipe
     assert trace is not None and [trace.view, *trace.pixel] == model.gaussian_pixels[target].tolist()
 
 
-def test_a_non_positive_opacity_gain_is_refused_with_one_line(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("gaussian_opacity_gain", 0.0, "gaussian-opacity-gain must be positive"),
+        ("gaussian_backdrop", 0.5, "gaussian-backdrop must be at least 1"),
+    ],
+)
+def test_a_bad_native_setting_is_refused_with_one_line(field, value, message, tmp_path, capsys):
     from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
     from tests.scenes import cut_scene
 
     config = pixelsplat_trainer_config()
     config.pipeline.datamanager.data = cut_scene("strecha-entry-p10", tmp_path / "scene", train=[3, 6])
     config.pipeline.model.gaussian_resolution = "native"
-    config.pipeline.model.gaussian_opacity_gain = 0.0
+    setattr(config.pipeline.model, field, value)
     with pytest.raises(SystemExit) as exit_info:
         config.pipeline.setup(device="cpu", test_mode="val")
     assert exit_info.value.code == 2
-    assert "gaussian-opacity-gain must be positive" in capsys.readouterr().out
+    assert message in capsys.readouterr().out
 
 
 def _two_cameras_on_a_plane(size: int = 16):

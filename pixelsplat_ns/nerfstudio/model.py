@@ -86,19 +86,20 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     rasterize_backend: Literal["auto", "gsplat", "torch"] = "auto"
     """auto: gsplat's CUDA kernels for CUDA tensors, the project's PyTorch rasteriser otherwise."""
     gaussian_resolution: Literal["native", "encoder"] = "native"
-    """encoder: pixelSplat's own Gaussians, one per pixel of the encoder's input. native: one Gaussian per pixel
-    of the context photos at their own resolution (up to gaussian-long-side), depth and opacity carried from the
-    encoder's grid by edge-aware upsampling, colour from the pixel (sharp, but only as right as the encoder's
-    depth: with the bundled encoder it scores below 'encoder' on held-out views, see README)."""
+    """native: one Gaussian per pixel of the context photos at their own resolution (up to gaussian-long-side),
+    depth and opacity carried from the encoder's grid by edge-aware upsampling, colours from both photos, and a
+    backdrop (README "Sharp Gaussians"). encoder: pixelSplat's own Gaussians, one per pixel of the encoder's input
+    (a smear at the photos' resolution)."""
     gaussian_long_side: int = 960
     """Native-resolution Gaussians: the photos' long side is capped at this many pixels (their own size when smaller)."""
     gaussian_opacity_gain: float = 100.0
-    """Native-resolution Gaussians: the encoder's opacities (its depth confidence) times this, at most 0.99: one
-    layer of Gaussians per view must be near-opaque to give the photo back (1, 3 and 100 measured; 3 did best on
-    held-out views)."""
+    """Native-resolution Gaussians: the encoder's opacities (its depth confidence) times this, at most 0.99. One
+    layer of Gaussians per view must be opaque to give the photo back; 100 makes every Gaussian opaque (3 and 10
+    measured: lower at the context cameras, no better between them)."""
     gaussian_scale: float = 0.25
-    """Native-resolution Gaussians: standard deviation in units of the pixel's footprint at its depth (0.25-0.8
-    measured; smaller gives the context photos back more exactly, larger closes gaps in novel views)."""
+    """Native-resolution Gaussians: standard deviation in units of the pixel's footprint at its depth (0.25-0.5
+    measured: 0.25 gives the context photos back at 29 dB against 25 dB at 0.5; the backdrop fills the gaps
+    smaller Gaussians leave in novel views)."""
     gaussian_two_view_colours: bool = True
     """Native-resolution Gaussians: each shows its own pixel's colour towards its camera and the other context
     photo's colour (where that camera sees it) towards the other camera (degree-1 SH), so that both context
@@ -338,6 +339,12 @@ class PixelSplatModel(SplatfactoModel):
         ):
             if not value > 0:
                 raise PixelSplatInputError(f"--pipeline.model.{flag} must be positive, got {value}")
+        backdrop = self.config.gaussian_backdrop
+        if backdrop is not None and not backdrop >= 1:
+            raise PixelSplatInputError(
+                f"--pipeline.model.gaussian-backdrop must be at least 1 (times the depth: behind the surface) or None, "
+                f"got {backdrop}"
+            )
 
     def set_gaussians(
         self,
