@@ -248,13 +248,14 @@ def test_a_very_large_photo_pair_is_downscaled_in_bounded_memory(tmp_path):
 
     edit_frames(scene, enlarge)
     start = peak_rss_since_reset()
-    pipeline = set_up(scene)
+    pipeline = set_up(scene, gaussian_long_side=320)
     peak = peak_rss_since_reset()
-    assert pipeline.model.means.shape[0] <= 2 * 96 * 64  # the bundled encoder's input: 96x64 for 3:2 photos
-    pipeline.model.config.gaussian_resolution = "native"
-    pipeline.model.config.gaussian_long_side = 320
+    # native Gaussians at --pipeline.model.gaussian-long-side 320, and the backdrop: one per pixel of
+    # the bundled encoder's input, 96x64 for 3:2 photos
+    assert pipeline.model.means.shape[0] <= 2 * 320 * 214 + 2 * 96 * 64
+    pipeline.model.config.gaussian_resolution = "encoder"
     pipeline.model.predict_gaussians()
-    assert pipeline.model.means.shape[0] <= 2 * 320 * 214  # --pipeline.model.gaussian-long-side 320
+    assert pipeline.model.means.shape[0] <= 2 * 96 * 64
     if start is None or peak is None:
         pytest.skip("this system cannot reset the peak resident memory (/proc/self/clear_refs): not measured")
     # Before the photos were downscaled one plane at a time, set-up peaked 1.7 GB above its start.
