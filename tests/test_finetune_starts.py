@@ -126,7 +126,7 @@ def test_ns_train_prediction_start_refines_on_request_and_keeps_source_pixels(sc
     model = _train(scene, tmp_path, refine=True, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)
     assert model.means.shape[0] > predicted  # densified
     assert model.gaussian_pixels.shape[0] == model.means.shape[0]
-    assert model.sh_degree_to_use() == 0  # the degree it was fine-tuned at (6 steps: DC only)
+    assert model.sh_degree_to_use() == 1  # the degree it was fine-tuned at: two-view colours start at 1 (6 steps)
 
 
 def test_only_a_random_start_refines_by_default(scene, tmp_path):

@@ -22,6 +22,7 @@ def pipeline(tmp_path_factory):
     config.pipeline.datamanager.dataparser.eval_mode = "filename"
     config.pipeline.datamanager.context_views = ("frame_00040_train", "frame_00045_train")
     config.pipeline.model.encoder_long_side = 320  # native size: 320x176 after the crop to the patch multiple
+    config.pipeline.model.gaussian_resolution = "encoder"  # pixelSplat's own Gaussians: one per encoder pixel
     return config.pipeline.setup(device="cpu", test_mode="val")
 
 
