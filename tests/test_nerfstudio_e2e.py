@@ -83,8 +83,9 @@ def test_training_writes_config_and_a_checkpoint_that_reloads_with_torch_default
     assert checkpoints, "no checkpoint written"
     state = torch.load(checkpoints[-1], map_location="cpu")  # default weights_only=True must accept it
     means = state["pipeline"]["_model.gauss_params.means"]
-    # 2 context views of 320x176 pixels (cropped to the encoder's multiple), one Gaussian each.
-    assert means.shape == (2 * 320 * 176, 3)
+    # Native Gaussians (the default): one per pixel of the 2 context photos (320x180), and the
+    # backdrop: one per pixel of the encoder's input (320x176, cropped to its multiple).
+    assert means.shape == (2 * 320 * 180 + 2 * 320 * 176, 3)
     assert bool(state["pipeline"]["_model.gaussians_predicted"])
 
 
