@@ -302,3 +302,39 @@ def test_two_view_colours_give_each_camera_its_own_photo():
     torch.testing.assert_close(colour(0), own, atol=1e-3, rtol=0)
     torch.testing.assert_close(colour(1)[0], expected_other, atol=2e-3, rtol=0)
     torch.testing.assert_close(colour(1)[1], own[1], atol=1e-6, rtol=0)
+
+
+def test_the_backdrop_moves_back_along_its_rays_behind_the_other_views_surface():
+    """Backdrop Gaussians stay on their own camera's ray (so that camera sees them in the same
+    direction), at least ``factor`` times as far, and behind the other camera's surface by that
+    factor wherever that camera sees them."""
+    from pixelsplat_ns.cameras import ContextViews
+    from pixelsplat_ns.gaussians import Gaussians
+    from pixelsplat_ns.native_resolution import backdrop_gaussians, in_free_space
+
+    extrinsics, intrinsics, depths = _two_cameras_on_a_plane()
+    # Per view, three points on the plane z = 5 (one of them far off to the side) and one nearer.
+    offsets = torch.tensor([[0.2, 0.1, 5.0], [-0.3, 0.2, 5.0], [0.0, 0.0, 2.0], [30.0, 0.0, 5.0]])
+    means = torch.cat((offsets, offsets + extrinsics[1, :3, 3]))[None]
+    n = means.shape[1]
+    gaussians = Gaussians(
+        means=means, covariances=torch.eye(3).expand(1, n, 3, 3) * 0.01,
+        harmonics=torch.zeros(1, n, 3, 1), opacities=torch.full((1, n), 0.5),
+    )  # fmt: skip
+    views = ContextViews(
+        image=torch.zeros(1, 2, 3, 16, 16), extrinsics=extrinsics[None], intrinsics=intrinsics[None],
+        near=torch.ones(1, 2), far=torch.full((1, 2), 100.0), scene_scale=1.0,
+        full_image=torch.zeros(1, 2, 3, 16, 16), full_intrinsics=intrinsics[None],
+    )  # fmt: skip
+    moved = backdrop_gaussians(gaussians, views, depths[None], factor=2.0).means[0]
+    origins = extrinsics[:, :3, 3].repeat_interleave(4, dim=0)
+    before, after = means[0] - origins, moved - origins
+    ratio = after.norm(dim=-1) / before.norm(dim=-1)
+    torch.testing.assert_close(
+        torch.nn.functional.normalize(after, dim=-1), torch.nn.functional.normalize(before, dim=-1)
+    )
+    assert (ratio >= 2.0 - 1e-5).all()
+    for view in range(2):
+        mine = moved[view * 4 : (view + 1) * 4]
+        other = 1 - view
+        assert not in_free_space(mine, depths[other], extrinsics[other], intrinsics[other], 2.0, "nearest").any()

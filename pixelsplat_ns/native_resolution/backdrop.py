@@ -11,6 +11,9 @@ Behind every native surface, a backdrop Gaussian shows only through gaps.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -40,13 +43,13 @@ def backdrop_gaussians(
         raise ValueError("backdrop_gaussians takes a batch of one with native-resolution views")
     num_views = views.extrinsics.shape[1]
     per_view = gaussians.means.shape[1] // num_views
-    multipliers = torch.logspace(0, torch.log10(torch.tensor(reach)).item(), steps) * factor
+    multipliers = torch.logspace(0, math.log10(reach), steps, device=gaussians.means.device) * factor
     means = gaussians.means.clone()
     for view in range(num_views):
         block = slice(view * per_view, (view + 1) * per_view)
         origin = views.extrinsics[0, view, :3, 3]
         offset = gaussians.means[0, block] - origin
-        candidates = origin + offset[:, None] * multipliers.to(offset)[:, None]  # [n steps 3]
+        candidates = origin + offset[:, None] * multipliers[:, None]  # [n steps 3]
         blocked = torch.zeros(candidates.shape[:2], dtype=torch.bool, device=candidates.device)
         for other in range(num_views):
             if other != view:
@@ -59,13 +62,6 @@ def backdrop_gaussians(
                     "nearest",
                 )
         free = ~blocked
-        chosen = torch.where(free.any(dim=1), multipliers.to(offset)[free.float().argmax(dim=1)], factor)
+        chosen = torch.where(free.any(dim=1), multipliers[free.float().argmax(dim=1)], factor)
         means[0, block] = origin + offset * chosen[:, None]
-    return Gaussians(
-        means=means,
-        covariances=gaussians.covariances,
-        harmonics=gaussians.harmonics,
-        opacities=gaussians.opacities,
-        scales=gaussians.scales,
-        rotations=gaussians.rotations,
-    )
+    return dataclasses.replace(gaussians, means=means)
