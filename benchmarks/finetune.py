@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--report", type=int, nargs="+", default=[0, 100, 300, 1000, 2000], help="steps to score")
     parser.add_argument("--starts", nargs="+", default=["prediction", "random"], choices=["prediction", "random"])
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="model config overrides for both starts, e.g. gaussian_resolution=native")  # fmt: skip
+                        help="model config overrides for both starts, e.g. gaussian_resolution=encoder")  # fmt: skip
     parser.add_argument("--lr", nargs="*", default=[], metavar="GROUP=RATE",
                         help="initial learning rate of an optimiser group for both starts, e.g. means=1.6e-5")  # fmt: skip
     args = parser.parse_args()

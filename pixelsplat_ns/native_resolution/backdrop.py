@@ -4,8 +4,8 @@ Native Gaussians are small (a fraction of their pixel's footprint), so that each
 camera gets its photo back; a novel camera sees gaps between them wherever a surface is
 stretched or uncovered. The encoder's own Gaussians (one per encoder pixel, several pixels
 wide) fill those gaps: each is moved back along its own camera's ray, which leaves how its
-camera sees it unchanged in direction, to ``factor`` times its depth and then farther until no
-context photo sees through it (it lies behind every context camera's surface by that factor).
+camera sees it unchanged in direction, to ``factor`` times its depth and then farther until the
+other context photos do not see through it (it lies behind their surfaces by that factor).
 Behind every native surface, a backdrop Gaussian shows only through gaps.
 """
 
@@ -37,8 +37,11 @@ def backdrop_gaussians(
     times its distance at which it is ``factor`` times farther than the nearest surface around
     where it lands in every other context camera (``surfaces``: distance along the ray on the
     native grid, ``views.full_intrinsics``), or to ``factor`` times when there is none (measured:
-    better novel views than the farthest step, the same at the context cameras). Shapes and colours are kept: moved back, a backdrop
-    Gaussian covers less of the image, which the gaps it fills need."""
+    better novel views than the farthest step, the same at the context cameras). Shapes and
+    colours are kept: moved back, a backdrop Gaussian covers less of the image, which the gaps
+    it fills need."""
+    if factor < 1:
+        raise ValueError(f"a backdrop lies behind the surfaces: factor must be at least 1, got {factor}")
     if gaussians.means.shape[0] != 1 or views.full_intrinsics is None:
         raise ValueError("backdrop_gaussians takes a batch of one with native-resolution views")
     num_views = views.extrinsics.shape[1]
@@ -51,16 +54,13 @@ def backdrop_gaussians(
         offset = gaussians.means[0, block] - origin
         candidates = origin + offset[:, None] * multipliers[:, None]  # [n steps 3]
         blocked = torch.zeros(candidates.shape[:2], dtype=torch.bool, device=candidates.device)
-        for other in range(num_views):
-            if other != view:
-                blocked |= in_free_space(
-                    candidates,
-                    surfaces[0, other],
-                    views.extrinsics[0, other],
-                    views.full_intrinsics[0, other],
-                    factor,
-                    "nearest",
-                )
+        # The other cameras only (checking its own too lowered novel views: 16.11 against 16.14 dB on
+        # fern and castle-p19 pairs): its own camera sees it at factor times the depth of its pixel.
+        for camera in (camera for camera in range(num_views) if camera != view):
+            blocked |= in_free_space(
+                candidates, surfaces[0, camera], views.extrinsics[0, camera], views.full_intrinsics[0, camera], factor,
+                "nearest",
+            )  # fmt: skip
         free = ~blocked
         chosen = torch.where(free.any(dim=1), multipliers[free.float().argmax(dim=1)], factor)
         means[0, block] = origin + offset * chosen[:, None]

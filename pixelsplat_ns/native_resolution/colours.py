@@ -26,7 +26,7 @@ from .free_space import in_free_space
 
 def _sample(image: Float[Tensor, "3 height width"], xy: Float[Tensor, "n 2"]) -> Float[Tensor, "n 3"]:
     """Bilinear colour at normalised image points (pixel-centre convention)."""
-    grid = (2 * xy - 1)[None, :, None, :]
+    grid = (2 * xy - 1).to(image.dtype)[None, :, None, :]
     return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, :, 0].T
 
 
@@ -48,7 +48,9 @@ def two_view_harmonics(
     Gaussian farther from the other camera than ``1 + occlusion_margin`` times the farthest
     surface of the 3x3 pixels it projects to is hidden there and keeps its own colour from
     every direction. ``epsilon`` regularises the directional term for directions closer than
-    about sqrt(epsilon) radians (far points): they take the two colours' mean there.
+    about sqrt(epsilon) radians (far points): they take the two colours' mean there. Beyond the
+    two cameras the colour keeps changing linearly (clamped at 0 by the renderer): far outside
+    the pair, a Gaussian whose two photos disagree drifts past both colours.
     """
     other_colours = colours.clone()
     own_direction = torch.empty_like(means)

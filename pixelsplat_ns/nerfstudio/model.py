@@ -105,9 +105,9 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     photo's colour (where that camera sees it) towards the other camera (degree-1 SH), so that both context
     cameras see their own photos where the two views' depths disagree."""
     gaussian_backdrop: float | None = 2.0
-    """Native-resolution Gaussians: the encoder's own Gaussians, moved back along their rays to this many times
-    their depth (and behind every context camera's surface by that factor), fill the gaps novel views see between
-    the small native Gaussians. None: no backdrop."""
+    """Native-resolution Gaussians: the encoder's own Gaussians, moved back along their rays to at least this many
+    times their depth (farther, up to 10 times that, until the other context camera's surface is that factor nearer),
+    fill the gaps novel views see between the small native Gaussians. None: no backdrop."""
     initialization: Literal["prediction", "random"] = "prediction"
     """Where fine-tuning starts: the encoder's prediction, or splatfacto's random cube (num-random Gaussians in a
     cube of side random-scale; its scales, colours and 0.1 opacities) - the start without the encoder, to compare."""
@@ -282,7 +282,8 @@ class PixelSplatModel(SplatfactoModel):
     def predict_gaussians(self) -> Gaussians:
         """Run the encoder on the context views and write its Gaussians into splatfacto's
         parameters (means, log-scales, wxyz quaternions, SH DC/rest, logit opacities):
-        pixelSplat's or native-resolution ones (``gaussian_resolution``), pruned of those no
+        pixelSplat's or native-resolution ones (``gaussian_resolution``; with two-view colours and the
+        backdrop of the encoder's Gaussians behind them), pruned of those no
         camera can see (opacity under 1/255, behind their camera's near plane)."""
         self._check_gaussian_config()
         run = self.run_encoder()
@@ -300,7 +301,8 @@ class PixelSplatModel(SplatfactoModel):
                 backdrop = backdrop_gaussians(output.gaussians, views, native.depths, self.config.gaussian_backdrop)
                 gaussians = concatenate_gaussians(gaussians, backdrop)
                 pixels = torch.cat((pixels, encoder_gaussian_pixels(output, run.image_shape)))
-                moved = (backdrop.means - output.gaussians.means).norm(dim=-1) + output.depths.flatten(1)
+                origins = views.extrinsics[0, encoder_gaussian_pixels(output, run.image_shape)[:, 0], :3, 3]
+                moved = (backdrop.means[0] - origins).norm(dim=-1)[None]  # distance along their rays
                 depths = torch.cat((depths, moved), dim=1)
         else:
             gaussians, pixels = output.gaussians, encoder_gaussian_pixels(output, run.image_shape)
