@@ -300,8 +300,9 @@ class PixelSplatModel(SplatfactoModel):
             if self.config.gaussian_backdrop is not None:
                 backdrop = backdrop_gaussians(output.gaussians, views, native.depths, self.config.gaussian_backdrop)
                 gaussians = concatenate_gaussians(gaussians, backdrop)
-                pixels = torch.cat((pixels, encoder_gaussian_pixels(output, run.image_shape)))
-                origins = views.extrinsics[0, encoder_gaussian_pixels(output, run.image_shape)[:, 0], :3, 3]
+                backdrop_pixels = encoder_gaussian_pixels(output, run.image_shape)
+                pixels = torch.cat((pixels, backdrop_pixels))
+                origins = views.extrinsics[0, backdrop_pixels[:, 0], :3, 3]
                 moved = (backdrop.means[0] - origins).norm(dim=-1)[None]  # distance along their rays
                 depths = torch.cat((depths, moved), dim=1)
         else:
@@ -430,9 +431,10 @@ class PixelSplatModel(SplatfactoModel):
 
     def sh_degree_to_use(self) -> int:
         """splatfacto's schedule while training (one more SH band every sh-degree-interval steps), from the
-        prediction's own degree (two-view colours: 1): with every band from step 0 a prediction fits each training view by its view-dependent
-        colour instead of moving its Gaussians (measured, README "Fine-tuning"). Rendering otherwise uses
-        the degree fine-tuning reached, or every band when there was none."""
+        prediction's own degree (two-view colours: 1): with every band from step 0 a prediction fits each
+        training view by its view-dependent colour instead of moving its Gaussians (measured, README
+        "Fine-tuning"). Rendering otherwise uses the degree fine-tuning reached, or every band when there
+        was none."""
         if self.training:
             degree = min(
                 max(self.step // self.config.sh_degree_interval, self._predicted_sh_degree()), self.config.sh_degree
