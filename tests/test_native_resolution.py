@@ -80,7 +80,9 @@ def test_pixel_aligned_gaussians_of_both_views_give_each_context_photo_back():
         depth_pdf=torch.ones(b, v, h * w, 1, 1), depths=ray_depth.contiguous(),
         depth_index=torch.zeros(b, v, h * w, 1, 1, dtype=torch.long), depth_offset=torch.zeros(b, v, h * w, 1, 1),
     )  # fmt: skip
-    native = native_resolution_gaussians(output, views, scale=0.3, opacity_gain=1.0)
+    native = native_resolution_gaussians(
+        output, views, scale=0.3, opacity_gain=1.0, two_view_colours=False, stereo=False
+    )
     height, width = views.full_image.shape[-2:]
     assert native.gaussians.means.shape == (1, 2 * height * width, 3)
     # Every Gaussian is on the plane (OpenCV cameras at the origin looking along world -z).
@@ -234,6 +236,7 @@ def test_a_saved_run_reloads_its_gaussians_pixels_and_traces_a_click(native_pipe
     [
         ("gaussian_opacity_gain", 0.0, "gaussian-opacity-gain must be positive"),
         ("gaussian_backdrop", 0.5, "gaussian-backdrop must be at least 1"),
+        ("gaussian_colour_correction", 1.5, "gaussian-colour-correction must be in [0, 1]"),
     ],
 )
 def test_a_bad_native_setting_is_refused_with_one_line(field, value, message, tmp_path, capsys):
@@ -338,3 +341,70 @@ def test_the_backdrop_moves_back_along_its_rays_behind_the_other_views_surface()
         mine = moved[view * 4 : (view + 1) * 4]
         other = 1 - view
         assert not in_free_space(mine, depths[other], extrinsics[other], intrinsics[other], 2.0, "nearest").any()
+
+
+def _textured_plane_photos(extrinsics: torch.Tensor, intrinsics: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
+    """Photos of the plane z = 5 (``_two_cameras_on_a_plane``) painted with a fixed random
+    texture in plane coordinates (bilinear, about 5 texels per pixel)."""
+    texture = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    size = depths.shape[-1]
+    xy = (torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="xy"), -1) + 0.5) / size
+    photos = []
+    for view in range(2):
+        plane_xy = extrinsics[view, :2, 3] + (xy - 0.5) * 5.0  # where each pixel's ray meets z = 5
+        grid = (plane_xy / 6.0)[None]  # the texture spans [-6, 6]^2
+        photos.append(F.grid_sample(texture, grid, mode="bilinear", align_corners=False)[0])
+    return torch.stack(photos)
+
+
+def test_stereo_moves_a_wrong_depth_onto_the_surface_both_photos_show():
+    """A depth 25 % too far is moved back onto the textured plane where both cameras see it
+    (within 2 %), and a textureless pair keeps the depth it was given."""
+    from pixelsplat_ns.native_resolution import refine_depths
+
+    extrinsics, intrinsics, depths = _two_cameras_on_a_plane(size=64)
+    photos = _textured_plane_photos(extrinsics, intrinsics, depths)
+    refined = refine_depths(photos, depths * 1.25, extrinsics, intrinsics)
+    both = torch.zeros_like(depths, dtype=torch.bool)
+    both[0, :, 16:], both[1, :, :-16] = True, True  # the columns the other camera sees too (12.8 px apart)
+    error = (refined / depths - 1).abs()
+    assert error[both].median() < 0.02 and (error[both] < 0.05).float().mean() > 0.9
+    flat = refine_depths(torch.full_like(photos, 0.5), depths * 1.25, extrinsics, intrinsics)
+    torch.testing.assert_close(flat, depths * 1.25, rtol=1e-5, atol=0)
+
+
+def test_colour_correction_brings_the_context_photos_closer():
+    """One van Cittert step on the two-view colours raises both context cameras' PSNR (the
+    renders' blur partly undone) and leaves the backdrop's colours alone."""
+    from pixelsplat_ns.gaussians import concatenate_gaussians
+    from pixelsplat_ns.native_resolution import correct_context_colours, render_context_cameras
+
+    images, c2w, k, plane = _plane_pair()
+    views = prepare_context(images, c2w, k, image_multiple=8, long_side=96, gaussian_long_side=960)
+    b, v, _, h, w = views.image.shape
+    plane = plane * views.scene_scale
+    directions = camera_directions(pixel_centers(h, w), views.intrinsics[0, 0])
+    ray_depth = (plane / directions[..., 2]).reshape(1, 1, h * w, 1, 1).expand(b, v, h * w, 1, 1)
+    n = v * h * w
+    output = EncoderOutput(
+        gaussians=Gaussians(torch.zeros(1, n, 3), torch.eye(3).expand(1, n, 3, 3), torch.zeros(1, n, 3, 1), torch.ones(1, n)),
+        depth_pdf=torch.ones(b, v, h * w, 1, 1), depths=ray_depth.contiguous(),
+        depth_index=torch.zeros(b, v, h * w, 1, 1, dtype=torch.long), depth_offset=torch.zeros(b, v, h * w, 1, 1),
+    )  # fmt: skip
+    native = native_resolution_gaussians(output, views, stereo=False)
+    first = native.gaussians
+    backdrop = Gaussians(  # five Gaussians far behind, coloured by the encoder (degree 2)
+        means=first.means[:, :5] * 3, covariances=first.covariances[:, :5], harmonics=torch.rand(1, 5, 3, 9),
+        opacities=first.opacities[:, :5], scales=first.scales[:, :5], rotations=first.rotations[:, :5],
+    )  # fmt: skip
+
+    everything = concatenate_gaussians(native.gaussians, backdrop)
+    count = native.gaussians.means.shape[1]
+    corrected = correct_context_colours(everything, count, views, native.depths, step=1.0)
+    torch.testing.assert_close(corrected.harmonics[:, count:], everything.harmonics[:, count:])
+    inner = (slice(None), slice(4, -4), slice(12, -12))  # away from the strip only one camera saw
+    for view, (before, after) in enumerate(
+        zip(render_context_cameras(everything, views), render_context_cameras(corrected, views), strict=True)
+    ):
+        truth = views.full_image[0, view]
+        assert psnr(after[inner].clamp(0, 1), truth[inner]) > psnr(before[inner].clamp(0, 1), truth[inner]) + 1.0

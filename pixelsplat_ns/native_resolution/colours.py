@@ -12,9 +12,11 @@ context camera, every visible Gaussian then carries that camera's photo.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int64
+from jaxtyping import Bool, Float, Int64
 from torch import Tensor
 
 from pixelsplat_ns.gaussians import SH_C1
@@ -24,7 +26,7 @@ from pixelsplat_ns.rendering.sh import SH_C0
 from .free_space import in_free_space
 
 
-def _sample(image: Float[Tensor, "3 height width"], xy: Float[Tensor, "n 2"]) -> Float[Tensor, "n 3"]:
+def sample_image(image: Float[Tensor, "3 height width"], xy: Float[Tensor, "n 2"]) -> Float[Tensor, "n 3"]:
     """Bilinear colour at normalised image points (pixel-centre convention)."""
     grid = (2 * xy - 1).to(image.dtype)[None, :, None, :]
     return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, :, 0].T
@@ -52,25 +54,77 @@ def two_view_harmonics(
     two cameras the colour keeps changing linearly (clamped at 0 by the renderer): far outside
     the pair, a Gaussian whose two photos disagree drifts past both colours.
     """
-    other_colours = colours.clone()
-    own_direction = torch.empty_like(means)
-    other_direction = torch.empty_like(means)
+    seen_by_other = other_view(means, source_views, images, depths, extrinsics, intrinsics, occlusion_margin)
+    other_colours = torch.where(seen_by_other.seen[:, None], seen_by_other.colours, colours)
+    return harmonics_from_two_colours(
+        colours, other_colours, seen_by_other.own_directions, seen_by_other.other_directions, epsilon
+    )
+
+
+@dataclass
+class OtherView:
+    """How the other context camera of a pair sees each Gaussian."""
+
+    colours: Float[Tensor, "gaussian 3"]
+    """The other photo's colour where the Gaussian projects (bilinear)."""
+    seen: Bool[Tensor, " gaussian"]
+    """Whether the other camera sees it (in its image, not behind the surface it shows there)."""
+    xy: Float[Tensor, "gaussian 2"]
+    """Where it projects in the other camera (normalised image coordinates)."""
+    own_directions: Float[Tensor, "gaussian 3"]
+    """Unit direction from its own camera to it."""
+    other_directions: Float[Tensor, "gaussian 3"]
+    """Unit direction from the other camera to it."""
+
+
+def other_view(
+    means: Float[Tensor, "gaussian 3"],
+    source_views: Int64[Tensor, " gaussian"],
+    images: Float[Tensor, "2 3 height width"],
+    depths: Float[Tensor, "2 height width"],
+    extrinsics: Float[Tensor, "2 4 4"],
+    intrinsics: Float[Tensor, "2 3 3"],
+    occlusion_margin: float = 0.05,
+) -> OtherView:
+    """Each Gaussian (from context view ``source_views``) as the other camera of the pair sees
+    it (``two_view_harmonics`` documents the arguments)."""
+    result = OtherView(
+        colours=means.new_zeros(means.shape),
+        seen=torch.zeros(means.shape[0], dtype=torch.bool, device=means.device),
+        xy=means.new_zeros(means.shape[0], 2),
+        own_directions=torch.empty_like(means),
+        other_directions=torch.empty_like(means),
+    )
     for view in range(2):
         mine, other = source_views == view, 1 - view
         points = means[mine]
         xy = project_camera_points(transform(torch.linalg.inv(extrinsics[other]), points, 1.0), intrinsics[other])
-        seen = in_free_space(points, depths[other], extrinsics[other], intrinsics[other], 1 + occlusion_margin)
-        sampled = _sample(images[other], xy.clamp(0, 1))
-        other_colours[mine] = torch.where(seen[:, None], sampled, colours[mine])
-        own_direction[mine] = F.normalize(points - extrinsics[view, :3, 3], dim=-1)
-        other_direction[mine] = F.normalize(points - extrinsics[other, :3, 3], dim=-1)
+        result.xy[mine] = xy
+        result.seen[mine] = in_free_space(
+            points, depths[other], extrinsics[other], intrinsics[other], 1 + occlusion_margin
+        )
+        result.colours[mine] = sample_image(images[other], xy.clamp(0, 1))
+        result.own_directions[mine] = F.normalize(points - extrinsics[view, :3, 3], dim=-1)
+        result.other_directions[mine] = F.normalize(points - extrinsics[other, :3, 3], dim=-1)
+    return result
 
+
+def harmonics_from_two_colours(
+    colours: Float[Tensor, "gaussian 3"],
+    other_colours: Float[Tensor, "gaussian 3"],
+    own_directions: Float[Tensor, "gaussian 3"],
+    other_directions: Float[Tensor, "gaussian 3"],
+    epsilon: float = 1e-4,
+) -> Float[Tensor, "gaussian 3 4"]:
+    """Degree-1 SH coefficients (official basis) that show ``colours`` towards
+    ``own_directions`` and ``other_colours`` towards ``other_directions`` (``epsilon``: see
+    ``two_view_harmonics``)."""
     # colour(d) = mean + G . d with G = (a - b) delta / (|delta|^2 + epsilon), delta = d_own - d_other:
     # colour(d_own) = a and colour(d_other) = b up to epsilon, linear in between.
-    delta = own_direction - other_direction
+    delta = own_directions - other_directions
     weights = delta / (delta.square().sum(-1, keepdim=True) + epsilon)
     gradient = (colours - other_colours)[:, :, None] * weights[:, None]  # [n rgb xyz]
-    mean = (colours + other_colours) / 2 - (gradient * ((own_direction + other_direction) / 2)[:, None]).sum(-1)
+    mean = (colours + other_colours) / 2 - (gradient * ((own_directions + other_directions) / 2)[:, None]).sum(-1)
     # Official basis: B0 = C0, (B1, B2, B3) = C1 (-x, y, -z); colour = 0.5 + sum c_k B_k.
     linear = gradient * gradient.new_tensor((-1.0, 1.0, -1.0)) / SH_C1
     return torch.cat((((mean - 0.5) / SH_C0)[..., None], linear), dim=-1)

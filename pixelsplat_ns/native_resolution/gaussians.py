@@ -8,7 +8,8 @@ is a smear, even at the context cameras. Here every full-resolution pixel gets i
 Gaussian instead:
 
 * depth and opacity: the encoder's, carried to the pixel by joint bilateral upsampling
-  guided by the full-resolution photo (``upsampling.py``), depth as inverse z-depth;
+  guided by the full-resolution photo (``upsampling.py``), depth as inverse z-depth; with two
+  views the depth is then refined where the two photos agree (``stereo.py``);
 * colour: the pixel's own colour, so its camera sees its photo again; with two views, towards
   the other camera the colour that photo shows where the Gaussian lands (``colours.py``);
 * shape: aligned with its camera's axes, with standard deviations ``scale`` times the
@@ -36,6 +37,7 @@ from pixelsplat_ns.geometry import camera_directions, pixel_centers, pixel_footp
 from pixelsplat_ns.rendering.sh import SH_C0
 
 from .colours import two_view_harmonics
+from .stereo import refine_depths
 from .upsampling import joint_bilateral_upsample
 
 
@@ -94,9 +96,10 @@ def encoder_positions(
 def native_resolution_gaussians(
     output: EncoderOutput,
     views: ContextViews,
-    scale: float = 0.5,
-    opacity_gain: float = 1.0,
-    two_view_colours: bool = False,
+    scale: float = 0.25,
+    opacity_gain: float = 100.0,
+    two_view_colours: bool = True,
+    stereo: bool = True,
 ) -> NativeGaussians:
     """One Gaussian per full-resolution context pixel (``views.full_image``).
 
@@ -107,6 +110,8 @@ def native_resolution_gaussians(
     pixel), which is low wherever the encoder is unsure.
     ``two_view_colours``: with two views, each Gaussian's colour is its own pixel's towards its
     camera and the other photo's towards the other camera (degree-1 SH, ``colours.py``).
+    ``stereo``: with two views, the upsampled depths are refined where the two photos agree
+    (``stereo.py``). The defaults are ``ns-train pixelsplat``'s.
     """
     if views.full_image is None or views.full_intrinsics is None:
         raise ValueError(
@@ -144,6 +149,13 @@ def native_resolution_gaussians(
         view_rays.append(camera_rays)
         view_positions.append(positions)
     all_depths = torch.stack(view_depths, dim=1)  # b v h w
+    if stereo and v == 2:
+        all_depths = torch.stack(
+            [
+                refine_depths(views.full_image[i], all_depths[i], views.extrinsics[i], views.full_intrinsics[i])
+                for i in range(b)
+            ]
+        )
 
     means, colours, opacities, scales, rotations, pixels = [], [], [], [], [], []
     for view in range(v):

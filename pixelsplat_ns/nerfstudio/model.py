@@ -42,6 +42,7 @@ from pixelsplat_ns.gaussians import (
 from pixelsplat_ns.metrics import build_lpips
 from pixelsplat_ns.native_resolution import (
     backdrop_gaussians,
+    correct_context_colours,
     keep_gaussians,
     native_resolution_gaussians,
     visible_mask,
@@ -104,6 +105,14 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     """Native-resolution Gaussians: each shows its own pixel's colour towards its camera and the other context
     photo's colour (where that camera sees it) towards the other camera (degree-1 SH), so that both context
     cameras see their own photos where the two views' depths disagree."""
+    gaussian_stereo: bool = True
+    """Native-resolution Gaussians of a pair: each view's upsampled depth is moved, within 2x either way, to where
+    the two photos' 7x7 windows agree best (normalised cross-correlation), kept where the two refined views agree
+    within 10 % (held-out fern and castle-p19 pairs: 16.14 -> 16.52 dB between the context views)."""
+    gaussian_colour_correction: float = 0.5
+    """Native-resolution Gaussians of a pair: one van Cittert step of this size on their two-view colours, against
+    the blur the context cameras' renders add (gsplat's low-pass, neighbours in front): fern's context cameras 27.1
+    -> 28.3 dB, 0.05 dB less between them; 1.0: 29.6 dB at the context cameras, 0.2 dB less between. 0: off."""
     gaussian_backdrop: float | None = 2.0
     """Native-resolution Gaussians: the encoder's own Gaussians, moved back along their rays to at least this many
     times their depth (farther, up to 10 times that, until the other context camera's surface is that factor nearer),
@@ -295,6 +304,7 @@ class PixelSplatModel(SplatfactoModel):
                 scale=self.config.gaussian_scale,
                 opacity_gain=self.config.gaussian_opacity_gain,
                 two_view_colours=self.config.gaussian_two_view_colours,
+                stereo=self.config.gaussian_stereo,
             )
             gaussians, pixels, depths = native.gaussians, native.encoder_pixels[0], native.depths.flatten(1)
             if self.config.gaussian_backdrop is not None:
@@ -305,6 +315,12 @@ class PixelSplatModel(SplatfactoModel):
                 origins = views.extrinsics[0, backdrop_pixels[:, 0], :3, 3]
                 moved = (backdrop.means[0] - origins).norm(dim=-1)[None]  # distance along their rays
                 depths = torch.cat((depths, moved), dim=1)
+            two_view = self.config.gaussian_two_view_colours and views.extrinsics.shape[1] == 2
+            if two_view and self.config.gaussian_colour_correction > 0:
+                gaussians = correct_context_colours(
+                    gaussians, native.gaussians.means.shape[1], views, native.depths,
+                    step=self.config.gaussian_colour_correction, background=self._encoder_background(),
+                )  # fmt: skip
         else:
             gaussians, pixels = output.gaussians, encoder_gaussian_pixels(output, run.image_shape)
             depths = output.depths.flatten(1)
@@ -342,6 +358,12 @@ class PixelSplatModel(SplatfactoModel):
         ):
             if not value > 0:
                 raise PixelSplatInputError(f"--pipeline.model.{flag} must be positive, got {value}")
+        correction = self.config.gaussian_colour_correction
+        if not 0 <= correction <= 1:
+            raise PixelSplatInputError(
+                f"--pipeline.model.gaussian-colour-correction must be in [0, 1] (a step towards the context photos; "
+                f"0: off), got {correction}"
+            )
         backdrop = self.config.gaussian_backdrop
         if backdrop is not None and not backdrop >= 1:
             raise PixelSplatInputError(

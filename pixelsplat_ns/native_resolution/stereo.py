@@ -1,0 +1,158 @@
+"""Two-view photo-consistency refinement of the upsampled depth (a local plane sweep).
+
+The encoder's depth, upsampled to the photos' own resolution, is the shape of each view's
+Gaussians; where the two views' depth maps disagree, their sharp Gaussians land in different
+places and novel views show both. Each pixel's depth is re-chosen among ``steps`` candidates
+from ``1 / reach`` to ``reach`` times the upsampled depth (geometric steps, parabolic sub-step
+refinement), the one whose window (``window`` x ``window`` pixels, the luma) matches the other
+photo best by normalised cross-correlation, with a small pull towards the encoder's depth so
+that flat, textureless windows (no correlation anywhere) keep it. Because the candidates are
+multiples of each pixel's own depth, a window is compared over the encoder's surface moved
+along the rays, not over a fronto-parallel plane. A refined depth is kept only where the two
+refined views agree (left-right consistency: the point lands within ``tolerance`` of the
+surface the other view sees there); elsewhere the encoder's depth stays.
+
+Measured (held-out fern and castle-p19 pairs through ns-train's pipeline, 10 targets): target
+PSNR 16.14 -> 16.52 dB (fern 15.74 -> 16.41, castle-p19 16.74 -> 16.68); without the
+consistency check 16.15 (fern gains 1 dB, castle-p19, 45-74 degrees apart, loses 1.4),
+tolerance 0.05 / 0.2: 16.42 / 16.57 (castle-p19 16.74 / 16.52); window 11, prior 0.3, reach 4
+measured the same or lower.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from pixelsplat_ns.geometry import camera_directions, pixel_centers, project_camera_points, transform
+
+LUMA = (0.299, 0.587, 0.114)
+
+
+def _box(x: Float[Tensor, "1 1 height width"], window: int) -> Float[Tensor, "1 1 height width"]:
+    """Mean over a window (smaller at the border)."""
+    return F.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
+
+
+def _surface_points(
+    depths: Float[Tensor, "height width"], extrinsics: Float[Tensor, "4 4"], intrinsics: Float[Tensor, "3 3"]
+) -> Float[Tensor, "height width 3"]:
+    """World points at ``depths`` (distance along each pixel's unit ray)."""
+    height, width = depths.shape
+    xy = pixel_centers(height, width, depths.device, depths.dtype)
+    rays = transform(extrinsics, camera_directions(xy, intrinsics), 0.0)
+    return extrinsics[:3, 3] + rays * depths[..., None]
+
+
+def _matching_costs(
+    reference: Float[Tensor, "1 1 height width"],
+    source: Float[Tensor, "1 1 height width"],
+    candidates: Float[Tensor, "step height width 3"],
+    source_extrinsics: Float[Tensor, "4 4"],
+    source_intrinsics: Float[Tensor, "3 3"],
+    window: int,
+    min_std: float,
+) -> Float[Tensor, "step height width"]:
+    """1 - NCC of the reference windows against the source photo sampled at each candidate's
+    projection (1, no correlation, where a candidate falls outside the source image)."""
+    mean_r = _box(reference, window)
+    std_r = (_box(reference.square(), window) - mean_r.square()).clamp_min(0).add(min_std**2).sqrt()
+    world_to_source = torch.linalg.inv(source_extrinsics)
+    costs = []
+    for points in candidates:
+        camera_points = transform(world_to_source, points, 1.0)
+        xy = project_camera_points(camera_points, source_intrinsics)
+        inside = (camera_points[..., 2] > 0) & (xy >= 0).all(-1) & (xy <= 1).all(-1)
+        sampled = F.grid_sample(source, (2 * xy - 1)[None].to(source.dtype), padding_mode="border", align_corners=False)
+        mean_s = _box(sampled, window)
+        std_s = (_box(sampled.square(), window) - mean_s.square()).clamp_min(0).add(min_std**2).sqrt()
+        ncc = (_box(reference * sampled, window) - mean_r * mean_s) / (std_r * std_s)
+        costs.append(torch.where(inside, 1 - ncc[0, 0], torch.ones_like(ncc[0, 0])))
+    return torch.stack(costs)
+
+
+def _sub_step_minimum(cost: Float[Tensor, "step height width"]) -> Float[Tensor, "height width"]:
+    """Index of each pixel's lowest cost, refined by a parabola through it and its neighbours."""
+    steps = cost.shape[0]
+    best = cost.argmin(dim=0)
+    c0 = cost.gather(0, (best - 1).clamp(0, steps - 1)[None])[0]
+    c1 = cost.gather(0, best[None])[0]
+    c2 = cost.gather(0, (best + 1).clamp(0, steps - 1)[None])[0]
+    curvature = c0 - 2 * c1 + c2
+    interior = (curvature > 1e-6) & (best > 0) & (best < steps - 1)
+    shift = torch.where(interior, 0.5 * (c0 - c2) / curvature.clamp_min(1e-6), torch.zeros_like(c1))
+    return best.to(cost.dtype) + shift.clamp(-0.5, 0.5)
+
+
+def consistent_depths(
+    depths: Float[Tensor, "2 height width"],
+    extrinsics: Float[Tensor, "2 4 4"],
+    intrinsics: Float[Tensor, "2 3 3"],
+    tolerance: float,
+) -> Bool[Tensor, "2 height width"]:
+    """Pixels whose point lands, in the other view, within ``tolerance`` (relative) of the
+    surface that view sees at the pixel it projects to."""
+    height, width = depths.shape[-2:]
+    agree = []
+    for view in range(2):
+        other = 1 - view
+        camera_points = transform(
+            torch.linalg.inv(extrinsics[other]), _surface_points(depths[view], extrinsics[view], intrinsics[view]), 1.0
+        )
+        xy = project_camera_points(camera_points, intrinsics[other])
+        col = (xy[..., 0] * width).floor().clamp(0, width - 1).long()
+        row = (xy[..., 1] * height).floor().clamp(0, height - 1).long()
+        inside = (camera_points[..., 2] > 0) & (xy >= 0).all(-1) & (xy < 1).all(-1)
+        seen = depths[other][row, col]
+        agree.append(inside & ((camera_points.norm(dim=-1) - seen).abs() < tolerance * seen))
+    return torch.stack(agree)
+
+
+def refine_depths(
+    images: Float[Tensor, "2 3 height width"],
+    depths: Float[Tensor, "2 height width"],
+    extrinsics: Float[Tensor, "2 4 4"],
+    intrinsics: Float[Tensor, "2 3 3"],
+    reach: float = 2.0,
+    steps: int = 33,
+    window: int = 7,
+    prior: float = 0.1,
+    tolerance: float = 0.1,
+    min_std: float = 0.01,
+) -> Float[Tensor, "2 height width"]:
+    """Two views' depths (distance along each pixel's unit ray, camera-to-world
+    ``extrinsics``, normalised ``intrinsics``) moved to where their photos agree.
+
+    ``prior``: the cost added per unit of ``|log(candidate / depth)| / log(reach)`` (1 - NCC
+    ranges over [0, 2]); ``min_std``: windows whose luma varies less than this carry no
+    correlation. Returns the refined depth where both views' refined depths agree
+    (``tolerance``, relative), the given depth elsewhere."""
+    if images.shape[0] != 2 or depths.shape != (2, *images.shape[-2:]):
+        raise ValueError(f"refine_depths takes two views: images {tuple(images.shape)}, depths {tuple(depths.shape)}")
+    luma = (images * images.new_tensor(LUMA)[None, :, None, None]).sum(dim=1, keepdim=True)
+    log_reach = math.log(reach)
+    log_factors = torch.linspace(-log_reach, log_reach, steps, device=images.device, dtype=images.dtype)
+    refined = []
+    for view in range(2):
+        other = 1 - view
+        surface = _surface_points(depths[view], extrinsics[view], intrinsics[view])
+        origin = extrinsics[view, :3, 3]
+        candidates = origin + (surface - origin)[None] * log_factors.exp()[:, None, None, None]
+        cost = _matching_costs(
+            luma[view : view + 1],
+            luma[other : other + 1],
+            candidates,
+            extrinsics[other],
+            intrinsics[other],
+            window,
+            min_std,
+        )
+        cost = cost + prior * log_factors.abs()[:, None, None] / log_reach
+        index = _sub_step_minimum(cost)
+        refined.append(depths[view] * torch.exp(-log_reach + index * (2 * log_reach / (steps - 1))))
+    refined = torch.stack(refined)
+    return torch.where(consistent_depths(refined, extrinsics, intrinsics, tolerance), refined, depths)
