@@ -359,7 +359,8 @@ def _textured_plane_photos(extrinsics: torch.Tensor, intrinsics: torch.Tensor, d
 
 def test_stereo_moves_a_wrong_depth_onto_the_surface_both_photos_show():
     """A depth 25 % too far is moved back onto the textured plane where both cameras see it
-    (within 2 %), and a textureless pair keeps the depth it was given."""
+    (within 2 %), also when matched at a smaller size, and a textureless pair keeps the depth
+    it was given."""
     from pixelsplat_ns.native_resolution import refine_depths
 
     extrinsics, intrinsics, depths = _two_cameras_on_a_plane(size=64)
@@ -369,6 +370,9 @@ def test_stereo_moves_a_wrong_depth_onto_the_surface_both_photos_show():
     both[0, :, 16:], both[1, :, :-16] = True, True  # the columns the other camera sees too (12.8 px apart)
     error = (refined / depths - 1).abs()
     assert error[both].median() < 0.02 and (error[both] < 0.05).float().mean() > 0.9
+    # Matched at half the size, the change carried back to every pixel.
+    error = (refine_depths(photos, depths * 1.25, extrinsics, intrinsics, long_side=32) / depths - 1).abs()
+    assert error[both].median() < 0.02
     flat = refine_depths(torch.full_like(photos, 0.5), depths * 1.25, extrinsics, intrinsics)
     torch.testing.assert_close(flat, depths * 1.25, rtol=1e-5, atol=0)
 
