@@ -9,7 +9,7 @@ Gaussian instead:
 
 * depth and opacity: the encoder's, carried to the pixel by joint bilateral upsampling
   guided by the full-resolution photo (``upsampling.py``), depth as inverse z-depth; with two
-  views the depth is then refined where the two photos agree (``stereo.py``);
+  views the depth can then be refined where the two photos agree (``stereo.py``, opt-in);
 * colour: the pixel's own colour, so its camera sees its photo again; with two views, towards
   the other camera the colour that photo shows where the Gaussian lands (``colours.py``);
 * shape: aligned with its camera's axes, with standard deviations ``scale`` times the
@@ -99,7 +99,7 @@ def native_resolution_gaussians(
     scale: float = 0.25,
     opacity_gain: float = 100.0,
     two_view_colours: bool = True,
-    stereo: bool = True,
+    stereo: bool = False,
 ) -> NativeGaussians:
     """One Gaussian per full-resolution context pixel (``views.full_image``).
 
