@@ -3,6 +3,8 @@ Gaussians that give the context photos back, pruning, and the flags that choose 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,9 @@ from pixelsplat_ns.geometry import camera_directions, pixel_centers
 from pixelsplat_ns.metrics import psnr
 from pixelsplat_ns.native_resolution import joint_bilateral_upsample, native_resolution_gaussians, visible_mask
 from pixelsplat_ns.views import render_views
+
+if TYPE_CHECKING:
+    from nerfstudio.pipelines.base_pipeline import Pipeline
 
 
 def _positions(height: int, width: int, h: int, w: int) -> torch.Tensor:
@@ -181,7 +186,7 @@ def test_own_gaussians_give_the_context_photo_back_sharper_than_the_encoders(nat
             model.gauss_params[name] = torch.nn.Parameter(value)
 
 
-def _context_psnrs(pipeline) -> list[float]:
+def _context_psnrs(pipeline: Pipeline) -> list[float]:
     """PSNR of the render at each context camera at the 300 px cap against its photo."""
     model, data = pipeline.model, pipeline.datamanager
     model.eval()
@@ -208,8 +213,8 @@ def test_the_stereo_option_moves_depths_and_keeps_the_context_photos(native_pipe
     config.pipeline.model.gaussian_long_side = 300
     config.pipeline.model.gaussian_stereo = True
     stereo = config.pipeline.setup(device="cpu", test_mode="val")
+    assert stereo.model.means.shape == native_pipeline.model.means.shape  # nothing pruned: same Gaussians
     plain, refined = native_pipeline.model.means[:NATIVE].detach(), stereo.model.means[:NATIVE].detach()
-    assert refined.shape == plain.shape
     moved = (refined - plain).norm(dim=-1) > 1e-4
     assert 0.02 < moved.float().mean() < 0.9
     assert min(_context_psnrs(stereo)) >= 28.0
@@ -220,16 +225,8 @@ def test_both_views_gaussians_give_each_context_photo_back(native_pipeline):
     at each context camera at the cap's resolution, gives that camera's photo back (33.0 and 32.9
     dB measured; 31.0 and 30.7 before the colour correction), although the bundled encoder's two
     depth maps disagree on this held-out pair."""
-    model, data = native_pipeline.model, native_pipeline.datamanager
-    model.eval()
-    for index in data.context_indices():
-        camera = data.train_dataset.cameras[index : index + 1]
-        camera.rescale_output_resolution(200 / int(camera.height))
-        photo = data.cached_train[index]["image"].float()[..., :3].permute(2, 0, 1)[None] / 255
-        truth = F.interpolate(photo, (200, 300), mode="bilinear", antialias=True)[0].permute(1, 2, 0)
-        with torch.no_grad():
-            rendered = model.get_outputs_for_camera(camera)["rgb"]
-        assert psnr(rendered, truth) >= 28.0
+    # 32: above the 31.0 / 30.7 of the same Gaussians without the colour correction.
+    assert min(_context_psnrs(native_pipeline)) >= 32.0
 
 
 @pytest.mark.parametrize("cap", [0, -5, 64])
@@ -380,7 +377,7 @@ def test_the_backdrop_moves_back_along_its_rays_behind_the_other_views_surface()
 
 def _textured_plane_photos(extrinsics: torch.Tensor, intrinsics: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
     """Photos of the plane z = 5 (``_two_cameras_on_a_plane``) painted with a fixed random
-    texture in plane coordinates (bilinear, about 5 texels per pixel)."""
+    texture in plane coordinates (bilinear, about 4 pixels per texel)."""
     texture = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
     size = depths.shape[-1]
     xy = (torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="xy"), -1) + 0.5) / size

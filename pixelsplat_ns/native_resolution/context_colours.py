@@ -13,7 +13,9 @@ Measured (held-out fern and castle-p19 pairs through ns-train's pipeline, with t
 refinement): one step of 0.5 lifts the context cameras from 28.8 to 30.4 dB (fern 27.1 ->
 28.4) for 0.05 dB less on the targets; full steps (1, 2, 4 iterations) give the context 31.8,
 33.3, 35.1 dB, but the targets 0.1-0.2 dB less: the residual also holds what the other view's
-misplaced Gaussians add, and correcting for it sharpens what novel views see.
+misplaced Gaussians add, and correcting for it sharpens what novel views see. Over the four
+held-out scenes of the README's table (without the stereo refinement): context cameras 30.06 ->
+31.92 dB (fern 27.19 -> 28.67), the views between 16.53 -> 16.50 dB.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def correct_context_colours(
     ``surfaces``: their depths), with those colours corrected by ``iterations`` van Cittert
     steps of size ``step``, rendered over ``background`` (default black); the rest (the
     backdrop) keep theirs."""
+    if gaussians.means.shape[0] != 1 or views.full_image is None or views.full_intrinsics is None:
+        raise ValueError("correct_context_colours takes a batch of one with native-resolution views")
     images, extrinsics, intrinsics = views.full_image[0], views.extrinsics[0], views.full_intrinsics[0]
     num_views, _, height, width = images.shape
     if num_views != 2 or native_count != num_views * height * width:

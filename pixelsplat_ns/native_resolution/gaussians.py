@@ -111,7 +111,8 @@ def native_resolution_gaussians(
     ``two_view_colours``: with two views, each Gaussian's colour is its own pixel's towards its
     camera and the other photo's towards the other camera (degree-1 SH, ``colours.py``).
     ``stereo``: with two views, the upsampled depths are refined where the two photos agree
-    (``stereo.py``). The defaults are ``ns-train pixelsplat``'s.
+    (``stereo.py``). The defaults are ``ns-train pixelsplat``'s per-Gaussian ones (the
+    backdrop and the colour correction are separate steps).
     """
     if views.full_image is None or views.full_intrinsics is None:
         raise ValueError(
@@ -150,12 +151,12 @@ def native_resolution_gaussians(
         view_positions.append(positions)
     all_depths = torch.stack(view_depths, dim=1)  # b v h w
     if stereo and v == 2:
-        all_depths = torch.stack(
-            [
-                refine_depths(views.full_image[i], all_depths[i], views.extrinsics[i], views.full_intrinsics[i])
-                for i in range(b)
-            ]
-        )
+        refined = [
+            refine_depths(views.full_image[i], all_depths[i], views.extrinsics[i], views.full_intrinsics[i])
+            for i in range(b)
+        ]
+        # Up to reach times nearer: never in front of the camera's near plane, where pruning would drop it.
+        all_depths = torch.maximum(torch.stack(refined), views.near[:, :, None, None])
 
     means, colours, opacities, scales, rotations, pixels = [], [], [], [], [], []
     for view in range(v):

@@ -29,12 +29,13 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor
 
 from pixelsplat_ns.geometry import camera_directions, pixel_centers, project_camera_points, transform
 
-LUMA = (0.299, 0.587, 0.114)
+LUMA: tuple[float, float, float] = (0.299, 0.587, 0.114)  # Rec. 601 weights: matching needs one channel
 
 
 def _box(x: Float[Tensor, "batch 1 height width"], window: int) -> Float[Tensor, "batch 1 height width"]:
@@ -149,6 +150,11 @@ def refine_depths(
     window at 960 px sees little texture."""
     if images.shape[0] != 2 or depths.shape != (2, *images.shape[-2:]):
         raise ValueError(f"refine_depths takes two views: images {tuple(images.shape)}, depths {tuple(depths.shape)}")
+    if not (reach > 1 and steps >= 3 and window >= 1 and long_side >= 8):
+        raise ValueError(
+            f"refine_depths needs reach > 1, steps >= 3, window >= 1 and long_side >= 8; got reach {reach}, "
+            f"steps {steps}, window {window}, long_side {long_side}"
+        )
     height, width = depths.shape[-2:]
     if max(height, width) > long_side:
         size = (
@@ -156,29 +162,22 @@ def refine_depths(
             max(1, round(width * long_side / max(height, width))),
         )
         small_images = F.interpolate(images, size, mode="bilinear", align_corners=False, antialias=True)
-        # Inverse depth, the quantity that is linear in the image over a plane.
-        small_depths = (
-            1 / F.interpolate(1 / depths[:, None], size, mode="bilinear", align_corners=False, antialias=True)[:, 0]
+        # Averaged as inverse distance: nearer surfaces weigh more, as they do in the photo.
+        small_depths = 1 / F.interpolate(
+            rearrange(1 / depths, "v h w -> v 1 h w"), size, mode="bilinear", align_corners=False, antialias=True
         )
-        change = (
-            refine_depths(
-                small_images,
-                small_depths,
-                extrinsics,
-                intrinsics,
-                reach,
-                steps,
-                window,
-                prior,
-                tolerance,
-                min_std,
-                long_side,
-            ).log()
-            - small_depths.log()
-        )
-        return (
-            depths * F.interpolate(change[:, None], (height, width), mode="bilinear", align_corners=False)[:, 0].exp()
-        )
+        small_depths = rearrange(small_depths, "v 1 h w -> v h w")
+        refined_small = refine_depths(
+            small_images, small_depths, extrinsics, intrinsics, reach=reach, steps=steps, window=window,
+            prior=prior, tolerance=tolerance, min_std=min_std, long_side=long_side,
+        )  # fmt: skip
+        change = F.interpolate(
+            rearrange(refined_small.log() - small_depths.log(), "v h w -> v 1 h w"),
+            (height, width), mode="bilinear", align_corners=False,
+        )  # fmt: skip
+        refined = depths * rearrange(change, "v 1 h w -> v h w").exp()
+        # Bilinear carrying blends kept and rejected changes at their borders: checked again here.
+        return torch.where(consistent_depths(refined, extrinsics, intrinsics, tolerance), refined, depths)
     luma = (images * images.new_tensor(LUMA)[None, :, None, None]).sum(dim=1, keepdim=True)
     log_reach = math.log(reach)
     log_factors = torch.linspace(-log_reach, log_reach, steps, device=images.device, dtype=images.dtype)
