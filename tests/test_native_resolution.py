@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pixelsplat_ns.cameras import prepare_context
+from pixelsplat_ns.cameras import ContextViews, prepare_context
 from pixelsplat_ns.cli.demo import DEMO_SCENE
 from pixelsplat_ns.encoder import EncoderOutput
 from pixelsplat_ns.gaussians import Gaussians
@@ -67,24 +67,29 @@ def _plane_pair(shift: int = 8):
     return images, c2w, k, depth
 
 
+def _encoder_output_on_a_plane(views: ContextViews, plane: float) -> EncoderOutput:
+    """An encoder's output whose every pixel's depth is the fronto-parallel plane z = ``plane``
+    (encoder units; distance along each encoder pixel's unit ray), one sample per pixel."""
+    b, v, _, h, w = views.image.shape
+    directions = camera_directions(pixel_centers(h, w), views.intrinsics[0, 0])
+    ray_depth = (plane / directions[..., 2]).reshape(1, 1, h * w, 1, 1).expand(b, v, h * w, 1, 1)
+    n = v * h * w
+    return EncoderOutput(
+        gaussians=Gaussians(torch.zeros(1, n, 3), torch.eye(3).expand(1, n, 3, 3), torch.zeros(1, n, 3, 1), torch.ones(1, n)),
+        depth_pdf=torch.ones(b, v, h * w, 1, 1), depths=ray_depth.contiguous(),
+        depth_index=torch.zeros(b, v, h * w, 1, 1, dtype=torch.long), depth_offset=torch.zeros(b, v, h * w, 1, 1),
+    )  # fmt: skip
+
+
 def test_pixel_aligned_gaussians_of_both_views_give_each_context_photo_back():
     """With the right depth, every full-resolution pixel's Gaussian lands where both cameras
     saw it: rendered at each context camera, both views' Gaussians together give that photo
     back (the other view's Gaussians do not cover it), whatever the encoder's resolution."""
     images, c2w, k, plane = _plane_pair()
     views = prepare_context(images, c2w, k, image_multiple=8, long_side=96, gaussian_long_side=960)
-    b, v, _, h, w = views.image.shape
     assert views.full_image.shape[-2:] == images.shape[1:3]  # own size (under the cap)
     plane = plane * views.scene_scale  # the encoder's units: baseline 1
-    # Distance along each encoder pixel's unit ray to the plane z = plane (camera frame).
-    directions = camera_directions(pixel_centers(h, w), views.intrinsics[0, 0])
-    ray_depth = (plane / directions[..., 2]).reshape(1, 1, h * w, 1, 1).expand(b, v, h * w, 1, 1)
-    n = v * h * w
-    output = EncoderOutput(
-        gaussians=Gaussians(torch.zeros(1, n, 3), torch.eye(3).expand(1, n, 3, 3), torch.zeros(1, n, 3, 1), torch.ones(1, n)),
-        depth_pdf=torch.ones(b, v, h * w, 1, 1), depths=ray_depth.contiguous(),
-        depth_index=torch.zeros(b, v, h * w, 1, 1, dtype=torch.long), depth_offset=torch.zeros(b, v, h * w, 1, 1),
-    )  # fmt: skip
+    output = _encoder_output_on_a_plane(views, plane)
     native = native_resolution_gaussians(
         output, views, scale=0.3, opacity_gain=1.0, two_view_colours=False, stereo=False
     )
@@ -417,16 +422,7 @@ def test_colour_correction_brings_the_context_photos_closer():
 
     images, c2w, k, plane = _plane_pair()
     views = prepare_context(images, c2w, k, image_multiple=8, long_side=96, gaussian_long_side=960)
-    b, v, _, h, w = views.image.shape
-    plane = plane * views.scene_scale
-    directions = camera_directions(pixel_centers(h, w), views.intrinsics[0, 0])
-    ray_depth = (plane / directions[..., 2]).reshape(1, 1, h * w, 1, 1).expand(b, v, h * w, 1, 1)
-    n = v * h * w
-    output = EncoderOutput(
-        gaussians=Gaussians(torch.zeros(1, n, 3), torch.eye(3).expand(1, n, 3, 3), torch.zeros(1, n, 3, 1), torch.ones(1, n)),
-        depth_pdf=torch.ones(b, v, h * w, 1, 1), depths=ray_depth.contiguous(),
-        depth_index=torch.zeros(b, v, h * w, 1, 1, dtype=torch.long), depth_offset=torch.zeros(b, v, h * w, 1, 1),
-    )  # fmt: skip
+    output = _encoder_output_on_a_plane(views, plane * views.scene_scale)
     native = native_resolution_gaussians(output, views, stereo=False)
     first = native.gaussians
     backdrop = Gaussians(  # five Gaussians far behind, coloured by the encoder (degree 2)
