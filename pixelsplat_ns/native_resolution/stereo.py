@@ -35,6 +35,8 @@ from torch import Tensor
 
 from pixelsplat_ns.geometry import camera_directions, pixel_centers, project_camera_points, transform
 
+from .free_space import surface_at
+
 LUMA: tuple[float, float, float] = (0.299, 0.587, 0.114)  # Rec. 601 weights: matching needs one channel
 
 
@@ -108,19 +110,12 @@ def consistent_depths(
 ) -> Bool[Tensor, "2 height width"]:
     """Pixels whose point lands, in the other view, within ``tolerance`` (relative) of the
     surface that view sees at the pixel it projects to."""
-    height, width = depths.shape[-2:]
     agree = []
     for view in range(2):
         other = 1 - view
-        camera_points = transform(
-            torch.linalg.inv(extrinsics[other]), _surface_points(depths[view], extrinsics[view], intrinsics[view]), 1.0
-        )
-        xy = project_camera_points(camera_points, intrinsics[other])
-        col = (xy[..., 0] * width).floor().clamp(0, width - 1).long()
-        row = (xy[..., 1] * height).floor().clamp(0, height - 1).long()
-        inside = (camera_points[..., 2] > 0) & (xy >= 0).all(-1) & (xy < 1).all(-1)
-        seen = depths[other][row, col]
-        agree.append(inside & ((camera_points.norm(dim=-1) - seen).abs() < tolerance * seen))
+        points = _surface_points(depths[view], extrinsics[view], intrinsics[view])
+        distance, seen, inside = surface_at(points, depths[other], extrinsics[other], intrinsics[other])
+        agree.append(inside & ((distance - seen).abs() < tolerance * seen))
     return torch.stack(agree)
 
 
