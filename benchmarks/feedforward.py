@@ -67,12 +67,15 @@ def cut_pair(source: Path, first: int, gap: int, destination: Path) -> Path:
 def model_overrides(items: list[str]) -> dict[str, object]:
     """``FIELD=VALUE`` flags as model config overrides: Python literals (numbers, True/False/None,
     tuples) as such, anything else as a word (a Literal choice)."""
+    from dataclasses import fields
+
     from pixelsplat_ns.nerfstudio.model import PixelSplatModelConfig
 
+    names = {f.name for f in fields(PixelSplatModelConfig)}
     flags: dict[str, object] = {}
     for item in items:
         name, _, value = item.partition("=")
-        if not hasattr(PixelSplatModelConfig, name) or not value:
+        if name not in names or not value:
             raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with a field of PixelSplatModelConfig")
         try:
             flags[name] = ast.literal_eval(value)

@@ -157,6 +157,15 @@ def run_start(
     rates: dict[str, float],
 ) -> dict[int, tuple[float, float, float]]:
     """{step: (PSNR, SSIM, wall seconds)} for one start."""
+    from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
+
+    # Step 0 scores the Gaussians fine-tuning starts from: ns-train picks them by the run's length.
+    probe = pixelsplat_trainer_config()
+    probe.max_num_iterations, probe.pipeline.model.initialization = max(report), start  # type: ignore[assignment]
+    for name, value in flags.items():
+        setattr(probe.pipeline.model, name, value)
+    probe.resolve_gaussian_resolution()
+    flags = {**flags, "gaussian_resolution": probe.pipeline.model.gaussian_resolution}
     results: dict[int, tuple[float, float, float]] = {}
     if 0 in report:
         config_path, began = train(scene, context, start, 0, [], work, flags, rates)

@@ -494,6 +494,24 @@ def test_ctrl_c_while_writing_the_final_checkpoint_is_an_interruption(tmp_path, 
     assert loads(output) == 2
 
 
+def test_ctrl_c_closing_the_viewer_after_training_is_a_clean_exit(tmp_path, capsys, monkeypatch):
+    """After the last checkpoint, ns-train keeps serving the viewer until Ctrl-C: that is how it is
+    closed, not an interruption (no message, no error exit)."""
+    from nerfstudio.engine.trainer import Trainer
+
+    def closed(self) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_train_complete_viewer", closed)
+    config = training_config(demo_copy(tmp_path / "scene"), tmp_path / "outputs", iterations=2)
+    config.viewer.quit_on_train_completion = False
+    from nerfstudio.scripts.train import main as train_main
+
+    train_main(config)  # returns: no SystemExit
+    assert "interrupted" not in printed(capsys)
+    assert checkpoints(tmp_path / "outputs")[-1] == "step-000000002.ckpt"
+
+
 @pytest.mark.parametrize("moment", ["between steps", "while saving"])
 def test_ctrl_c_during_fine_tuning_leaves_the_last_checkpoint_loadable(tmp_path, capsys, monkeypatch, moment):
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation

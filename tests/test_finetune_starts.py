@@ -122,15 +122,32 @@ def test_ns_train_random_start_densifies_from_splatfacto_cube(scene, tmp_path):
 
 
 def test_ns_train_prediction_start_refines_on_request_and_keeps_source_pixels(scene, tmp_path):
-    predicted = _train(scene, tmp_path / "start", steps=0).means.shape[0]
-    model = _train(scene, tmp_path, refine=True, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)
+    predicted = _train(scene, tmp_path / "start", steps=0, gaussian_resolution="native").means.shape[0]
+    model = _train(
+        scene, tmp_path, gaussian_resolution="native", refine=True, warmup_length=1, refine_every=2,
+        densify_grad_thresh=1e-6,
+    )  # fmt: skip
     assert model.means.shape[0] > predicted  # densified
     assert model.gaussian_pixels.shape[0] == model.means.shape[0]
     assert model.sh_degree_to_use() == 1  # the degree it was fine-tuned at: two-view colours start at 1 (6 steps)
 
 
+def test_fine_tuning_starts_from_the_encoder_gaussians_unless_told(scene, tmp_path):
+    feed_forward = _train(scene, tmp_path / "feed-forward", steps=0)
+    assert feed_forward.config.gaussian_resolution == "native"  # resolved before config.yml was written
+    encoder = _train(scene, tmp_path / "encoder", steps=0, gaussian_resolution="encoder").means.shape[0]
+    fine_tuned = _train(scene, tmp_path / "fine-tuned", steps=2)
+    assert fine_tuned.config.gaussian_resolution == "encoder"
+    assert fine_tuned.means.shape[0] == encoder < feed_forward.means.shape[0] / 4
+    assert fine_tuned.sh_degree_to_use() == 0  # one colour per Gaussian: no two-view band
+    told = _train(scene, tmp_path / "told", steps=2, gaussian_resolution="native")
+    assert told.means.shape[0] == feed_forward.means.shape[0]
+    random = _train(scene, tmp_path / "random", steps=2, initialization="random", num_random=1000)
+    assert random.config.gaussian_resolution == "native"  # the random start predicts nothing
+
+
 def test_only_a_random_start_refines_by_default(scene, tmp_path):
-    start = _train(scene, tmp_path / "start", steps=0)
+    start = _train(scene, tmp_path / "start", steps=0, gaussian_resolution="encoder")
     assert start.sh_degree_to_use() == 3  # feed-forward: every band the prediction has
     predicted = start.means.shape[0]
     model = _train(scene, tmp_path, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)
@@ -161,3 +178,58 @@ def test_context_view_weight_scales_the_context_views_loss(scene):
             plain = model.get_loss_dict(outputs, batch)["main_loss"]
             model.config.context_view_weight = 3.0
             torch.testing.assert_close(weighted, plain * (3.0 if index == context else 1.0))
+
+
+def _trainer(scene, output, **model):
+    config = pixelsplat_trainer_config()
+    config.data, config.output_dir, config.vis = scene, output, "tensorboard"
+    config.max_num_iterations = 10
+    config.pipeline.datamanager.dataparser.eval_mode = "filename"
+    config.pipeline.datamanager.context_views = ("frame_00040_train", "frame_00045_train")
+    config.pipeline.model.encoder_long_side = 160
+    for name, value in model.items():
+        setattr(config.pipeline.model, name, value)
+    config.set_timestamp()
+    trainer = config.setup(local_rank=0, world_size=1)
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.setup()
+    return trainer
+
+
+def test_a_prediction_fine_tunes_at_its_own_rates_a_random_start_at_splatfacto_s(scene, tmp_path):
+    def rates(trainer, step: int) -> dict[str, float]:
+        """Each group's rate at ``step`` (its scheduler's multiplier times the initial rate)."""
+        out = {}
+        for name, optimizer in trainer.optimizers.optimizers.items():
+            scheduler = trainer.optimizers.schedulers.get(name)
+            group = optimizer.param_groups[0]
+            out[name] = scheduler.lr_lambdas[0](step) * group["initial_lr"] if scheduler else group["lr"]
+        return out
+
+    splatfacto = pixelsplat_trainer_config().optimizers
+    prediction = _trainer(
+        scene, tmp_path / "p", prediction_lr_scale={"means": (0.1, 0.1), "opacities": (0.5, 0.05)},
+        prediction_lr_steps=100,
+    )  # fmt: skip
+    assert prediction.optimizers.optimizers["opacities"].param_groups[0]["lr"] == pytest.approx(0.025)  # step 0
+    start, middle, end, later = (rates(prediction, step) for step in (0, 50, 100, 30000))
+    assert start["means"] == pytest.approx(0.1 * splatfacto["means"]["optimizer"].lr)
+    assert later["means"] == pytest.approx(0.1 * splatfacto["means"]["scheduler"].lr_final)  # on its own decay
+    opacity = splatfacto["opacities"]["optimizer"].lr
+    assert (start["opacities"], middle["opacities"]) == pytest.approx((0.5 * opacity, 0.5 * 0.1**0.5 * opacity))
+    assert end["opacities"] == later["opacities"] == pytest.approx(0.05 * opacity)  # constant after the steps
+    assert start["scales"] == later["scales"] == splatfacto["scales"]["optimizer"].lr  # a group not named
+    random = _trainer(scene, tmp_path / "r", initialization="random", num_random=100)
+    for name, rate in rates(random, 0).items():
+        assert rate == pytest.approx(splatfacto[name]["optimizer"].lr), name
+    assert rates(random, 30000)["opacities"] == splatfacto["opacities"]["optimizer"].lr
+
+
+def test_an_unknown_or_non_positive_rate_scale_is_refused_in_one_line(scene, tmp_path, capsys):
+    for scales in ({"positions": (0.1, 0.1)}, {"means": (0.0, 0.1)}):
+        with pytest.raises(SystemExit) as stopped:
+            _trainer(scene, tmp_path / "refused", prediction_lr_scale=scales)
+        assert stopped.value.code == 2
+        said = " ".join(capsys.readouterr().out.split())
+        assert "--pipeline.model.prediction-lr-scale: expected GROUP START END" in said and "Traceback" not in said
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").rglob("*.yml"))

@@ -86,11 +86,13 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     """SH degree stored in splatfacto's parameters (gsplat renders at most 3; the official degree-4 band is unused)."""
     rasterize_backend: Literal["auto", "gsplat", "torch"] = "auto"
     """auto: gsplat's CUDA kernels for CUDA tensors, the project's PyTorch rasteriser otherwise."""
-    gaussian_resolution: Literal["native", "encoder"] = "native"
+    gaussian_resolution: Literal["native", "encoder"] | None = None
     """native: one Gaussian per pixel of the context photos at their own resolution (up to gaussian-long-side),
     depth and opacity carried from the encoder's grid by edge-aware upsampling, colours from both photos, and a
     backdrop (README "Sharp Gaussians"). encoder: pixelSplat's own Gaussians, one per pixel of the encoder's input
-    (a smear at the photos' resolution)."""
+    (a smear at the photos' resolution). Default: native for a feed-forward run (0 iterations), encoder as the
+    start of fine-tuning (measured on llff-fern: the native start is 1.5 dB behind after 1000 steps, behind a
+    random start from step 100, and 7x slower per step; README "Fine-tuning")."""
     gaussian_long_side: int = 960
     """Native-resolution Gaussians: the photos' long side is capped at this many pixels (their own size when smaller)."""
     gaussian_opacity_gain: float = 100.0
@@ -128,6 +130,20 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     """Fine-tuning densifies and prunes with splatfacto's strategy (gsplat's DefaultStrategy and splatfacto's
     warmup-length, refine-every, densify-grad-thresh, ... flags; a prediction keeps its opacities). Default: on
     for a random start, off for a prediction (measured: densifying it lowers held-out PSNR, see README)."""
+    prediction_lr_scale: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: {
+            "means": (0.1, 0.1), "features_dc": (0.1, 0.1), "features_rest": (0.1, 0.1),
+            "opacities": (1.0, 0.1), "scales": (1.0, 0.1), "quats": (1.0, 0.1),
+        }
+    )  # fmt: skip
+    """Fine-tuning a prediction: each named optimiser group's learning rate times a factor that goes from the first
+    number at step 0 to the second at prediction-lr-steps (exponentially; constant after), on top of the group's
+    own schedule; flags as ``--pipeline.model.prediction-lr-scale means 0.1 0.1 opacities 1 0.1``. A random start
+    keeps splatfacto's rates. A prediction is already close: at splatfacto's rates its positions and colours fit
+    the training views away from the pair at the expense of the views between it (README "Fine-tuning")."""
+    prediction_lr_steps: int = 2000
+    """Fine-tuning a prediction: steps over which prediction-lr-scale's factors go from their first to their second
+    value."""
     context_view_weight: float = 1.0
     """Fine-tuning: weight of the context views' photometric loss relative to the other training views'."""
     cull_alpha_thresh: float | None = None  # type: ignore[assignment]
@@ -250,7 +266,7 @@ class PixelSplatModel(SplatfactoModel):
                     encoder, image_shape, self.config.encoder, self.config.encoder_checkpoint, self.config.untrained
                 )
             )
-            native = self.config.gaussian_resolution == "native"
+            native = self.native_gaussians
             return max(encoder_side[0], self.config.gaussian_long_side) if native else encoder_side[0]
 
         context = self.context_provider(long_side)
@@ -269,9 +285,9 @@ class PixelSplatModel(SplatfactoModel):
             if self.config.near_disparity is None
             else self.config.near_disparity,
             names=context.names,
-            gaussian_long_side=self.config.gaussian_long_side if self.config.gaussian_resolution == "native" else None,
+            gaussian_long_side=self.config.gaussian_long_side if self.native_gaussians else None,
         )
-        if self.config.gaussian_resolution == "native" and self.config.gaussian_long_side < max(views.image.shape[-2:]):
+        if self.native_gaussians and self.config.gaussian_long_side < max(views.image.shape[-2:]):
             raise PixelSplatInputError(
                 f"--pipeline.model.gaussian-long-side must be at least the encoder's input long side "
                 f"({max(views.image.shape[-2:])} px), got {self.config.gaussian_long_side}; for Gaussians at the "
@@ -301,7 +317,7 @@ class PixelSplatModel(SplatfactoModel):
         self._check_gaussian_config()
         run = self.run_encoder()
         views, output = run.views, run.output
-        if self.config.gaussian_resolution == "native":
+        if self.native_gaussians:
             if self.config.gaussian_stereo and views.extrinsics.shape[1] != 2:
                 raise PixelSplatInputError(
                     f"--pipeline.model.gaussian-stereo matches a pair of context views, got {views.extrinsics.shape[1]}"
@@ -357,8 +373,15 @@ class PixelSplatModel(SplatfactoModel):
         )
         return gaussians
 
+    @property
+    def native_gaussians(self) -> bool:
+        """Whether predictions are native-resolution Gaussians (``gaussian_resolution``; unset means a
+        feed-forward run: ``ns-train`` sets it to encoder before fine-tuning, see
+        ``PixelSplatTrainerConfig.resolve_gaussian_resolution``)."""
+        return self.config.gaussian_resolution != "encoder"
+
     def _check_gaussian_config(self) -> None:
-        if self.config.gaussian_resolution != "native":
+        if not self.native_gaussians:
             return
         for flag, value in (
             ("gaussian-scale", self.config.gaussian_scale),
@@ -454,6 +477,27 @@ class PixelSplatModel(SplatfactoModel):
         if tracked:
             self.gaussian_pixels = self.strategy_state.pop("gaussian_pixels")
 
+    def learning_rate_factors(self, groups: list[str]) -> dict[str, Callable[[int], float]]:
+        """Each optimiser group's learning-rate factor by step for this run's start (``prediction_lr_scale``
+        over ``prediction_lr_steps``; none for a random start); unknown groups, non-positive factors or
+        steps are refused in one line."""
+        scales, steps = self.config.prediction_lr_scale, self.config.prediction_lr_steps
+        for group, factors in scales.items():
+            if group not in groups or len(factors) != 2 or not min(factors) > 0:
+                raise PixelSplatInputError(
+                    f"--pipeline.model.prediction-lr-scale: expected GROUP START END with positive factors and "
+                    f"GROUP among {', '.join(groups)}, got {group} {' '.join(map(str, factors))}"
+                )
+        if not steps > 0:
+            raise PixelSplatInputError(f"--pipeline.model.prediction-lr-steps must be positive, got {steps}")
+        if self.config.initialization != "prediction":
+            return {}
+
+        def factor(start: float, end: float) -> Callable[[int], float]:
+            return lambda step: float(start * (end / start) ** (min(step, steps) / steps))
+
+        return {group: factor(*factors) for group, factors in scales.items()}
+
     @property
     def refining(self) -> bool:
         """Whether fine-tuning densifies and prunes (``refine``; default: for a random start only)."""
@@ -478,7 +522,7 @@ class PixelSplatModel(SplatfactoModel):
         """The SH degree a prediction's colours need from the first step: 1 for two-view colours
         (their first band is what shows each context camera its own photo), else 0."""
         c = self.config
-        two_view = c.gaussian_resolution == "native" and c.gaussian_two_view_colours
+        two_view = self.native_gaussians and c.gaussian_two_view_colours
         return 1 if c.initialization == "prediction" and two_view else 0
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, torch.Tensor]:

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch.optim import lr_scheduler
 
 from pixelsplat_ns.errors import PixelSplatInputError, PixelSplatOutputError
 from pixelsplat_ns.io import atomic_path, output_errors
@@ -36,9 +38,26 @@ def close_event_writers() -> None:
 class PixelSplatTrainerConfig(TrainerConfig):
     _target: type = field(default_factory=lambda: PixelSplatTrainer)
 
+    def resolve_gaussian_resolution(self) -> None:
+        """An unset ``--pipeline.model.gaussian-resolution`` becomes what the run needs: native
+        Gaussians for a feed-forward run, the encoder's as the start of fine-tuning (the native
+        start trails a random start; README "Fine-tuning"). Set before the config is saved, so
+        that a reloaded run knows which Gaussians it holds."""
+        model = self.pipeline.model
+        if getattr(model, "gaussian_resolution", "unused") is None:
+            fine_tuning = self.max_num_iterations > 0 and getattr(model, "initialization", None) == "prediction"
+            model.gaussian_resolution = "encoder" if fine_tuning else "native"  # type: ignore[attr-defined]
+
+    def save_config(self) -> None:
+        self.resolve_gaussian_resolution()
+        super().save_config()
+
 
 class PixelSplatTrainer(Trainer):
+    config: PixelSplatTrainerConfig
+
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        self.config.resolve_gaussian_resolution()
         try:
             super().setup(test_mode)
         except SystemExit:
@@ -55,11 +74,22 @@ class PixelSplatTrainer(Trainer):
             CONSOLE.print("pixelsplat: interrupted during set-up; nothing was trained or saved")
             raise SystemExit(130) from None
 
-    def _after_train(self) -> None:
-        # nerfstudio marks the run completed, then writes its last checkpoint: until that is
-        # written, Ctrl-C interrupts the run (not just the viewer after it).
-        self._writing_final_checkpoint = True
-        super()._after_train()
+    def setup_optimizers(self) -> Optimizers:
+        """nerfstudio's optimisers, each group's rate times the factor by step the model asks for its
+        start (``PixelSplatModel.learning_rate_factors``), on top of the group's own schedule."""
+        optimizers = super().setup_optimizers()
+        model = self.pipeline.module.model if hasattr(self.pipeline, "module") else self.pipeline.model
+        factors = getattr(model, "learning_rate_factors", lambda groups: {})(list(self.config.optimizers))
+        for group, factor in factors.items():
+            optimizer = optimizers.optimizers[group]
+            own = optimizers.schedulers.get(group)
+            schedule = own.lr_lambdas[0] if own is not None else (lambda step: 1.0)
+            for param_group in optimizer.param_groups:  # the constructor below applies step 0's rate
+                param_group["lr"] = float(param_group.setdefault("initial_lr", param_group["lr"]))
+            optimizers.schedulers[group] = lr_scheduler.LambdaLR(
+                optimizer, lambda step, schedule=schedule, factor=factor: float(schedule(step) * factor(step))
+            )
+        return optimizers
 
     def train(self) -> None:
         try:
@@ -132,6 +162,9 @@ class PixelSplatTrainer(Trainer):
             pass
 
     def _after_train(self) -> None:
+        # nerfstudio marks the run completed, then writes its last checkpoint: until that is
+        # written, Ctrl-C interrupts the run (not just the viewer after it).
+        self._writing_final_checkpoint = True
         if self.config.max_num_iterations == 0:
             # nerfstudio's console statistics divide by the iteration count and need a
             # logged step; with no iteration there are no statistics, only the timer's
