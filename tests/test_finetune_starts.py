@@ -209,7 +209,7 @@ def test_a_prediction_fine_tunes_at_its_own_rates_a_random_start_at_splatfacto_s
     splatfacto = pixelsplat_trainer_config().optimizers
     prediction = _trainer(
         scene, tmp_path / "p", prediction_lr_scale={"means": (0.1, 0.1), "opacities": (0.5, 0.05)},
-        prediction_lr_steps=100,
+        prediction_lr_steps=(0, 100),
     )  # fmt: skip
     assert prediction.optimizers.optimizers["opacities"].param_groups[0]["lr"] == pytest.approx(0.025)  # step 0
     start, middle, end, later = (rates(prediction, step) for step in (0, 50, 100, 30000))

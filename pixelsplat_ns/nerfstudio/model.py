@@ -136,14 +136,14 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
             "opacities": (1.0, 0.1), "scales": (1.0, 0.1), "quats": (1.0, 0.1),
         }
     )  # fmt: skip
-    """Fine-tuning a prediction: each named optimiser group's learning rate times a factor that goes from the first
-    number at step 0 to the second at prediction-lr-steps (exponentially; constant after), on top of the group's
-    own schedule; flags as ``--pipeline.model.prediction-lr-scale means 0.1 0.1 opacities 1 0.1``. A random start
-    keeps splatfacto's rates. A prediction is already close: at splatfacto's rates its positions and colours fit
-    the training views away from the pair at the expense of the views between it (README "Fine-tuning")."""
-    prediction_lr_steps: int = 2000
-    """Fine-tuning a prediction: steps over which prediction-lr-scale's factors go from their first to their second
-    value."""
+    """Fine-tuning a prediction: each named optimiser group's learning rate times a factor that is the first number
+    until the first of prediction-lr-steps, the second from the second on (exponentially between), on top of the
+    group's own schedule; flags as ``--pipeline.model.prediction-lr-scale means 0.1 0.1 opacities 1 0.1``. A random
+    start keeps splatfacto's rates. A prediction is already close: at splatfacto's rates its positions and colours
+    fit the training views away from the pair at the expense of the views between it (README "Fine-tuning")."""
+    prediction_lr_steps: tuple[int, int] = (1000, 2000)
+    """Fine-tuning a prediction: the steps between which prediction-lr-scale's factors go from their first to their
+    second value."""
     context_view_weight: float = 1.0
     """Fine-tuning: weight of the context views' photometric loss relative to the other training views'."""
     cull_alpha_thresh: float | None = None  # type: ignore[assignment]
@@ -479,22 +479,26 @@ class PixelSplatModel(SplatfactoModel):
 
     def learning_rate_factors(self, groups: list[str]) -> dict[str, Callable[[int], float]]:
         """Each optimiser group's learning-rate factor by step for this run's start (``prediction_lr_scale``
-        over ``prediction_lr_steps``; none for a random start); unknown groups, non-positive factors or
-        steps are refused in one line."""
-        scales, steps = self.config.prediction_lr_scale, self.config.prediction_lr_steps
+        between ``prediction_lr_steps``; none for a random start); unknown groups, non-positive factors or
+        bad steps are refused in one line."""
+        scales, (first, last) = self.config.prediction_lr_scale, self.config.prediction_lr_steps
         for group, factors in scales.items():
             if group not in groups or len(factors) != 2 or not min(factors) > 0:
                 raise PixelSplatInputError(
                     f"--pipeline.model.prediction-lr-scale: expected GROUP START END with positive factors and "
                     f"GROUP among {', '.join(groups)}, got {group} {' '.join(map(str, factors))}"
                 )
-        if not steps > 0:
-            raise PixelSplatInputError(f"--pipeline.model.prediction-lr-steps must be positive, got {steps}")
+        if not 0 <= first < last:
+            raise PixelSplatInputError(
+                f"--pipeline.model.prediction-lr-steps: expected two step counts 0 <= FIRST < LAST, got {first} {last}"
+            )
         if self.config.initialization != "prediction":
             return {}
 
         def factor(start: float, end: float) -> Callable[[int], float]:
-            return lambda step: float(start * (end / start) ** (min(step, steps) / steps))
+            return lambda step: float(
+                start * (end / start) ** (min(max(step - first, 0), last - first) / (last - first))
+            )
 
         return {group: factor(*factors) for group, factors in scales.items()}
 
@@ -522,7 +526,7 @@ class PixelSplatModel(SplatfactoModel):
         """The SH degree a prediction's colours need from the first step: 1 for two-view colours
         (their first band is what shows each context camera its own photo), else 0."""
         c = self.config
-        two_view = self.native_gaussians and c.gaussian_two_view_colours
+        two_view = self.native_gaussians and c.gaussian_two_view_colours and len(self.context_names) == 2
         return 1 if c.initialization == "prediction" and two_view else 0
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, torch.Tensor]:
