@@ -509,7 +509,8 @@ def test_ctrl_c_closing_the_viewer_after_training_is_a_clean_exit(tmp_path, caps
 
     train_main(config)  # returns: no SystemExit
     assert "interrupted" not in printed(capsys)
-    assert checkpoints(tmp_path / "outputs")[-1] == "step-000000002.ckpt"
+    assert checkpoints(tmp_path / "outputs")[-1] == "step-000000001.ckpt"  # the final one (steps 0 and 1)
+    assert loads(tmp_path / "outputs") == 1
 
 
 @pytest.mark.parametrize("moment", ["between steps", "while saving"])
