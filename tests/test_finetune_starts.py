@@ -87,22 +87,28 @@ def scene(tmp_path_factory):
     return cut_scene("pavilion-chair-midday", tmp_path_factory.mktemp("scene"), train=[40, 41, 45, 46], eval_=[43])
 
 
-def _train(scene, output, steps: int = 6, **model) -> torch.nn.Module:
-    from nerfstudio.scripts.train import main as train_main
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    from pixelsplat_ns.nerfstudio.trainer import close_event_writers
-
+def _config(scene, output, steps: int, **model):
+    """``ns-train pixelsplat`` on the chair scene's window for ``steps`` iterations, model fields as given."""
     config = pixelsplat_trainer_config()
     config.data, config.output_dir, config.vis = scene, output, "tensorboard"
     config.max_num_iterations = steps
-    config.viewer.quit_on_train_completion = True
     config.pipeline.datamanager.dataparser.eval_mode = "filename"
     config.pipeline.datamanager.context_views = ("frame_00040_train", "frame_00045_train")
     config.pipeline.model.encoder_long_side = 160
     for name, value in model.items():
         setattr(config.pipeline.model, name, value)
     config.set_timestamp()
+    return config
+
+
+def _train(scene, output, steps: int = 6, **model) -> torch.nn.Module:
+    from nerfstudio.scripts.train import main as train_main
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from pixelsplat_ns.nerfstudio.trainer import close_event_writers
+
+    config = _config(scene, output, steps, **model)
+    config.viewer.quit_on_train_completion = True
     with contextlib.redirect_stdout(io.StringIO()):
         train_main(config)
         close_event_writers()
@@ -181,16 +187,8 @@ def test_context_view_weight_scales_the_context_views_loss(scene):
 
 
 def _trainer(scene, output, **model):
-    config = pixelsplat_trainer_config()
-    config.data, config.output_dir, config.vis = scene, output, "tensorboard"
-    config.max_num_iterations = 10
+    config = _config(scene, output, 10, **model)
     config.pipeline.datamanager.data = scene  # what ns-train's main does with --data
-    config.pipeline.datamanager.dataparser.eval_mode = "filename"
-    config.pipeline.datamanager.context_views = ("frame_00040_train", "frame_00045_train")
-    config.pipeline.model.encoder_long_side = 160
-    for name, value in model.items():
-        setattr(config.pipeline.model, name, value)
-    config.set_timestamp()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     return trainer
