@@ -231,3 +231,21 @@ def test_an_unknown_or_non_positive_rate_scale_is_refused_in_one_line(scene, tmp
         said = " ".join(capsys.readouterr().out.split())
         assert "--pipeline.model.prediction-lr-scale: expected GROUP START END" in said and "Traceback" not in said
     assert not any((tmp_path / "refused").rglob("*.ckpt"))
+
+
+def test_the_gaussian_resolution_resolves_by_the_run():
+    def resolved(iterations: int, **model) -> str:
+        config = pixelsplat_trainer_config()
+        config.max_num_iterations = iterations
+        for name, value in model.items():
+            setattr(config.pipeline.model, name, value)
+        config.resolve_gaussian_resolution()
+        return config.pipeline.model.gaussian_resolution
+
+    assert resolved(0) == "native" and resolved(10) == "encoder"
+    assert resolved(10, gaussian_stereo=True) == resolved(10, gaussian_scale=0.3) == "native"  # asked for native
+    assert (
+        resolved(10, gaussian_resolution="native") == "native"
+        and resolved(0, gaussian_resolution="encoder") == "encoder"
+    )
+    assert resolved(10, initialization="random") == "native"  # nothing is predicted

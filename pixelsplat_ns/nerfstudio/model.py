@@ -92,7 +92,7 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     backdrop (README "Sharp Gaussians"). encoder: pixelSplat's own Gaussians, one per pixel of the encoder's input
     (a smear at the photos' resolution). Default: native for a feed-forward run (0 iterations), encoder as the
     start of fine-tuning (measured on llff-fern: the native start is 1.5 dB behind after 1000 steps, behind a
-    random start from step 100, and 7x slower per step; README "Fine-tuning")."""
+    random start from step 100, and 4-7x slower per step; README "Fine-tuning")."""
     gaussian_long_side: int = 960
     """Native-resolution Gaussians: the photos' long side is capped at this many pixels (their own size when smaller)."""
     gaussian_opacity_gain: float = 100.0
@@ -138,7 +138,7 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     )  # fmt: skip
     """Fine-tuning a prediction: each named optimiser group's learning rate times a factor that is the first number
     until the first of prediction-lr-steps, the second from the second on (exponentially between), on top of the
-    group's own schedule; flags as ``--pipeline.model.prediction-lr-scale means 0.1 0.1 opacities 1 0.1``. A random
+    group's own schedule; one flag per group, e.g. ``--pipeline.model.prediction-lr-scale.opacities 1 0.1``. A random
     start keeps splatfacto's rates. A prediction is already close: at splatfacto's rates its positions and colours
     fit the training views away from the pair at the expense of the views between it (README "Fine-tuning")."""
     prediction_lr_steps: tuple[int, int] = (1000, 2000)

@@ -40,13 +40,21 @@ class PixelSplatTrainerConfig(TrainerConfig):
 
     def resolve_gaussian_resolution(self) -> None:
         """An unset ``--pipeline.model.gaussian-resolution`` becomes what the run needs: native
-        Gaussians for a feed-forward run, the encoder's as the start of fine-tuning (the native
-        start trails a random start; README "Fine-tuning"). Set before the config is saved, so
-        that a reloaded run knows which Gaussians it holds."""
+        Gaussians for a feed-forward run or when a native Gaussians' setting (``gaussian-*``) is
+        given, else the encoder's as the start of fine-tuning (the native start trails a random
+        start; README "Fine-tuning"). Set before the config is saved, so that a reloaded run
+        knows which Gaussians it holds."""
         model = self.pipeline.model
         if getattr(model, "gaussian_resolution", "unused") is None:
             fine_tuning = self.max_num_iterations > 0 and getattr(model, "initialization", None) == "prediction"
-            model.gaussian_resolution = "encoder" if fine_tuning else "native"  # type: ignore[attr-defined]
+            # A native Gaussians' setting given on the command line asks for native Gaussians.
+            defaults = type(model)()
+            native_asked = any(
+                getattr(model, name) != getattr(defaults, name)
+                for name in vars(defaults)
+                if name.startswith("gaussian_") and name != "gaussian_resolution"
+            )
+            model.gaussian_resolution = "encoder" if fine_tuning and not native_asked else "native"  # type: ignore[attr-defined]
 
     def save_config(self) -> None:
         self.resolve_gaussian_resolution()
@@ -79,10 +87,15 @@ class PixelSplatTrainer(Trainer):
         start (``PixelSplatModel.learning_rate_factors``), on top of the group's own schedule."""
         optimizers = super().setup_optimizers()
         model = self.pipeline.module.model if hasattr(self.pipeline, "module") else self.pipeline.model
-        factors = getattr(model, "learning_rate_factors", lambda groups: {})(list(self.config.optimizers))
+        factors = getattr(model, "learning_rate_factors", lambda groups: {})(list(optimizers.optimizers))
         for group, factor in factors.items():
             optimizer = optimizers.optimizers[group]
             own = optimizers.schedulers.get(group)
+            if own is not None and not isinstance(own, lr_scheduler.LambdaLR):
+                raise PixelSplatInputError(
+                    f"--pipeline.model.prediction-lr-scale.{group}: the group's own scheduler "
+                    f"({type(own).__name__}) cannot be combined with a factor; leave the group out"
+                )
             schedule = own.lr_lambdas[0] if own is not None else (lambda step: 1.0)
             for param_group in optimizer.param_groups:  # the constructor below applies step 0's rate
                 param_group["lr"] = float(param_group.setdefault("initial_lr", param_group["lr"]))
