@@ -98,9 +98,11 @@ def train(
     output_dir: Path,
     flags: dict,
     rates: dict[str, float],
+    gaussians_of: int | None = None,
 ) -> tuple[Path, float]:
     """``ns-train pixelsplat`` on the window (defaults but for the start), keeping a checkpoint
-    after each number of iterations in ``save_after``; (config path, start time)."""
+    after each number of iterations in ``save_after``, predicting the Gaussians ns-train picks for
+    a run of ``gaussians_of`` iterations (default: ``steps``); (config path, start time)."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from nerfstudio.scripts.train import main as train_main
 
@@ -113,7 +115,6 @@ def train(
     config.output_dir = output_dir
     config.vis = "tensorboard"
     config.viewer.quit_on_train_completion = True
-    config.max_num_iterations = steps
     config.steps_per_save = 1 << 30  # checkpoints only where scored: nerfstudio's own fall on refinement steps
     config.save_only_latest_checkpoint = False
     config.pipeline.datamanager.dataparser.eval_mode = "filename"
@@ -123,6 +124,9 @@ def train(
         setattr(config.pipeline.model, name, value)
     for group, rate in rates.items():
         config.optimizers[group]["optimizer"].lr = rate
+    config.max_num_iterations = steps if gaussians_of is None else gaussians_of
+    config.resolve_gaussian_resolution()
+    config.max_num_iterations = steps
     config.set_timestamp()
     config.timestamp = f"{config.timestamp}-{start}-{steps}"
     callbacks = PixelSplatModel.get_training_callbacks
@@ -157,18 +161,10 @@ def run_start(
     rates: dict[str, float],
 ) -> dict[int, tuple[float, float, float]]:
     """{step: (PSNR, SSIM, wall seconds)} for one start."""
-    from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
-
-    # Step 0 scores the Gaussians fine-tuning starts from: ns-train picks them by the run's length.
-    probe = pixelsplat_trainer_config()
-    probe.max_num_iterations, probe.pipeline.model.initialization = max(report), start  # type: ignore[assignment]
-    for name, value in flags.items():
-        setattr(probe.pipeline.model, name, value)
-    probe.resolve_gaussian_resolution()
-    flags = {**flags, "gaussian_resolution": probe.pipeline.model.gaussian_resolution}
     results: dict[int, tuple[float, float, float]] = {}
     if 0 in report:
-        config_path, began = train(scene, context, start, 0, [], work, flags, rates)
+        # Step 0 scores the Gaussians fine-tuning starts from: ns-train picks them by the run's length.
+        config_path, began = train(scene, context, start, 0, [], work, flags, rates, gaussians_of=max(report))
         took = time.time() - began
         results[0] = (*test_scores(config_path, None), took)
     later = sorted(step for step in report if step > 0)
