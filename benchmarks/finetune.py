@@ -5,8 +5,9 @@ nerfstudio scene: frames 2 and 5 of the window are the context pair, frames 3 an
 them) the test views (nerfstudio's filename eval split), the other six the training views.
 Then, for each start, as a user would:
 
-* ``ns-train pixelsplat --pipeline.model.initialization prediction`` (the encoder's Gaussians)
-  and ``... random`` (splatfacto's random cube), with every other setting at its default,
+* ``ns-train pixelsplat --pipeline.model.initialization prediction`` (the encoder's Gaussians),
+  ``... random`` (splatfacto's random cube) and, with ``--starts``, ``... points`` (the prediction's
+  points seeding splatfacto), with every other setting at its default,
   for ``--steps`` iterations, keeping a checkpoint at every reported step;
 * each checkpoint loaded back as ``ns-eval``/``ns-render`` load it (``eval_setup``), the test
   views rendered at the images' own resolution and scored: PSNR and pixelSplat's SSIM
@@ -69,8 +70,9 @@ def cut_window(source: Path, destination: Path) -> tuple[Path, tuple[str, str]]:
 
 
 @torch.no_grad()
-def test_scores(config_path: Path, step: int | None) -> tuple[float, float]:
-    """Mean test PSNR/SSIM of a run's checkpoint at ``step`` (None: its latest), loaded as ns-eval loads it."""
+def test_scores(config_path: Path, step: int | None, image: Path | None = None) -> tuple[float, float]:
+    """Mean test PSNR/SSIM of a run's checkpoint at ``step`` (None: its latest), loaded as ns-eval loads it;
+    with ``image``, the test views written there too (a row per view: ground truth | render)."""
     from nerfstudio.utils.eval_utils import eval_setup
 
     def at_step(config):
@@ -81,11 +83,17 @@ def test_scores(config_path: Path, step: int | None) -> tuple[float, float]:
         _, pipeline, _, _ = eval_setup(config_path, test_mode="test", update_config_callback=at_step)
     model, data = pipeline.model, pipeline.datamanager
     model.eval()
-    scores = []
+    scores, rows = [], []
     for index in range(len(data.eval_dataset)):
         rendered = model.get_outputs_for_camera(data.eval_dataset.cameras[index : index + 1])["rgb"].cpu().clamp(0, 1)
         truth = to_float_image(data.cached_eval[index]["image"])[..., :3]
         scores.append((float(psnr(rendered, truth)), float(ssim(rendered, truth))))
+        rows.append(torch.cat((truth, rendered), dim=1))
+    if image is not None:
+        from PIL import Image
+
+        image.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((torch.cat(rows) * 255).round().byte().numpy()).save(image)
     return sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores)
 
 
@@ -159,21 +167,27 @@ def run_start(
     work: Path,
     flags: dict,
     rates: dict[str, float],
+    images: Path | None = None,
 ) -> dict[int, tuple[float, float, float]]:
-    """{step: (PSNR, SSIM, wall seconds)} for one start."""
+    """{step: (PSNR, SSIM, wall seconds)} for one start; with ``images``, its test views at each step
+    written to ``images/<scene>-<start>-<step>.png``."""
+
+    def image(step: int) -> Path | None:
+        return None if images is None else images / f"{scene.name}-{start}-{step}.png"
+
     results: dict[int, tuple[float, float, float]] = {}
     if 0 in report:
         # Step 0 scores the Gaussians fine-tuning starts from: ns-train picks them by the run's length.
         config_path, began = train(scene, context, start, 0, [], work, flags, rates, gaussians_of=max(report))
         took = time.time() - began
-        results[0] = (*test_scores(config_path, None), took)
+        results[0] = (*test_scores(config_path, None, image(0)), took)
     later = sorted(step for step in report if step > 0)
     if later:
         config_path, began = train(scene, context, start, later[-1], later, work, flags, rates)
         checkpoints = config_path.parent / "nerfstudio_models"
         for step in later:
             path = checkpoints / f"step-{step - 1:09d}.ckpt"
-            results[step] = (*test_scores(config_path, step - 1), path.stat().st_mtime - began)
+            results[step] = (*test_scores(config_path, step - 1, image(step)), path.stat().st_mtime - began)
     shutil.rmtree(work, ignore_errors=True)
     return results
 
@@ -199,11 +213,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", nargs="+", default=list(HELD_OUT), help=f"scene folders under {DATA}")
     parser.add_argument("--report", type=int, nargs="+", default=[0, 100, 300, 1000, 2000], help="steps to score")
-    parser.add_argument("--starts", nargs="+", default=["prediction", "random"], choices=["prediction", "random"])
+    parser.add_argument(
+        "--starts", nargs="+", default=["prediction", "random"], choices=["prediction", "points", "random"]
+    )
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="model config overrides for both starts, e.g. gaussian_resolution=encoder")  # fmt: skip
     parser.add_argument("--lr", nargs="*", default=[], metavar="GROUP=RATE",
                         help="initial learning rate of an optimiser group for both starts, e.g. means=1.6e-5")  # fmt: skip
+    parser.add_argument("--images", type=Path, default=None, metavar="DIR",
+                        help="write each start's test views at each reported step (ground truth | render) here")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(2)
     flags = model_overrides(args.set)
@@ -220,7 +238,9 @@ def main() -> None:
         for name in args.scenes:
             scene, context = cut_window(DATA / name, Path(work) / name)
             for start in args.starts:
-                results = run_start(scene, context, start, args.report, Path(work) / "outputs", flags, rates)
+                results = run_start(
+                    scene, context, start, args.report, Path(work) / "outputs", flags, rates, args.images
+                )
                 for step, value in results.items():
                     totals.setdefault(start, {}).setdefault(step, []).append(value)
                 table.add_row(

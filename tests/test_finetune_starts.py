@@ -1,4 +1,4 @@
-"""Fine-tuning starts (prediction or splatfacto's random cube) and their refinement, through ns-train."""
+"""Fine-tuning starts (prediction, its points or splatfacto's random cube) and their refinement, through ns-train."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import io
 import pytest
 import torch
 
-from pixelsplat_ns.finetune.starts import RefinementStrategy, random_cube_params, refinement_strategy
+from pixelsplat_ns.finetune.starts import (
+    RefinementStrategy,
+    random_cube_params,
+    refinement_strategy,
+    sample_points,
+    seed_point_params,
+)
 from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
 from tests.scenes import cut_scene
 
@@ -28,6 +34,20 @@ def test_random_start_is_splatfacto_random_cube():
     assert all(torch.equal(params[name], again[name]) for name in params)
     with pytest.raises(ValueError, match="at least 4"):
         random_cube_params(3, 10.0, sh_degree=0)
+
+
+def test_seeded_points_are_splatfacto_s_seeding_with_their_colours():
+    means = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    colours = torch.rand(5, 3)
+    params = seed_point_params(means, colours, sh_degree=1, seed=3)
+    assert torch.equal(params["means"], means) and torch.equal(params["features_dc"], colours)
+    torch.testing.assert_close(params["opacities"].sigmoid(), torch.full((5, 1), 0.1))
+    assert params["features_rest"].shape == (5, 3, 3) and not params["features_rest"].any()
+    # The origin's three nearest neighbours are all 1 away.
+    torch.testing.assert_close(params["scales"][0].exp(), torch.ones(3))
+    chosen = sample_points(3, 10, seed=3)
+    assert chosen.unique().numel() == 3 and torch.equal(chosen, sample_points(3, 10, seed=3))
+    assert sample_points(20, 10).sort().values.tolist() == list(range(10))  # all when fewer
 
 
 def _toy_gaussians(n: int) -> tuple[torch.nn.ParameterDict, dict[str, torch.optim.Optimizer]]:
@@ -233,6 +253,40 @@ def test_an_unknown_or_non_positive_rate_scale_is_refused_in_one_line(scene, tmp
     assert not any((tmp_path / "refused").rglob("*.ckpt"))
 
 
+def test_ns_train_points_start_seeds_splatfacto_from_the_prediction(scene, tmp_path):
+    start = _train(scene, tmp_path / "start", steps=0, initialization="points", prediction_points=2000)
+    assert start.config.gaussian_resolution == "native"  # the sharp Gaussians' centres and colours
+    assert start.means.shape[0] == 2000 and start.gaussian_pixels.shape[0] == 2000
+    torch.testing.assert_close(start.opacities.sigmoid(), torch.full((2000, 1), 0.1))
+    seeds, colours = start.means.detach().clone(), start.features_dc.detach().clone()
+    start.predict_gaussians()  # the prediction they came from, in the same process
+    # Each seed is one of the prediction's Gaussians, at its centre with its colour.
+    distances = torch.cdist(seeds, start.means.detach(), compute_mode="donot_use_mm_for_euclid_dist").min(dim=1)
+    assert distances.values.max() < 1e-6
+    torch.testing.assert_close(colours, start.features_dc.detach()[distances.indices])
+    model = _train(scene, tmp_path, steps=10, initialization="points", prediction_points=2000, warmup_length=1,
+                   refine_every=2)  # fmt: skip
+    assert model.refining and model.strategy.prune_opa == 0.1  # splatfacto's refinement
+    assert model.means.shape[0] != 2000 and model.gaussian_pixels.shape[0] == model.means.shape[0]
+    assert model.sh_degree_to_use() == 0  # seeded without bands: splatfacto's schedule from degree 0
+
+
+def test_too_few_points_are_refused_in_one_line(scene, tmp_path, capsys):
+    from nerfstudio.scripts.train import main as train_main
+
+    from pixelsplat_ns.nerfstudio.trainer import close_event_writers
+
+    config = _config(scene, tmp_path / "refused", 2, initialization="points", prediction_points=3)
+    config.viewer.quit_on_train_completion = True
+    with pytest.raises(SystemExit) as stopped:
+        train_main(config)
+    close_event_writers()
+    assert stopped.value.code == 2
+    said = " ".join(capsys.readouterr().out.split())
+    assert "--pipeline.model.prediction-points must be at least 4" in said and "Traceback" not in said
+    assert not any((tmp_path / "refused").rglob("*.ckpt"))
+
+
 def test_the_gaussian_resolution_resolves_by_the_run():
     def resolved(iterations: int, **model) -> str:
         config = pixelsplat_trainer_config()
@@ -249,3 +303,4 @@ def test_the_gaussian_resolution_resolves_by_the_run():
         and resolved(0, gaussian_resolution="encoder") == "encoder"
     )
     assert resolved(10, initialization="random") == "native"  # nothing is predicted
+    assert resolved(10, initialization="points") == "native"  # seeds from the sharp Gaussians

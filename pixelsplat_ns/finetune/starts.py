@@ -1,11 +1,14 @@
 """Where ``ns-train pixelsplat`` fine-tuning starts, and how its Gaussians are refined.
 
-Two starts (``--pipeline.model.initialization``):
+Three starts (``--pipeline.model.initialization``):
 
 * ``prediction``: the encoder's Gaussians (``PixelSplatModel.predict_gaussians``);
-* ``random``: splatfacto's start without points (``random_init``): Gaussians uniform in a
-  cube, each as wide as its three nearest neighbours, random rotations and colours, opacity
-  0.1. It is what a user would otherwise train from, so the comparison is one flag.
+* ``points``: the prediction as a point cloud, as splatfacto seeds from one: a sample of the
+  native Gaussians' centres with their colours, each as wide as its three nearest neighbours,
+  random rotations, opacity 0.1 (``seed_point_params``);
+* ``random``: splatfacto's start without points (``random_init``): the same from points uniform
+  in a cube with random colours. It is what a user would otherwise train from, so the
+  comparison is one flag.
 
 Both are refined by gsplat's ``DefaultStrategy`` (splatfacto's densification and pruning)
 with splatfacto's settings, except for what a start that is already a scene needs: gsplat
@@ -22,7 +25,7 @@ from typing import Any
 
 import torch
 from gsplat.strategy import DefaultStrategy
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, num_sh_bases, random_quat_tensor
 from torch import Tensor
 
@@ -78,21 +81,19 @@ def refinement_strategy(config: SplatfactoModelConfig, num_train_data: int, rand
     )
 
 
-def random_cube_params(
-    count: int, side: float, sh_degree: int, seed: int = 0
+def seed_point_params(
+    means: Float[Tensor, "gaussian 3"], features_dc: Float[Tensor, "gaussian 3"], sh_degree: int, seed: int = 0
 ) -> dict[str, Float[Tensor, "gaussian ..."]]:
-    """splatfacto's ``random_init`` start as splatfacto's parameters (means, log-scales, wxyz
-    quaternions, SH DC and rest, logit opacities): ``count`` Gaussians uniform in a cube of
-    side ``side`` centred on the origin of nerfstudio's normalised scene, seeded."""
+    """Gaussians seeded from points as splatfacto seeds them, as splatfacto's parameters (means,
+    log-scales, wxyz quaternions, SH DC and rest, logit opacities): at the points, each as wide as
+    the mean distance to its three nearest neighbours, seeded random rotations, the given SH DC
+    colours, no higher bands, opacity 0.1."""
+    count = means.shape[0]
     if count < 4:
-        raise ValueError(
-            f"a random start needs at least 4 Gaussians (their scale is the distance to 3 neighbours), got {count}"
-        )
-    generator = torch.Generator().manual_seed(seed)
+        raise ValueError(f"seeding needs at least 4 points (their scale is the distance to 3 neighbours), got {count}")
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # random_quat_tensor draws from the global generator
     try:
-        means = (torch.rand((count, 3), generator=generator) - 0.5) * side
         quats = random_quat_tensor(count)
     finally:
         torch.random.set_rng_state(state)
@@ -102,7 +103,27 @@ def random_cube_params(
         "means": means,
         "scales": mean_distance.log().repeat(1, 3),
         "quats": quats,
-        "features_dc": torch.rand((count, 3), generator=generator),
+        "features_dc": features_dc,
         "features_rest": torch.zeros((count, num_sh_bases(sh_degree) - 1, 3)),
         "opacities": torch.logit(torch.full((count, 1), 0.1)),
     }
+
+
+def random_cube_params(
+    count: int, side: float, sh_degree: int, seed: int = 0
+) -> dict[str, Float[Tensor, "gaussian ..."]]:
+    """splatfacto's ``random_init`` start (``seed_point_params``): ``count`` points uniform in a
+    cube of side ``side`` centred on the origin of nerfstudio's normalised scene, random colours, seeded."""
+    if count < 4:
+        raise ValueError(
+            f"a random start needs at least 4 Gaussians (their scale is the distance to 3 neighbours), got {count}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    means = (torch.rand((count, 3), generator=generator) - 0.5) * side
+    return seed_point_params(means, torch.rand((count, 3), generator=generator), sh_degree, seed)
+
+
+def sample_points(count: int, available: int, seed: int = 0) -> Int[Tensor, " point"]:
+    """Indices of ``count`` of ``available`` points, drawn without replacement (all when fewer), seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(available, generator=generator)[: min(count, available)]

@@ -32,7 +32,7 @@ from pixelsplat_ns.cameras import (
     to_caller_frame,
 )
 from pixelsplat_ns.errors import PixelSplatInputError
-from pixelsplat_ns.finetune.starts import random_cube_params, refinement_strategy
+from pixelsplat_ns.finetune.starts import random_cube_params, refinement_strategy, sample_points, seed_point_params
 from pixelsplat_ns.gaussians import (
     Gaussians,
     concatenate_gaussians,
@@ -90,8 +90,8 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     """native: one Gaussian per pixel of the context photos at their own resolution (up to gaussian-long-side),
     depth and opacity carried from the encoder's grid by edge-aware upsampling, colours from both photos, and a
     backdrop (README "Sharp Gaussians"). encoder: pixelSplat's own Gaussians, one per pixel of the encoder's input
-    (a smear at the photos' resolution). Default: native for a feed-forward run (0 iterations), encoder as the
-    start of fine-tuning (measured on llff-fern: the native start is 1.5 dB behind after 1000 steps, behind a
+    (a smear at the photos' resolution). Default: native for a feed-forward run (0 iterations) and the points start, encoder as
+    the prediction start of fine-tuning (measured on llff-fern: the native start is 1.5 dB behind after 1000 steps, behind a
     random start from step 100, and 4-7x slower per step; README "Fine-tuning")."""
     gaussian_long_side: int = 960
     """Native-resolution Gaussians: the photos' long side is capped at this many pixels (their own size when smaller)."""
@@ -123,13 +123,18 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     """Native-resolution Gaussians: the encoder's own Gaussians, moved back along their rays to at least this many
     times their depth (farther, up to 10 times that, until the other context camera's surface is that factor nearer),
     fill the gaps novel views see between the small native Gaussians. None: no backdrop."""
-    initialization: Literal["prediction", "random"] = "prediction"
-    """Where fine-tuning starts: the encoder's prediction, or splatfacto's random cube (num-random Gaussians in a
-    cube of side random-scale; its scales, colours and 0.1 opacities) - the start without the encoder, to compare."""
+    initialization: Literal["prediction", "points", "random"] = "prediction"
+    """Where fine-tuning starts: the encoder's prediction; its points (prediction-points of the native Gaussians'
+    centres and colours, seeded as splatfacto seeds a point cloud: scales from their neighbours, 0.1 opacities,
+    splatfacto's rates, densification and pruning); or splatfacto's random cube (num-random Gaussians in a cube of
+    side random-scale; its scales, colours and 0.1 opacities) - the start without the encoder, to compare."""
+    prediction_points: int = 50000
+    """The points start: how many of the prediction's Gaussians seed it (all when fewer; splatfacto's num-random)."""
     refine: bool | None = None
     """Fine-tuning densifies and prunes with splatfacto's strategy (gsplat's DefaultStrategy and splatfacto's
     warmup-length, refine-every, densify-grad-thresh, ... flags; a prediction keeps its opacities). Default: on
-    for a random start, off for a prediction (measured: densifying it lowers held-out PSNR, see README)."""
+    for the points and random starts, off for a prediction (measured: densifying it lowers held-out PSNR, see
+    README)."""
     prediction_lr_scale: dict[str, tuple[float, float]] = field(
         default_factory=lambda: {
             "means": (0.1, 0.1), "features_dc": (0.1, 0.1), "features_rest": (0.1, 0.1),
@@ -138,8 +143,8 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     )  # fmt: skip
     """Fine-tuning a prediction: each named optimiser group's learning rate times a factor that is the first number
     until the first of prediction-lr-steps, the second from the second on (exponentially between), on top of the
-    group's own schedule; one flag per group, e.g. ``--pipeline.model.prediction-lr-scale.opacities 1 0.1``. A random
-    start keeps splatfacto's rates. A prediction is already close: at splatfacto's rates its positions and colours
+    group's own schedule; one flag per group, e.g. ``--pipeline.model.prediction-lr-scale.opacities 1 0.1``. The
+    points and random starts keep splatfacto's rates. A prediction is already close: at splatfacto's rates its positions and colours
     fit the training views away from the pair at the expense of the views between it (README "Fine-tuning")."""
     prediction_lr_steps: tuple[int, int] = (1000, 2000)
     """Fine-tuning a prediction: the steps between which prediction-lr-scale's factors go from their first to their
@@ -147,7 +152,7 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     context_view_weight: float = 1.0
     """Fine-tuning: weight of the context views' photometric loss relative to the other training views'."""
     cull_alpha_thresh: float | None = None  # type: ignore[assignment]
-    """Refinement prunes Gaussians fainter than this. Default: splatfacto's 0.1 for a random start; 1/255 (what
+    """Refinement prunes Gaussians fainter than this. Default: splatfacto's 0.1 for the points and random starts; 1/255 (what
     no render can show) for a prediction, whose Gaussians are a blend of faint ones (median opacity about 0.14)."""
     densify_grad_thresh: float = 0.0002
     """Densify Gaussians whose mean screen-space position gradient exceeds this (plain gradients: the CPU
@@ -207,9 +212,7 @@ class PixelSplatModel(SplatfactoModel):
         # The SH degree fine-tuning last rendered with (-1: never fine-tuned), persisted, so that a reloaded
         # run renders as it was trained: bands the schedule had not reached hold their start, unfitted.
         self.register_buffer("trained_sh_degree", torch.tensor(-1))
-        self.strategy = refinement_strategy(
-            self.config, self.num_train_data, random_start=self.config.initialization == "random"
-        )
+        self.strategy = refinement_strategy(self.config, self.num_train_data, random_start=self.splatfacto_start)
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
     def set_context_provider(self, provider: Callable[..., ContextImages]) -> None:
@@ -221,7 +224,7 @@ class PixelSplatModel(SplatfactoModel):
     # ------------------------------------------------------------------ starts
     @torch.no_grad()
     def initialize_gaussians(self) -> None:
-        """The start of a run (``initialization``): the encoder's prediction or splatfacto's random cube."""
+        """The start of a run (``initialization``): the encoder's prediction, its points or splatfacto's random cube."""
         if self.config.use_absgrad:
             raise PixelSplatInputError(
                 "--pipeline.model.use-absgrad is not available: the CPU rasteriser has no absgrad"
@@ -229,18 +232,49 @@ class PixelSplatModel(SplatfactoModel):
         if self.config.initialization == "prediction":
             self.predict_gaussians()
             return
+        if self.config.initialization == "points":
+            self._seed_from_prediction()
+            return
         params = random_cube_params(
             self.config.num_random, self.config.random_scale, self.config.sh_degree, seed=self.config.seed
         )
-        for name in GAUSSIAN_PARAMS:
-            self.gauss_params[name] = Parameter(params[name].to(self.device).contiguous())
-        self.gaussian_pixels = torch.zeros(0, 3, dtype=torch.long, device=self.device)  # from no pixel
-        self.gaussians_predicted.fill_(True)
-        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)  # statistics of the old Gaussians go
+        self._set_params(params, pixels=torch.zeros(0, 3, dtype=torch.long))  # from no pixel
         CONSOLE.print(
             f"pixelsplat: random start: {self.config.num_random:,} Gaussians in a cube of side {self.config.random_scale} "
             "(splatfacto's random_init)"
         )
+
+    def _seed_from_prediction(self) -> None:
+        """The points start: a seeded sample of the predicted Gaussians' centres and colours, as splatfacto
+        seeds from a point cloud (``seed_point_params``); each keeps the pixel it came from."""
+        count = self.config.prediction_points
+        if count < 4:
+            raise PixelSplatInputError(
+                f"--pipeline.model.prediction-points must be at least 4 (a seed's scale is the distance to its 3 "
+                f"nearest neighbours), got {count}"
+            )
+        self.predict_gaussians()
+        chosen = sample_points(count, self.means.shape[0], seed=self.config.seed).to(self.device)
+        params = seed_point_params(
+            self.means.detach()[chosen].cpu(), self.features_dc.detach()[chosen].cpu(), self.config.sh_degree,
+            seed=self.config.seed,
+        )  # fmt: skip
+        self._set_params(params, pixels=self.gaussian_pixels[chosen].cpu())
+        CONSOLE.print(f"pixelsplat: points start: {chosen.numel():,} of the prediction's Gaussians seed splatfacto")
+
+    def _set_params(self, params: dict[str, torch.Tensor], pixels: torch.Tensor) -> None:
+        """Splatfacto's parameters from a start's (and the pixels they came from); refinement statistics reset."""
+        for name in GAUSSIAN_PARAMS:
+            self.gauss_params[name] = Parameter(params[name].to(self.device).contiguous())
+        self.gaussian_pixels = pixels.to(self.device)
+        self.gaussians_predicted.fill_(True)
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)  # statistics of the old Gaussians go
+
+    @property
+    def splatfacto_start(self) -> bool:
+        """Whether the start is splatfacto's (seeded points or the random cube), fine-tuned with its rates,
+        densification, pruning and opacity resets, rather than a prediction's Gaussians."""
+        return self.config.initialization in ("points", "random")
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -479,7 +513,7 @@ class PixelSplatModel(SplatfactoModel):
 
     def learning_rate_factors(self, groups: list[str]) -> dict[str, Callable[[int], float]]:
         """Each optimiser group's learning-rate factor by step for this run's start (``prediction_lr_scale``
-        between ``prediction_lr_steps``; none for a random start); unknown groups, non-positive factors or
+        between ``prediction_lr_steps``; none for splatfacto's starts); unknown groups, non-positive factors or
         bad steps are refused in one line."""
         scales, (first, last) = self.config.prediction_lr_scale, self.config.prediction_lr_steps
         for group, factors in scales.items():
@@ -492,7 +526,7 @@ class PixelSplatModel(SplatfactoModel):
             raise PixelSplatInputError(
                 f"--pipeline.model.prediction-lr-steps: expected two step counts 0 <= FIRST < LAST, got {first} {last}"
             )
-        if self.config.initialization != "prediction":
+        if self.splatfacto_start:
             return {}
 
         def factor(start: float, end: float) -> Callable[[int], float]:
@@ -504,8 +538,8 @@ class PixelSplatModel(SplatfactoModel):
 
     @property
     def refining(self) -> bool:
-        """Whether fine-tuning densifies and prunes (``refine``; default: for a random start only)."""
-        return self.config.initialization == "random" if self.config.refine is None else self.config.refine
+        """Whether fine-tuning densifies and prunes (``refine``; default: for splatfacto's starts only)."""
+        return self.splatfacto_start if self.config.refine is None else self.config.refine
 
     def sh_degree_to_use(self) -> int:
         """splatfacto's schedule while training (one more SH band every sh-degree-interval steps), from the
@@ -527,7 +561,7 @@ class PixelSplatModel(SplatfactoModel):
         (their first band is what shows each context camera its own photo), else 0."""
         c = self.config
         two_view = self.native_gaussians and c.gaussian_two_view_colours and len(self.context_names) == 2
-        return 1 if c.initialization == "prediction" and two_view else 0
+        return 1 if c.initialization == "prediction" and two_view else 0  # points: seeded without bands
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, torch.Tensor]:
         """splatfacto's L1 + SSIM loss, the context views' weighted by ``context_view_weight``."""
