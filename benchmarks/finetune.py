@@ -217,9 +217,9 @@ def main() -> None:
         "--starts", nargs="+", default=["prediction", "random"], choices=["prediction", "points", "random"]
     )
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="model config overrides for both starts, e.g. gaussian_resolution=encoder")  # fmt: skip
+                        help="model config overrides for every start, e.g. gaussian_resolution=encoder")  # fmt: skip
     parser.add_argument("--lr", nargs="*", default=[], metavar="GROUP=RATE",
-                        help="initial learning rate of an optimiser group for both starts, e.g. means=1.6e-5")  # fmt: skip
+                        help="initial learning rate of an optimiser group for every start, e.g. means=1.6e-5")  # fmt: skip
     parser.add_argument("--images", type=Path, default=None, metavar="DIR",
                         help="write each start's test views at each reported step (ground truth | render) here")  # fmt: skip
     args = parser.parse_args()

@@ -40,8 +40,10 @@ def test_seeded_points_are_splatfacto_s_seeding_with_their_colours():
     means = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
     colours = torch.rand(5, 3)
     params = seed_point_params(means, colours, sh_degree=1, seed=3)
-    assert torch.equal(params["means"], means) and torch.equal(params["features_dc"], colours)
     torch.testing.assert_close(params["opacities"].sigmoid(), torch.full((5, 1), 0.1))
+    torch.testing.assert_close(params["quats"].norm(dim=-1), torch.ones(5))  # unit, seeded
+    assert torch.equal(params["quats"], seed_point_params(means, colours, 1, seed=3)["quats"])
+    assert not torch.equal(params["quats"], seed_point_params(means, colours, 1, seed=4)["quats"])
     assert params["features_rest"].shape == (5, 3, 3) and not params["features_rest"].any()
     # The origin's three nearest neighbours are all 1 away.
     torch.testing.assert_close(params["scales"][0].exp(), torch.ones(3))
@@ -80,7 +82,7 @@ def _info(n: int, grads: torch.Tensor) -> dict:
 def test_refinement_keeps_a_predictions_opacities_and_carries_source_pixels():
     config = pixelsplat_trainer_config().pipeline.model
     config.warmup_length, config.refine_every = 1, 2
-    strategy = refinement_strategy(config, num_train_data=4, random_start=False)
+    strategy = refinement_strategy(config, num_train_data=4, splatfacto_start=False)
     assert strategy.prune_opa == 1 / 255  # a prediction's faint Gaussians are a blend: only invisible ones go
     assert isinstance(strategy, RefinementStrategy)
     n = 10
@@ -98,7 +100,7 @@ def test_refinement_keeps_a_predictions_opacities_and_carries_source_pixels():
     assert state["gaussian_pixels"][n:, 0].tolist() == [0, 1, 2]  # copies remember their source pixels
     assert optimizers["means"].param_groups[0]["params"][0] is params["means"]
     # A random start keeps splatfacto's schedule, opacity reset included.
-    random = refinement_strategy(config, 4, random_start=True)
+    random = refinement_strategy(config, 4, splatfacto_start=True)
     assert random.reset_every == config.reset_alpha_every * 2 and random.prune_opa == 0.1
 
 
@@ -258,12 +260,14 @@ def test_ns_train_points_start_seeds_splatfacto_from_the_prediction(scene, tmp_p
     assert start.config.gaussian_resolution == "native"  # the sharp Gaussians' centres and colours
     assert start.means.shape[0] == 2000 and start.gaussian_pixels.shape[0] == 2000
     torch.testing.assert_close(start.opacities.sigmoid(), torch.full((2000, 1), 0.1))
-    seeds, colours = start.means.detach().clone(), start.features_dc.detach().clone()
+    seeds, colours, pixels = start.means.detach().clone(), start.features_dc.detach().clone(), start.gaussian_pixels
     start.predict_gaussians()  # the prediction they came from, in the same process
-    # Each seed is one of the prediction's Gaussians, at its centre with its colour.
-    distances = torch.cdist(seeds, start.means.detach(), compute_mode="donot_use_mm_for_euclid_dist").min(dim=1)
-    assert distances.values.max() < 1e-6
-    torch.testing.assert_close(colours, start.features_dc.detach()[distances.indices])
+    # The seeds are the seeded sample of the prediction's Gaussians: their centres, colours and source pixels.
+    chosen = sample_points(2000, start.means.shape[0], seed=start.config.seed)
+    assert torch.equal(seeds, start.means.detach()[chosen]) and torch.equal(colours, start.features_dc.detach()[chosen])
+    assert torch.equal(pixels, start.gaussian_pixels[chosen])
+    assert start.learning_rate_factors(list(start.config.prediction_lr_scale)) == {}  # splatfacto's rates
+    assert start.strategy.reset_every < 1 << 30  # and its opacity resets
     model = _train(scene, tmp_path, steps=10, initialization="points", prediction_points=2000, warmup_length=1,
                    refine_every=2)  # fmt: skip
     assert model.refining and model.strategy.prune_opa == 0.1  # splatfacto's refinement

@@ -4,13 +4,13 @@ Three starts (``--pipeline.model.initialization``):
 
 * ``prediction``: the encoder's Gaussians (``PixelSplatModel.predict_gaussians``);
 * ``points``: the prediction as a point cloud, as splatfacto seeds from one: a sample of the
-  native Gaussians' centres with their colours, each as wide as its three nearest neighbours,
+  predicted Gaussians' centres (native ones and the backdrop behind them) with their colours, each as wide as its three nearest neighbours,
   random rotations, opacity 0.1 (``seed_point_params``);
 * ``random``: splatfacto's start without points (``random_init``): the same from points uniform
   in a cube with random colours. It is what a user would otherwise train from, so the
   comparison is one flag.
 
-Both are refined by gsplat's ``DefaultStrategy`` (splatfacto's densification and pruning)
+All are refined by gsplat's ``DefaultStrategy`` (splatfacto's densification and pruning)
 with splatfacto's settings, except for what a start that is already a scene needs: gsplat
 resets every opacity at step 0 (harmless for a random cube at 0.1; it would cap a
 prediction's opacities at ``2 * cull_alpha_thresh`` before the first step) and periodically
@@ -52,16 +52,18 @@ class RefinementStrategy(DefaultStrategy):
         super().step_post_backward(params, optimizers, state, step, info, packed=packed)
 
 
-def refinement_strategy(config: SplatfactoModelConfig, num_train_data: int, random_start: bool) -> RefinementStrategy:
-    """splatfacto's densification and pruning (its config fields, its schedule). A random start
-    keeps all of it; a prediction keeps its opacities (no periodic reset) and, unless
+def refinement_strategy(
+    config: SplatfactoModelConfig, num_train_data: int, splatfacto_start: bool
+) -> RefinementStrategy:
+    """splatfacto's densification and pruning (its config fields, its schedule). splatfacto's starts
+    (seeded points, the random cube) keep all of it; a prediction keeps its opacities (no periodic reset) and, unless
     ``cull_alpha_thresh`` is set, loses only Gaussians no render can show (opacity < 1/255):
     its faint Gaussians are a blend, and splatfacto's 0.1 would prune about 40 % of them.
     ``densify_grad_thresh`` is for plain gradients (the CPU rasteriser has no absgrad)."""
     never = 1 << 30
     prune = config.cull_alpha_thresh
     if prune is None:
-        prune = 0.1 if random_start else 1 / 255
+        prune = 0.1 if splatfacto_start else 1 / 255
     return RefinementStrategy(
         prune_opa=prune,
         grow_grad2d=config.densify_grad_thresh,
@@ -72,9 +74,9 @@ def refinement_strategy(config: SplatfactoModelConfig, num_train_data: int, rand
         refine_scale2d_stop_iter=config.stop_screen_size_at,
         refine_start_iter=config.warmup_length,
         refine_stop_iter=config.stop_split_at,
-        reset_every=config.reset_alpha_every * config.refine_every if random_start else never,
+        reset_every=config.reset_alpha_every * config.refine_every if splatfacto_start else never,
         refine_every=config.refine_every,
-        pause_refine_after_reset=num_train_data + config.refine_every if random_start else 0,
+        pause_refine_after_reset=num_train_data + config.refine_every if splatfacto_start else 0,
         absgrad=False,
         revised_opacity=False,
         verbose=False,

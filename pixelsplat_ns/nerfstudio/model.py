@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from jaxtyping import Float, Int
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from pytorch_msssim import SSIM
+from torch import Tensor
 from torch.nn import Parameter
 
 from pixelsplat_ns.cameras import (
@@ -124,8 +126,8 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     times their depth (farther, up to 10 times that, until the other context camera's surface is that factor nearer),
     fill the gaps novel views see between the small native Gaussians. None: no backdrop."""
     initialization: Literal["prediction", "points", "random"] = "prediction"
-    """Where fine-tuning starts: the encoder's prediction; its points (prediction-points of the native Gaussians'
-    centres and colours, seeded as splatfacto seeds a point cloud: scales from their neighbours, 0.1 opacities,
+    """Where fine-tuning starts: the encoder's prediction; its points (prediction-points of the predicted Gaussians'
+    centres and colours, native ones and the backdrop behind them, seeded as splatfacto seeds a point cloud: scales from their neighbours, 0.1 opacities,
     splatfacto's rates, densification and pruning); or splatfacto's random cube (num-random Gaussians in a cube of
     side random-scale; its scales, colours and 0.1 opacities) - the start without the encoder, to compare."""
     prediction_points: int = 50000
@@ -212,7 +214,7 @@ class PixelSplatModel(SplatfactoModel):
         # The SH degree fine-tuning last rendered with (-1: never fine-tuned), persisted, so that a reloaded
         # run renders as it was trained: bands the schedule had not reached hold their start, unfitted.
         self.register_buffer("trained_sh_degree", torch.tensor(-1))
-        self.strategy = refinement_strategy(self.config, self.num_train_data, random_start=self.splatfacto_start)
+        self.strategy = refinement_strategy(self.config, self.num_train_data, splatfacto_start=self.splatfacto_start)
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
     def set_context_provider(self, provider: Callable[..., ContextImages]) -> None:
@@ -245,8 +247,9 @@ class PixelSplatModel(SplatfactoModel):
         )
 
     def _seed_from_prediction(self) -> None:
-        """The points start: a seeded sample of the predicted Gaussians' centres and colours, as splatfacto
-        seeds from a point cloud (``seed_point_params``); each keeps the pixel it came from."""
+        """The points start: a seeded sample of the predicted Gaussians' centres and colours (native ones and
+        the backdrop: far points seed what lies behind the surfaces), as splatfacto seeds from a point cloud
+        (``seed_point_params``); each keeps the pixel it came from."""
         count = self.config.prediction_points
         if count < 4:
             raise PixelSplatInputError(
@@ -254,6 +257,11 @@ class PixelSplatModel(SplatfactoModel):
                 f"nearest neighbours), got {count}"
             )
         self.predict_gaussians()
+        if self.means.shape[0] < 4:
+            raise PixelSplatInputError(
+                f"the points start needs at least 4 predicted Gaussians that can be seen, got {self.means.shape[0]}: "
+                "check the context views and the encoder checkpoint"
+            )
         chosen = sample_points(count, self.means.shape[0], seed=self.config.seed).to(self.device)
         params = seed_point_params(
             self.means.detach()[chosen].cpu(), self.features_dc.detach()[chosen].cpu(), self.config.sh_degree,
@@ -262,7 +270,7 @@ class PixelSplatModel(SplatfactoModel):
         self._set_params(params, pixels=self.gaussian_pixels[chosen].cpu())
         CONSOLE.print(f"pixelsplat: points start: {chosen.numel():,} of the prediction's Gaussians seed splatfacto")
 
-    def _set_params(self, params: dict[str, torch.Tensor], pixels: torch.Tensor) -> None:
+    def _set_params(self, params: dict[str, Float[Tensor, "gaussian ..."]], pixels: Int[Tensor, "gaussian 3"]) -> None:
         """Splatfacto's parameters from a start's (and the pixels they came from); refinement statistics reset."""
         for name in GAUSSIAN_PARAMS:
             self.gauss_params[name] = Parameter(params[name].to(self.device).contiguous())
