@@ -4,8 +4,9 @@ Three starts (``--pipeline.model.initialization``):
 
 * ``prediction``: the encoder's Gaussians (``PixelSplatModel.predict_gaussians``);
 * ``points``: the prediction as a point cloud, as splatfacto seeds from one: a sample of the
-  predicted Gaussians' centres (native ones and the backdrop behind them) with their colours, each as wide as its three nearest neighbours,
-  random rotations, opacity 0.1 (``seed_point_params``);
+  predicted Gaussians' centres (native ones and the backdrop behind them) with their colours,
+  each as wide as its three nearest neighbours, random rotations, opacity 0.1
+  (``seed_point_params``);
 * ``random``: splatfacto's start without points (``random_init``): the same from points uniform
   in a cube with random colours. It is what a user would otherwise train from, so the
   comparison is one flag.
@@ -56,8 +57,8 @@ def refinement_strategy(
     config: SplatfactoModelConfig, num_train_data: int, splatfacto_start: bool
 ) -> RefinementStrategy:
     """splatfacto's densification and pruning (its config fields, its schedule). splatfacto's starts
-    (seeded points, the random cube) keep all of it; a prediction keeps its opacities (no periodic reset) and, unless
-    ``cull_alpha_thresh`` is set, loses only Gaussians no render can show (opacity < 1/255):
+    (seeded points, the random cube) keep all of it; a prediction keeps its opacities (no periodic
+    reset) and, unless ``cull_alpha_thresh`` is set, loses only Gaussians no render can show (opacity < 1/255):
     its faint Gaussians are a blend, and splatfacto's 0.1 would prune about 40 % of them.
     ``densify_grad_thresh`` is for plain gradients (the CPU rasteriser has no absgrad)."""
     never = 1 << 30

@@ -146,16 +146,17 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     """Fine-tuning a prediction: each named optimiser group's learning rate times a factor that is the first number
     until the first of prediction-lr-steps, the second from the second on (exponentially between), on top of the
     group's own schedule; one flag per group, e.g. ``--pipeline.model.prediction-lr-scale.opacities 1 0.1``. The
-    points and random starts keep splatfacto's rates. A prediction is already close: at splatfacto's rates its positions and colours
-    fit the training views away from the pair at the expense of the views between it (README "Fine-tuning")."""
+    points and random starts keep splatfacto's rates. A prediction is already close: at splatfacto's rates its
+    positions and colours fit the training views away from the pair at the expense of the views between it (README
+    "Fine-tuning")."""
     prediction_lr_steps: tuple[int, int] = (1000, 2000)
     """Fine-tuning a prediction: the steps between which prediction-lr-scale's factors go from their first to their
     second value."""
     context_view_weight: float = 1.0
     """Fine-tuning: weight of the context views' photometric loss relative to the other training views'."""
     cull_alpha_thresh: float | None = None  # type: ignore[assignment]
-    """Refinement prunes Gaussians fainter than this. Default: splatfacto's 0.1 for the points and random starts; 1/255 (what
-    no render can show) for a prediction, whose Gaussians are a blend of faint ones (median opacity about 0.14)."""
+    """Refinement prunes Gaussians fainter than this. Default: splatfacto's 0.1 for the points and random starts;
+    1/255 (what no render can show) for a prediction, whose Gaussians are a blend of faint ones (median opacity about 0.14)."""
     densify_grad_thresh: float = 0.0002
     """Densify Gaussians whose mean screen-space position gradient exceeds this (plain gradients: the CPU
     rasteriser has no absgrad; gsplat's default for them)."""
@@ -273,7 +274,7 @@ class PixelSplatModel(SplatfactoModel):
     def _set_params(self, params: dict[str, Float[Tensor, "gaussian ..."]], pixels: Int[Tensor, "gaussian 3"]) -> None:
         """Splatfacto's parameters from a start's (and the pixels they came from); refinement statistics reset."""
         for name in GAUSSIAN_PARAMS:
-            self.gauss_params[name] = Parameter(params[name].to(self.device).contiguous())
+            self.gauss_params[name] = Parameter(params[name].detach().to(self.device, torch.float32).contiguous())
         self.gaussian_pixels = pixels.to(self.device)
         self.gaussians_predicted.fill_(True)
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)  # statistics of the old Gaussians go
@@ -403,9 +404,8 @@ class PixelSplatModel(SplatfactoModel):
         scales, rotations = gaussians.scales_and_rotations()
         self.set_gaussians(
             means, covariances, gaussians.harmonics[0], gaussians.opacities[0],
-            scales=to_caller_frame(scales[0], views.scene_scale), rotations=rotations[0],
+            scales=to_caller_frame(scales[0], views.scene_scale), rotations=rotations[0], pixels=pixels[keep],
         )  # fmt: skip
-        self.gaussian_pixels = pixels[keep].to(self.device)
         self.context_names = run.names
         size = views.image.shape[-2:] if views.full_image is None else views.full_image.shape[-2:]
         CONSOLE.print(
@@ -452,10 +452,11 @@ class PixelSplatModel(SplatfactoModel):
         opacities: torch.Tensor,
         scales: torch.Tensor | None = None,
         rotations: torch.Tensor | None = None,
+        pixels: Int[Tensor, "gaussian 3"] | None = None,
     ) -> None:
         """Write pixelSplat Gaussians (world frame, official SH basis) into splatfacto's
         parameters. ``scales``/``rotations`` (wxyz): the covariances' factors when known
-        (else found by eigen-decomposition)."""
+        (else found by eigen-decomposition); ``pixels``: the encoder pixel each came from (None: none)."""
         if scales is None or rotations is None:
             scales, quats = covariance_to_scales_quaternions(covariances)
         else:
@@ -473,10 +474,7 @@ class PixelSplatModel(SplatfactoModel):
             "features_rest": sh[:, 1:, :],
             "opacities": torch.logit(opacities.clamp(eps, 1 - eps))[:, None],
         }
-        for name in GAUSSIAN_PARAMS:
-            self.gauss_params[name] = Parameter(values[name].detach().to(self.device, torch.float32).contiguous())
-        self.gaussians_predicted.fill_(True)
-        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)  # statistics of the old Gaussians go
+        self._set_params(values, torch.zeros(0, 3, dtype=torch.long) if pixels is None else pixels)
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
         dict.setdefault("trained_sh_degree", torch.tensor(-1))  # runs saved before it existed: never fine-tuned

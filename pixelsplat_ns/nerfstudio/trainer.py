@@ -42,8 +42,8 @@ class PixelSplatTrainerConfig(TrainerConfig):
         """An unset ``--pipeline.model.gaussian-resolution`` becomes what the run needs: native
         Gaussians for a feed-forward run or when a native Gaussians' setting (``gaussian-*``) is
         given, else the encoder's as the prediction start of fine-tuning (the native start trails a
-        random start; README "Fine-tuning"); the points start seeds from native ones. Set before the config is saved, so that a reloaded run
-        knows which Gaussians it holds."""
+        random start; README "Fine-tuning"); the points start seeds from native ones. Set before
+        the config is saved, so that a reloaded run knows which Gaussians it holds."""
         model = self.pipeline.model
         if getattr(model, "gaussian_resolution", "unused") is None:
             fine_tuning = self.max_num_iterations > 0 and getattr(model, "initialization", None) == "prediction"
