@@ -5,9 +5,10 @@ nerfstudio scene: frames 2 and 5 of the window are the context pair, frames 3 an
 them) the test views (nerfstudio's filename eval split), the other six the training views.
 Then, for each start, as a user would:
 
-* ``ns-train pixelsplat --pipeline.model.initialization prediction`` (the encoder's Gaussians),
-  ``... random`` (splatfacto's random cube) and, with ``--starts``, ``... points`` (the prediction's
-  points seeding splatfacto), with every other setting at its default,
+* ``ns-train pixelsplat --pipeline.model.initialization points`` (the default start of fine-tuning:
+  the prediction's points, spread along their rays, seeding splatfacto), ``... random``
+  (splatfacto's random cube) and, with ``--starts``, ``... prediction`` (the encoder's Gaussians),
+  with every other setting at its default,
   for ``--steps`` iterations, keeping a checkpoint at every reported step;
 * each checkpoint loaded back as ``ns-eval``/``ns-render`` load it (``eval_setup``), the test
   views rendered at the images' own resolution and scored: PSNR and pixelSplat's SSIM
@@ -18,7 +19,7 @@ reach it (training from the command's start, prediction included; these machines
 compare the two starts of one run, not across runs).
 
     .venv/bin/python benchmarks/finetune.py
-    .venv/bin/python benchmarks/finetune.py --scenes strecha-castle-p19 --steps 300 --report 0 100 300
+    .venv/bin/python benchmarks/finetune.py --scenes strecha-castle-p19 --report 0 100 300
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def train(
     for group, rate in rates.items():
         config.optimizers[group]["optimizer"].lr = rate
     config.max_num_iterations = steps if gaussians_of is None else gaussians_of
-    config.resolve_gaussian_resolution()
+    config.resolve_start()
     config.max_num_iterations = steps
     config.set_timestamp()
     config.timestamp = f"{config.timestamp}-{start}-{steps}"
@@ -213,9 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", nargs="+", default=list(HELD_OUT), help=f"scene folders under {DATA}")
     parser.add_argument("--report", type=int, nargs="+", default=[0, 100, 300, 1000, 2000], help="steps to score")
-    parser.add_argument(
-        "--starts", nargs="+", default=["prediction", "random"], choices=["prediction", "points", "random"]
-    )
+    parser.add_argument("--starts", nargs="+", default=["points", "random"], choices=["points", "prediction", "random"])
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="model config overrides for every start, e.g. gaussian_resolution=encoder")  # fmt: skip
     parser.add_argument("--lr", nargs="*", default=[], metavar="GROUP=RATE",

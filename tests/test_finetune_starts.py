@@ -14,6 +14,7 @@ from pixelsplat_ns.finetune.starts import (
     refinement_strategy,
     sample_points,
     seed_point_params,
+    spread_along_rays,
 )
 from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
 from tests.scenes import cut_scene
@@ -77,6 +78,24 @@ def _info(n: int, grads: torch.Tensor) -> dict:
         "radii": torch.full((1, n), 3),
         "gaussian_ids": None,
     }
+
+
+def test_spread_moves_each_point_along_its_ray_by_at_most_the_factor_either_way():
+    generator = torch.Generator().manual_seed(3)
+    origins = torch.randn(4000, 3, generator=generator)
+    points = origins + torch.randn(4000, 3, generator=generator)
+    moved = spread_along_rays(points, origins, 3.0, seed=5)
+    ratio = (moved - origins).norm(dim=-1) / (points - origins).norm(dim=-1)
+    torch.testing.assert_close(moved - origins, (points - origins) * ratio[:, None])  # same ray, same side
+    assert 1 / 3 - 1e-5 <= ratio.min() < 0.35 and 2.9 < ratio.max() <= 3 + 1e-5
+    logs = ratio.log() / torch.log(torch.tensor(3.0))  # log-uniform in [-1, 1]: quartiles near -0.5, 0, 0.5
+    torch.testing.assert_close(logs.quantile(torch.tensor([0.25, 0.5, 0.75])), torch.tensor([-0.5, 0.0, 0.5]),
+                               atol=0.05, rtol=0)  # fmt: skip
+    assert torch.equal(moved, spread_along_rays(points, origins, 3.0, seed=5))  # seeded
+    assert not torch.equal(moved, spread_along_rays(points, origins, 3.0, seed=6))
+    torch.testing.assert_close(spread_along_rays(points, origins, 1.0), points)  # 1: unmoved
+    with pytest.raises(ValueError, match="at least 1"):
+        spread_along_rays(points, origins, 0.5)
 
 
 def test_refinement_keeps_a_predictions_opacities_and_carries_source_pixels():
@@ -152,36 +171,42 @@ def test_ns_train_random_start_densifies_from_splatfacto_cube(scene, tmp_path):
 def test_ns_train_prediction_start_refines_on_request_and_keeps_source_pixels(scene, tmp_path):
     predicted = _train(scene, tmp_path / "start", steps=0, gaussian_resolution="native").means.shape[0]
     model = _train(
-        scene, tmp_path, gaussian_resolution="native", refine=True, warmup_length=1, refine_every=2,
-        densify_grad_thresh=1e-6,
+        scene, tmp_path, initialization="prediction", gaussian_resolution="native", refine=True, warmup_length=1,
+        refine_every=2, densify_grad_thresh=1e-6,
     )  # fmt: skip
     assert model.means.shape[0] > predicted  # densified
     assert model.gaussian_pixels.shape[0] == model.means.shape[0]
     assert model.sh_degree_to_use() == 1  # the degree it was fine-tuned at: two-view colours start at 1 (6 steps)
 
 
-def test_fine_tuning_starts_from_the_encoder_gaussians_unless_told(scene, tmp_path):
+def test_fine_tuning_starts_from_the_prediction_s_points_unless_told(scene, tmp_path):
     feed_forward = _train(scene, tmp_path / "feed-forward", steps=0)
-    assert feed_forward.config.gaussian_resolution == "native"  # resolved before config.yml was written
+    # resolved before config.yml was written: a feed-forward run is the sharp prediction
+    assert (feed_forward.config.initialization, feed_forward.config.gaussian_resolution) == ("prediction", "native")
+    fine_tuned = _train(scene, tmp_path / "fine-tuned", steps=2, prediction_points=3000)
+    assert (fine_tuned.config.initialization, fine_tuned.config.gaussian_resolution) == ("points", "native")
+    assert fine_tuned.means.shape[0] == 3000 < feed_forward.means.shape[0] and fine_tuned.refining
     encoder = _train(scene, tmp_path / "encoder", steps=0, gaussian_resolution="encoder").means.shape[0]
-    fine_tuned = _train(scene, tmp_path / "fine-tuned", steps=2)
-    assert fine_tuned.config.gaussian_resolution == "encoder"
-    assert fine_tuned.means.shape[0] == encoder < feed_forward.means.shape[0] / 4
-    assert fine_tuned.sh_degree_to_use() == 0  # one colour per Gaussian: no two-view band
-    told = _train(scene, tmp_path / "told", steps=2, gaussian_resolution="native")
+    predicted = _train(scene, tmp_path / "predicted", steps=2, initialization="prediction")
+    assert predicted.config.gaussian_resolution == "encoder"
+    assert predicted.means.shape[0] == encoder < feed_forward.means.shape[0] / 4
+    assert predicted.sh_degree_to_use() == 0  # one colour per Gaussian: no two-view band
+    told = _train(scene, tmp_path / "told", steps=2, initialization="prediction", gaussian_resolution="native")
     assert told.means.shape[0] == feed_forward.means.shape[0]
     random = _train(scene, tmp_path / "random", steps=2, initialization="random", num_random=1000)
     assert random.config.gaussian_resolution == "native"  # the random start predicts nothing
 
 
-def test_only_a_random_start_refines_by_default(scene, tmp_path):
+def test_a_prediction_start_does_not_refine_by_default(scene, tmp_path):
     start = _train(scene, tmp_path / "start", steps=0, gaussian_resolution="encoder")
     assert start.sh_degree_to_use() == 3  # feed-forward: every band the prediction has
     predicted = start.means.shape[0]
-    model = _train(scene, tmp_path, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)
+    model = _train(scene, tmp_path, initialization="prediction", warmup_length=1, refine_every=2,
+                   densify_grad_thresh=1e-6)  # fmt: skip
     assert not model.refining and model.means.shape[0] == predicted
-    model.config.initialization = "random"
-    assert model.refining
+    for start in ("random", "points"):
+        model.config.initialization = start
+        assert model.refining
 
 
 def test_context_view_weight_scales_the_context_views_loss(scene):
@@ -228,7 +253,7 @@ def test_a_prediction_fine_tunes_at_its_own_rates_a_random_start_at_splatfacto_s
 
     splatfacto = pixelsplat_trainer_config().optimizers
     prediction = _trainer(
-        scene, tmp_path / "p", prediction_lr_scale={"means": (0.1, 0.1), "opacities": (0.5, 0.05)},
+        scene, tmp_path / "p", initialization="prediction", prediction_lr_scale={"means": (0.1, 0.1), "opacities": (0.5, 0.05)},
         prediction_lr_steps=(0, 100),
     )  # fmt: skip
     assert prediction.optimizers.optimizers["opacities"].param_groups[0]["lr"] == pytest.approx(0.025)  # step 0
@@ -262,10 +287,19 @@ def test_ns_train_points_start_seeds_splatfacto_from_the_prediction(scene, tmp_p
     torch.testing.assert_close(start.opacities.sigmoid(), torch.full((2000, 1), 0.1))
     seeds, colours, pixels = start.means.detach().clone(), start.features_dc.detach().clone(), start.gaussian_pixels
     start.predict_gaussians()  # the prediction they came from, in the same process
-    # The seeds are the seeded sample of the prediction's Gaussians: their centres, colours and source pixels.
+    # The seeds are the seeded sample of the prediction's Gaussians: their colours and source pixels, their
+    # centres moved along their cameras' rays by at most the spread either way.
     chosen = sample_points(2000, start.means.shape[0], seed=start.config.seed)
-    assert torch.equal(seeds, start.means.detach()[chosen]) and torch.equal(colours, start.features_dc.detach()[chosen])
-    assert torch.equal(pixels, start.gaussian_pixels[chosen])
+    assert torch.equal(colours, start.features_dc.detach()[chosen]) and torch.equal(
+        pixels, start.gaussian_pixels[chosen]
+    )
+    origins = start.context_origins[pixels[:, 0]]
+    predicted = start.means.detach()[chosen]
+    torch.testing.assert_close(
+        seeds, spread_along_rays(predicted, origins, start.config.prediction_points_spread, seed=start.config.seed)
+    )
+    ratio = (seeds - origins).norm(dim=-1) / (predicted - origins).norm(dim=-1)
+    assert 0.5 - 1e-4 <= ratio.min() < 0.6 and 1.9 < ratio.max() <= 2 + 1e-4  # spread 2: half to twice the depth
     assert start.learning_rate_factors(list(start.config.prediction_lr_scale)) == {}  # splatfacto's rates
     assert start.strategy.reset_every < 1 << 30  # and its opacity resets
     model = _train(scene, tmp_path, steps=10, initialization="points", prediction_points=2000, warmup_length=1,
@@ -289,19 +323,35 @@ def test_too_few_points_are_refused_in_one_line(scene, tmp_path, capsys):
     said = " ".join(capsys.readouterr().out.split())
     assert "--pipeline.model.prediction-points must be at least 4" in said and "Traceback" not in said
     assert not any((tmp_path / "refused").rglob("*.ckpt"))
+    config = _config(scene, tmp_path / "refused", 2, initialization="points", prediction_points_spread=0.5)
+    config.viewer.quit_on_train_completion = True
+    with pytest.raises(SystemExit) as stopped:
+        train_main(config)
+    close_event_writers()
+    assert stopped.value.code == 2
+    said = " ".join(capsys.readouterr().out.split())
+    assert "--pipeline.model.prediction-points-spread must be at least 1" in said and "Traceback" not in said
+    assert not any((tmp_path / "refused").rglob("*.ckpt"))
 
 
-def test_the_gaussian_resolution_resolves_by_the_run():
-    def resolved(iterations: int, **model) -> str:
+def test_the_start_and_the_gaussian_resolution_resolve_by_the_run():
+    def resolved(iterations: int, what: str = "gaussian_resolution", **model) -> str:
         config = pixelsplat_trainer_config()
         config.max_num_iterations = iterations
         for name, value in model.items():
             setattr(config.pipeline.model, name, value)
-        config.resolve_gaussian_resolution()
-        return config.pipeline.model.gaussian_resolution
+        config.resolve_start()
+        return getattr(config.pipeline.model, what)
 
-    assert resolved(0) == "native" and resolved(10) == "encoder"
-    assert resolved(10, gaussian_stereo=True) == resolved(10, gaussian_scale=0.3) == "native"  # asked for native
+    assert resolved(0, "initialization") == "prediction" and resolved(10, "initialization") == "points"
+    assert resolved(10, "initialization", initialization="prediction") == "prediction"  # told
+    assert resolved(0, initialization="points") == resolved(10, initialization="points") == "native"
+    assert resolved(0) == resolved(10) == "native"  # feed-forward; the points start
+    prediction = {"initialization": "prediction"}
+    assert resolved(0, **prediction) == "native" and resolved(10, **prediction) == "encoder"
+    assert (
+        resolved(10, gaussian_stereo=True, **prediction) == resolved(10, gaussian_scale=0.3, **prediction) == "native"
+    )  # asked for native
     assert (
         resolved(10, gaussian_resolution="native") == "native"
         and resolved(0, gaussian_resolution="encoder") == "encoder"

@@ -3,10 +3,11 @@
 Three starts (``--pipeline.model.initialization``):
 
 * ``prediction``: the encoder's Gaussians (``PixelSplatModel.predict_gaussians``);
-* ``points``: the prediction as a point cloud, as splatfacto seeds from one: a sample of the
-  predicted Gaussians' centres (native ones and the backdrop behind them) with their colours,
-  each as wide as its three nearest neighbours, random rotations, opacity 0.1
-  (``seed_point_params``);
+* ``points`` (the default for fine-tuning): the prediction as a point cloud, as splatfacto seeds
+  from one: a sample of the predicted Gaussians' centres (native ones and the backdrop behind
+  them) with their colours, each moved along its camera's ray by a random factor
+  (``spread_along_rays``: the encoder's depth is a guess the training views can correct), each as
+  wide as its three nearest neighbours, random rotations, opacity 0.1 (``seed_point_params``);
 * ``random``: splatfacto's start without points (``random_init``): the same from points uniform
   in a cube with random colours. It is what a user would otherwise train from, so the
   comparison is one flag.
@@ -21,6 +22,7 @@ prediction blends; so a prediction keeps its opacities and loses only invisible 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,3 +132,17 @@ def sample_points(count: int, available: int, seed: int = 0) -> Int[Tensor, " po
     """Indices of ``count`` of ``available`` points, drawn without replacement (all when fewer), seeded."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randperm(available, generator=generator)[: min(count, available)]
+
+
+def spread_along_rays(
+    points: Float[Tensor, "point 3"], origins: Float[Tensor, "point 3"], spread: float, seed: int = 0
+) -> Float[Tensor, "point 3"]:
+    """Each point moved along its ray from its camera's origin to its distance times a factor drawn
+    log-uniformly between ``1 / spread`` and ``spread`` (seeded; 1: unmoved). Seeds at depths around
+    the predicted one let the training views pick the depth where the prediction's is wrong, as
+    splatfacto's densification picks among a random cube's points."""
+    if not spread >= 1:
+        raise ValueError(f"the spread is a factor of at least 1, got {spread}")
+    generator = torch.Generator().manual_seed(seed)
+    exponent = torch.rand((points.shape[0], 1), generator=generator) * 2 - 1  # uniform in [-1, 1]
+    return origins + (points - origins) * torch.exp(exponent * math.log(spread))
