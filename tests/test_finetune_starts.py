@@ -309,28 +309,26 @@ def test_ns_train_points_start_seeds_splatfacto_from_the_prediction(scene, tmp_p
     assert model.sh_degree_to_use() == 0  # seeded without bands: splatfacto's schedule from degree 0
 
 
-def test_too_few_points_are_refused_in_one_line(scene, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("prediction_points", 3, "--pipeline.model.prediction-points must be at least 4"),
+        ("prediction_points_spread", 0.5, "--pipeline.model.prediction-points-spread must be at least 1"),
+    ],
+)
+def test_a_bad_points_start_is_refused_in_one_line(scene, tmp_path, capsys, field, value, message):
     from nerfstudio.scripts.train import main as train_main
 
     from pixelsplat_ns.nerfstudio.trainer import close_event_writers
 
-    config = _config(scene, tmp_path / "refused", 2, initialization="points", prediction_points=3)
+    config = _config(scene, tmp_path / "refused", 2, initialization="points", **{field: value})
     config.viewer.quit_on_train_completion = True
     with pytest.raises(SystemExit) as stopped:
         train_main(config)
     close_event_writers()
     assert stopped.value.code == 2
     said = " ".join(capsys.readouterr().out.split())
-    assert "--pipeline.model.prediction-points must be at least 4" in said and "Traceback" not in said
-    assert not any((tmp_path / "refused").rglob("*.ckpt"))
-    config = _config(scene, tmp_path / "refused", 2, initialization="points", prediction_points_spread=0.5)
-    config.viewer.quit_on_train_completion = True
-    with pytest.raises(SystemExit) as stopped:
-        train_main(config)
-    close_event_writers()
-    assert stopped.value.code == 2
-    said = " ".join(capsys.readouterr().out.split())
-    assert "--pipeline.model.prediction-points-spread must be at least 1" in said and "Traceback" not in said
+    assert message in said and "Traceback" not in said
     assert not any((tmp_path / "refused").rglob("*.ckpt"))
 
 
