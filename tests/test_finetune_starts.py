@@ -299,7 +299,12 @@ def test_ns_train_points_start_seeds_splatfacto_from_the_prediction(scene, tmp_p
         seeds, spread_along_rays(predicted, origins, start.config.prediction_points_spread, seed=start.config.seed)
     )
     ratio = (seeds - origins).norm(dim=-1) / (predicted - origins).norm(dim=-1)
-    assert 0.5 - 1e-4 <= ratio.min() < 0.6 and 1.9 < ratio.max() <= 2 + 1e-4  # spread 2: half to twice the depth
+    spread = start.config.prediction_points_spread  # from 1/spread to spread times the predicted depth
+    assert (
+        spread > 1
+        and 1 / spread - 1e-4 <= ratio.min() < 1 / spread + 0.05
+        and spread - 0.05 < ratio.max() <= spread + 1e-4
+    )
     assert start.learning_rate_factors(list(start.config.prediction_lr_scale)) == {}  # splatfacto's rates
     assert start.strategy.reset_every < 1 << 30  # and its opacity resets
     model = _train(scene, tmp_path, steps=10, initialization="points", prediction_points=2000, warmup_length=1,

@@ -143,7 +143,7 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     "Fine-tuning")."""
     prediction_points: int = 50000
     """The points start: how many of the prediction's Gaussians seed it (all when fewer; splatfacto's num-random)."""
-    prediction_points_spread: float = 2.0
+    prediction_points_spread: float = 1.5
     """The points start: each seed moves along its camera's ray to its predicted depth times a factor drawn
     log-uniformly between 1/spread and spread, so that the training views can pick the depth where the encoder's
     is wrong (strecha-entry-p10, 2000 steps: 16.13 dB at 1, 20.89 at 2). 1: at the predicted depth."""
