@@ -1,4 +1,4 @@
-"""Per-scene fine-tuning on the path users take: does the prediction start beat a random start?
+"""Per-scene fine-tuning on the path users take: does a start from the prediction beat a random start?
 
 For every held-out scene, a window of 8 consecutive frames in its middle is cut into a
 nerfstudio scene: frames 2 and 5 of the window are the context pair, frames 3 and 4 (between

@@ -94,8 +94,9 @@ def test_spread_moves_each_point_along_its_ray_by_at_most_the_factor_either_way(
     assert torch.equal(moved, spread_along_rays(points, origins, 3.0, seed=5))  # seeded
     assert not torch.equal(moved, spread_along_rays(points, origins, 3.0, seed=6))
     torch.testing.assert_close(spread_along_rays(points, origins, 1.0), points)  # 1: unmoved
-    with pytest.raises(ValueError, match="at least 1"):
-        spread_along_rays(points, origins, 0.5)
+    for bad in (0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="finite factor of at least 1"):
+            spread_along_rays(points, origins, bad)
 
 
 def test_refinement_keeps_a_predictions_opacities_and_carries_source_pixels():
@@ -293,7 +294,10 @@ def test_ns_train_points_start_seeds_splatfacto_from_the_prediction(scene, tmp_p
     assert torch.equal(colours, start.features_dc.detach()[chosen]) and torch.equal(
         pixels, start.gaussian_pixels[chosen]
     )
-    origins = start.context_origins[pixels[:, 0]]
+    # the context cameras' centres, in the dataparser's frame like the Gaussians
+    cameras = start.context_provider(lambda shape: max(shape)).c2w[:, :3, 3]
+    torch.testing.assert_close(start.context_origins, cameras)
+    origins = cameras[pixels[:, 0]]
     predicted = start.means.detach()[chosen]
     torch.testing.assert_close(
         seeds, spread_along_rays(predicted, origins, start.config.prediction_points_spread, seed=start.config.seed)

@@ -85,7 +85,7 @@ def test_training_writes_config_and_a_checkpoint_that_reloads_with_torch_default
     means = state["pipeline"]["_model.gauss_params.means"]
     # Fine-tuning (3 steps, before splatfacto's first refinement) starts from the prediction's points:
     # 50,000 of its native Gaussians seed splatfacto.
-    assert means.shape[0] == 50_000
+    assert means.shape[0] == state["pipeline"]["_model.gaussian_pixels"].shape[0] == 50_000  # from pixels: not a cube
     saved = trained_run.read_text()
     assert "initialization: points" in saved and "gaussian_resolution: native" in saved
     assert bool(state["pipeline"]["_model.gaussians_predicted"])

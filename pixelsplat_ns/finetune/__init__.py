@@ -1,6 +1,21 @@
-"""Where per-scene fine-tuning starts (the encoder's prediction or splatfacto's random cube) and
-how it refines the Gaussians (gsplat's DefaultStrategy, adapted): used by the nerfstudio model."""
+"""Where per-scene fine-tuning starts (the encoder's prediction, its points spread along their rays,
+or splatfacto's random cube) and how it refines the Gaussians (gsplat's DefaultStrategy, adapted):
+used by the nerfstudio model."""
 
-from pixelsplat_ns.finetune.starts import RefinementStrategy, random_cube_params, refinement_strategy
+from pixelsplat_ns.finetune.starts import (
+    RefinementStrategy,
+    random_cube_params,
+    refinement_strategy,
+    sample_points,
+    seed_point_params,
+    spread_along_rays,
+)
 
-__all__ = ["RefinementStrategy", "random_cube_params", "refinement_strategy"]
+__all__ = [
+    "RefinementStrategy",
+    "random_cube_params",
+    "refinement_strategy",
+    "sample_points",
+    "seed_point_params",
+    "spread_along_rays",
+]

@@ -141,8 +141,8 @@ def spread_along_rays(
     log-uniformly between ``1 / spread`` and ``spread`` (seeded; 1: unmoved). Seeds at depths around
     the predicted one let the training views pick the depth where the prediction's is wrong, as
     splatfacto's densification picks among a random cube's points."""
-    if not spread >= 1:
-        raise ValueError(f"the spread is a factor of at least 1, got {spread}")
+    if not 1 <= spread < math.inf:
+        raise ValueError(f"the spread is a finite factor of at least 1, got {spread}")
     generator = torch.Generator().manual_seed(seed)
     exponent = torch.rand((points.shape[0], 1), generator=generator) * 2 - 1  # uniform in [-1, 1]
     return origins + (points - origins) * torch.exp(exponent * math.log(spread))

@@ -11,6 +11,7 @@ seeding, LPIPS downloads) is replaced; its densification runs through
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,7 +228,8 @@ class PixelSplatModel(SplatfactoModel):
             lambda: (self.means.detach(), torch.sigmoid(self.opacities.detach()).squeeze(-1), self.gaussian_pixels)
         )
         self.context_train_indices: list[int] = []
-        self.context_origins = torch.zeros(0, 3)  # the context cameras' centres, set with each prediction
+        # The context cameras' centres (nerfstudio's frame), set with each prediction.
+        self.context_origins: Float[Tensor, "view 3"] = torch.zeros(0, 3)
         # The SH degree fine-tuning last rendered with (-1: never fine-tuned), persisted, so that a reloaded
         # run renders as it was trained: bands the schedule had not reached hold their start, unfitted.
         self.register_buffer("trained_sh_degree", torch.tensor(-1))
@@ -275,7 +277,7 @@ class PixelSplatModel(SplatfactoModel):
                 f"nearest neighbours), got {count}"
             )
         spread = self.config.prediction_points_spread
-        if not spread >= 1:
+        if not 1 <= spread < math.inf:
             raise PixelSplatInputError(
                 f"--pipeline.model.prediction-points-spread must be at least 1 (a factor either way along the rays; "
                 f"1: at the predicted depth), got {spread}"
@@ -286,12 +288,14 @@ class PixelSplatModel(SplatfactoModel):
                 f"the points start needs at least 4 predicted Gaussians that can be seen, got {self.means.shape[0]}: "
                 "check the context views and the encoder checkpoint"
             )
-        chosen = sample_points(count, self.means.shape[0], seed=self.config.seed).to(self.device)
-        origins = self.context_origins[self.gaussian_pixels[chosen, 0]]  # each seed's camera
-        seeds = spread_along_rays(self.means.detach()[chosen].cpu(), origins.cpu(), spread, seed=self.config.seed)
-        params = seed_point_params(seeds, self.features_dc.detach()[chosen].cpu(), self.config.sh_degree,
+        # Seeds are made on the CPU (splatfacto's neighbour search is sklearn's); the context cameras are there.
+        chosen = sample_points(count, self.means.shape[0], seed=self.config.seed)
+        pixels = self.gaussian_pixels.cpu()[chosen]
+        origins = self.context_origins.cpu()[pixels[:, 0]]  # each seed's camera
+        seeds = spread_along_rays(self.means.detach().cpu()[chosen], origins, spread, seed=self.config.seed)
+        params = seed_point_params(seeds, self.features_dc.detach().cpu()[chosen], self.config.sh_degree,
                                    seed=self.config.seed)  # fmt: skip
-        self._set_params(params, pixels=self.gaussian_pixels[chosen].cpu())
+        self._set_params(params, pixels=pixels)
         CONSOLE.print(f"pixelsplat: points start: {chosen.numel():,} of the prediction's Gaussians seed splatfacto")
 
     def _set_params(self, params: dict[str, Float[Tensor, "gaussian ..."]], pixels: Int[Tensor, "gaussian 3"]) -> None:
@@ -447,8 +451,8 @@ class PixelSplatModel(SplatfactoModel):
 
     @property
     def native_gaussians(self) -> bool:
-        """Whether predictions are native-resolution Gaussians (``gaussian_resolution``; unset means a
-        feed-forward run: ``ns-train`` sets it to encoder before fine-tuning, see
+        """Whether predictions are native-resolution Gaussians (``gaussian_resolution``; unset means
+        native: ``ns-train`` sets it to encoder for the ``prediction`` start of fine-tuning, see
         ``PixelSplatTrainerConfig.resolve_start``)."""
         return self.config.gaussian_resolution != "encoder"
 
