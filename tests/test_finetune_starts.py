@@ -14,6 +14,7 @@ from pixelsplat_ns.finetune.starts import (
     refinement_strategy,
     sample_points,
     seed_point_params,
+    seed_spreads,
     spread_along_rays,
 )
 from pixelsplat_ns.nerfstudio.methods import pixelsplat_trainer_config
@@ -97,6 +98,16 @@ def test_spread_moves_each_point_along_its_ray_by_at_most_the_factor_either_way(
     for bad in (0.5, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="finite factor of at least 1"):
             spread_along_rays(points, origins, bad)
+    # A spread per point: each within its own.
+    spreads = torch.linspace(1.0, 4.0, 4000)
+    ratio = (spread_along_rays(points, origins, spreads) - origins).norm(dim=-1) / (points - origins).norm(dim=-1)
+    assert ((ratio >= 1 / spreads - 1e-5) & (ratio <= spreads + 1e-5)).all() and ratio[-400:].max() > 3.5
+
+
+def test_a_seed_s_spread_is_the_other_view_s_disagreement_within_bounds():
+    disagreement = torch.tensor([1.0, 1.2, 1.7, 2.5, float("inf")])
+    spreads = seed_spreads(disagreement, 1.5, 2.0)
+    torch.testing.assert_close(spreads, torch.tensor([1.5, 1.5, 1.7, 2.0, 2.0]))  # unseen by the other: the most
 
 
 def test_refinement_keeps_a_predictions_opacities_and_carries_source_pixels():
@@ -299,16 +310,13 @@ def test_ns_train_points_start_seeds_splatfacto_from_the_prediction(scene, tmp_p
     torch.testing.assert_close(start.context_origins, cameras)
     origins = cameras[pixels[:, 0]]
     predicted = start.means.detach()[chosen]
-    torch.testing.assert_close(
-        seeds, spread_along_rays(predicted, origins, start.config.prediction_points_spread, seed=start.config.seed)
-    )
+    # Each seed's spread: how far the other context view puts its surface, within the configured bounds.
+    least, most = start.config.prediction_points_spread
+    spreads = seed_spreads(start.depth_disagreement[chosen], least, most)
+    torch.testing.assert_close(seeds, spread_along_rays(predicted, origins, spreads, seed=start.config.seed))
+    assert (spreads == least).any() and (spreads == most).any()  # the chair's pair has both
     ratio = (seeds - origins).norm(dim=-1) / (predicted - origins).norm(dim=-1)
-    spread = start.config.prediction_points_spread  # from 1/spread to spread times the predicted depth
-    assert (
-        spread > 1
-        and 1 / spread - 1e-4 <= ratio.min() < 1 / spread + 0.05
-        and spread - 0.05 < ratio.max() <= spread + 1e-4
-    )
+    assert ((ratio >= 1 / spreads - 1e-4) & (ratio <= spreads + 1e-4)).all() and ratio.max() > least
     assert start.learning_rate_factors(list(start.config.prediction_lr_scale)) == {}  # splatfacto's rates
     assert start.strategy.reset_every < 1 << 30  # and its opacity resets
     model = _train(scene, tmp_path, steps=10, initialization="points", prediction_points=2000, warmup_length=1,
@@ -322,7 +330,8 @@ def test_ns_train_points_start_seeds_splatfacto_from_the_prediction(scene, tmp_p
     "field, value, message",
     [
         ("prediction_points", 3, "--pipeline.model.prediction-points must be at least 4"),
-        ("prediction_points_spread", 0.5, "--pipeline.model.prediction-points-spread must be at least 1"),
+        ("prediction_points_spread", (0.5, 2.0), "--pipeline.model.prediction-points-spread must be two factors"),
+        ("prediction_points_spread", (2.0, 1.5), "--pipeline.model.prediction-points-spread must be two factors"),
     ],
 )
 def test_a_bad_points_start_is_refused_in_one_line(scene, tmp_path, capsys, field, value, message):

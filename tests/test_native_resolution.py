@@ -414,6 +414,26 @@ def test_stereo_moves_a_wrong_depth_onto_the_surface_both_photos_show():
     torch.testing.assert_close(flat, depths * 1.25, rtol=1e-5, atol=0)
 
 
+def test_depth_disagreement_is_the_factor_between_a_point_and_the_other_view_s_surface():
+    """On a plane both cameras see: 1 where the depths agree, the factor a view's depth is off by
+    where the other camera sees the point, infinite in the strip only one camera sees."""
+    from pixelsplat_ns.native_resolution import depth_disagreement
+
+    extrinsics, intrinsics, depths = _two_cameras_on_a_plane(size=64)
+    both = torch.zeros_like(depths, dtype=torch.bool)
+    both[0, :, 16:], both[1, :, :-16] = True, True  # the columns the other camera sees too (12.8 px apart)
+    inner = both.clone()
+    inner[0, :, :20], inner[1, :, -20:] = False, False  # away from the edge of what the other view sees
+    agreeing = depth_disagreement(depths, extrinsics, intrinsics)
+    torch.testing.assert_close(agreeing[inner], torch.ones(int(inner.sum())), atol=5e-3, rtol=0)  # pixel lookup
+    assert agreeing[0, :, :12].isinf().all() and agreeing[1, :, -12:].isinf().all()  # only one camera sees these
+    wrong = depths.clone()
+    wrong[0] *= 1.3  # view 0 puts the plane 30 % too far: view 1 sees its points off by about that
+    ratios = depth_disagreement(wrong, extrinsics, intrinsics)
+    seen = ratios[0][ratios[0].isfinite()]
+    assert seen.numel() > 0.5 * 64 * 48 and (seen - 1.3).abs().median() < 0.02 and (seen > 1.1).all()
+
+
 def test_colour_correction_brings_the_context_photos_closer():
     """One van Cittert step on the two-view colours raises both context cameras' PSNR (the
     renders' blur partly undone) and leaves the backdrop's colours alone."""

@@ -22,7 +22,6 @@ prediction blends; so a prediction keeps its opacities and loses only invisible 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,14 +134,24 @@ def sample_points(count: int, available: int, seed: int = 0) -> Int[Tensor, " po
 
 
 def spread_along_rays(
-    points: Float[Tensor, "point 3"], origins: Float[Tensor, "point 3"], spread: float, seed: int = 0
+    points: Float[Tensor, "point 3"],
+    origins: Float[Tensor, "point 3"],
+    spread: float | Float[Tensor, " point"],
+    seed: int = 0,
 ) -> Float[Tensor, "point 3"]:
     """Each point moved along its ray from its camera's origin to its distance times a factor drawn
-    log-uniformly between ``1 / spread`` and ``spread`` (seeded; 1: unmoved). Seeds at depths around
-    the predicted one let the training views pick the depth where the prediction's is wrong, as
-    splatfacto's densification picks among a random cube's points."""
-    if not 1 <= spread < math.inf:
-        raise ValueError(f"the spread is a finite factor of at least 1, got {spread}")
+    log-uniformly between ``1 / spread`` and ``spread`` (its own, or one for all; seeded; 1: unmoved).
+    Seeds at depths around the predicted one let the training views pick the depth where the
+    prediction's is wrong, as splatfacto's densification picks among a random cube's points."""
+    spreads = torch.as_tensor(spread, dtype=points.dtype).expand(points.shape[0])
+    if not bool(((spreads >= 1) & spreads.isfinite()).all()):
+        raise ValueError(f"a spread is a finite factor of at least 1, got {spreads.min()} to {spreads.max()}")
     generator = torch.Generator().manual_seed(seed)
-    exponent = torch.rand((points.shape[0], 1), generator=generator) * 2 - 1  # uniform in [-1, 1]
-    return origins + (points - origins) * torch.exp(exponent * math.log(spread))
+    exponent = torch.rand(points.shape[0], generator=generator) * 2 - 1  # uniform in [-1, 1]
+    return origins + (points - origins) * torch.exp(exponent * spreads.log())[:, None]
+
+
+def seed_spreads(disagreement: Float[Tensor, " point"], least: float, most: float) -> Float[Tensor, " point"]:
+    """Each seed's spread: how far the other context view puts its surface (``depth_disagreement``,
+    a factor), kept between ``least`` and ``most`` (``most`` where the other view cannot tell)."""
+    return disagreement.nan_to_num(posinf=most).clamp(least, most)

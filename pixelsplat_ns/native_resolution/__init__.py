@@ -11,7 +11,7 @@ from .context_colours import correct_context_colours, render_context_cameras
 from .free_space import in_free_space
 from .gaussians import NativeGaussians, encoder_positions, most_opaque_sample, native_resolution_gaussians
 from .pruning import MIN_VISIBLE_OPACITY, keep_gaussians, visible_mask
-from .stereo import refine_depths
+from .stereo import depth_disagreement, refine_depths
 from .upsampling import joint_bilateral_upsample
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "NativeGaussians",
     "backdrop_gaussians",
     "correct_context_colours",
+    "depth_disagreement",
     "encoder_positions",
     "in_free_space",
     "joint_bilateral_upsample",

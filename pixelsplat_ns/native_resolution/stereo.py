@@ -119,6 +119,24 @@ def consistent_depths(
     return torch.stack(agree)
 
 
+def depth_disagreement(
+    depths: Float[Tensor, "2 height width"],
+    extrinsics: Float[Tensor, "2 4 4"],
+    intrinsics: Float[Tensor, "2 3 3"],
+) -> Float[Tensor, "2 height width"]:
+    """How far each pixel's point is from the surface the other view sees where it projects, as a
+    factor of at least 1 (the larger distance over the smaller; infinite where the other view
+    cannot see it: outside its image or behind it)."""
+    ratios = []
+    for view in range(2):
+        other = 1 - view
+        points = _surface_points(depths[view], extrinsics[view], intrinsics[view])
+        distance, seen, inside = surface_at(points, depths[other], extrinsics[other], intrinsics[other])
+        ratio = torch.maximum(distance / seen, seen / distance)
+        ratios.append(torch.where(inside, ratio, torch.full_like(ratio, torch.inf)))
+    return torch.stack(ratios)
+
+
 def refine_depths(
     images: Float[Tensor, "2 3 height width"],
     depths: Float[Tensor, "2 height width"],

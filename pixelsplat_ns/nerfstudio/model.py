@@ -41,6 +41,7 @@ from pixelsplat_ns.finetune.starts import (
     refinement_strategy,
     sample_points,
     seed_point_params,
+    seed_spreads,
     spread_along_rays,
 )
 from pixelsplat_ns.gaussians import (
@@ -53,6 +54,7 @@ from pixelsplat_ns.metrics import build_lpips
 from pixelsplat_ns.native_resolution import (
     backdrop_gaussians,
     correct_context_colours,
+    depth_disagreement,
     keep_gaussians,
     native_resolution_gaussians,
     visible_mask,
@@ -144,10 +146,13 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     "Fine-tuning")."""
     prediction_points: int = 50000
     """The points start: how many of the prediction's Gaussians seed it (all when fewer; splatfacto's num-random)."""
-    prediction_points_spread: float = 1.5
+    prediction_points_spread: tuple[float, float] = (1.5, 2.0)
     """The points start: each seed moves along its camera's ray to its predicted depth times a factor drawn
     log-uniformly between 1/spread and spread, so that the training views can pick the depth where the encoder's
-    is wrong (strecha-entry-p10, 2000 steps: 16.13 dB at 1, 20.89 at 2). 1: at the predicted depth."""
+    is wrong; its spread is how far the other context view puts the surface (the larger over the smaller distance),
+    kept between these two (the second where the other view cannot see it; backdrop seeds: the first). One spread
+    for all measured: 1.5 castle-p30 20.85 dB at 2000 steps but strecha-entry-p10 behind the random start, 2 the
+    reverse (README "Fine-tuning"). 1 1: at the predicted depth."""
     refine: bool | None = None
     """Fine-tuning densifies and prunes with splatfacto's strategy (gsplat's DefaultStrategy and splatfacto's
     warmup-length, refine-every, densify-grad-thresh, ... flags; a prediction keeps its opacities). Default: on
@@ -228,8 +233,10 @@ class PixelSplatModel(SplatfactoModel):
             lambda: (self.means.detach(), torch.sigmoid(self.opacities.detach()).squeeze(-1), self.gaussian_pixels)
         )
         self.context_train_indices: list[int] = []
-        # The context cameras' centres (nerfstudio's frame), set with each prediction.
+        # Set with each prediction: the context cameras' centres (nerfstudio's frame), and how far the other
+        # context view puts each Gaussian's surface (a factor; 1 where there is no other view to ask).
         self.context_origins: Float[Tensor, "view 3"] = torch.zeros(0, 3)
+        self.depth_disagreement: Float[Tensor, " gaussian"] = torch.zeros(0)
         # The SH degree fine-tuning last rendered with (-1: never fine-tuned), persisted, so that a reloaded
         # run renders as it was trained: bands the schedule had not reached hold their start, unfitted.
         self.register_buffer("trained_sh_degree", torch.tensor(-1))
@@ -276,11 +283,11 @@ class PixelSplatModel(SplatfactoModel):
                 f"--pipeline.model.prediction-points must be at least 4 (a seed's scale is the distance to its 3 "
                 f"nearest neighbours), got {count}"
             )
-        spread = self.config.prediction_points_spread
-        if not 1 <= spread < math.inf:
+        least, most = self.config.prediction_points_spread
+        if not 1 <= least <= most < math.inf:
             raise PixelSplatInputError(
-                f"--pipeline.model.prediction-points-spread must be at least 1 (a factor either way along the rays; "
-                f"1: at the predicted depth), got {spread}"
+                f"--pipeline.model.prediction-points-spread must be two factors 1 <= LEAST <= MOST (either way along "
+                f"the rays; 1 1: at the predicted depth), got {least} {most}"
             )
         self.predict_gaussians()
         if self.means.shape[0] < 4:
@@ -292,7 +299,8 @@ class PixelSplatModel(SplatfactoModel):
         chosen = sample_points(count, self.means.shape[0], seed=self.config.seed)
         pixels = self.gaussian_pixels.cpu()[chosen]
         origins = self.context_origins.cpu()[pixels[:, 0]]  # each seed's camera
-        seeds = spread_along_rays(self.means.detach().cpu()[chosen], origins, spread, seed=self.config.seed)
+        spreads = seed_spreads(self.depth_disagreement.cpu()[chosen], least, most)
+        seeds = spread_along_rays(self.means.detach().cpu()[chosen], origins, spreads, seed=self.config.seed)
         params = seed_point_params(seeds, self.features_dc.detach().cpu()[chosen], self.config.sh_degree,
                                    seed=self.config.seed)  # fmt: skip
         self._set_params(params, pixels=pixels)
@@ -407,6 +415,11 @@ class PixelSplatModel(SplatfactoModel):
                 stereo=self.config.gaussian_stereo,
             )
             gaussians, pixels, depths = native.gaussians, native.encoder_pixels[0], native.depths.flatten(1)
+            disagreement = (
+                depth_disagreement(native.depths[0], views.extrinsics[0], views.full_intrinsics[0]).flatten()
+                if views.extrinsics.shape[1] == 2
+                else torch.ones(depths.shape[1], device=depths.device)
+            )
             if self.config.gaussian_backdrop is not None:
                 backdrop = backdrop_gaussians(output.gaussians, views, native.depths, self.config.gaussian_backdrop)
                 gaussians = concatenate_gaussians(gaussians, backdrop)
@@ -415,6 +428,9 @@ class PixelSplatModel(SplatfactoModel):
                 origins = views.extrinsics[0, backdrop_pixels[:, 0], :3, 3]
                 moved = (backdrop.means[0] - origins).norm(dim=-1)[None]  # distance along their rays
                 depths = torch.cat((depths, moved), dim=1)
+                disagreement = torch.cat(
+                    (disagreement, torch.ones(moved.shape[1], device=depths.device))
+                )  # a fill, not a depth
             two_view = self.config.gaussian_two_view_colours and views.extrinsics.shape[1] == 2
             if two_view and self.config.gaussian_colour_correction > 0:
                 gaussians = correct_context_colours(
@@ -424,6 +440,7 @@ class PixelSplatModel(SplatfactoModel):
         else:
             gaussians, pixels = output.gaussians, encoder_gaussian_pixels(output, run.image_shape)
             depths = output.depths.flatten(1)
+            disagreement = torch.ones(depths.shape[1], device=depths.device)
         near = views.near[0, pixels[:, 0]]  # each Gaussian's own camera's
         keep = visible_mask(gaussians.opacities[0], depths[0], near)
         total = gaussians.means.shape[1]
@@ -441,6 +458,7 @@ class PixelSplatModel(SplatfactoModel):
         )  # fmt: skip
         self.context_names = run.names
         self.context_origins = encoder_to_caller_c2w(views.extrinsics[0], views.scene_scale)[:, :3, 3]
+        self.depth_disagreement = disagreement.to(keep.device)[keep]
         size = views.image.shape[-2:] if views.full_image is None else views.full_image.shape[-2:]
         CONSOLE.print(
             f"pixelsplat: predicted {total:,} Gaussians ({size[1]}x{size[0]} px per view, encoder at "
