@@ -1,14 +1,13 @@
-"""Per-scene fine-tuning on the path users take: does a start from the prediction beat a random start?
+"""Per-scene fine-tuning on the path users take: does the prediction start beat a random start?
 
 For every held-out scene, a window of 8 consecutive frames in its middle is cut into a
 nerfstudio scene: frames 2 and 5 of the window are the context pair, frames 3 and 4 (between
 them) the test views (nerfstudio's filename eval split), the other six the training views.
 Then, for each start, as a user would:
 
-* ``ns-train pixelsplat --pipeline.model.initialization points`` (the default start of fine-tuning:
-  the prediction's points, spread along their rays, seeding splatfacto), ``... random``
-  (splatfacto's random cube) and, with ``--starts``, ``... prediction`` (the encoder's Gaussians),
-  with every other setting at its default,
+* ``ns-train pixelsplat --pipeline.model.initialization prediction`` (the encoder's Gaussians),
+  ``... random`` (splatfacto's random cube) and, with ``--starts``, ``... points`` (the prediction's
+  points seeding splatfacto), with every other setting at its default,
   for ``--steps`` iterations, keeping a checkpoint at every reported step;
 * each checkpoint loaded back as ``ns-eval``/``ns-render`` load it (``eval_setup``), the test
   views rendered at the images' own resolution and scored: PSNR and pixelSplat's SSIM
@@ -134,7 +133,7 @@ def train(
     for group, rate in rates.items():
         config.optimizers[group]["optimizer"].lr = rate
     config.max_num_iterations = steps if gaussians_of is None else gaussians_of
-    config.resolve_start()
+    config.resolve_gaussian_resolution()
     config.max_num_iterations = steps
     config.set_timestamp()
     config.timestamp = f"{config.timestamp}-{start}-{steps}"
@@ -214,7 +213,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", nargs="+", default=list(HELD_OUT), help=f"scene folders under {DATA}")
     parser.add_argument("--report", type=int, nargs="+", default=[0, 100, 300, 1000, 2000], help="steps to score")
-    parser.add_argument("--starts", nargs="+", default=["points", "random"], choices=["points", "prediction", "random"])
+    parser.add_argument(
+        "--starts", nargs="+", default=["prediction", "random"], choices=["prediction", "points", "random"]
+    )
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="model config overrides for every start, e.g. gaussian_resolution=encoder")  # fmt: skip
     parser.add_argument("--lr", nargs="*", default=[], metavar="GROUP=RATE",

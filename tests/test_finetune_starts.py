@@ -191,19 +191,15 @@ def test_ns_train_prediction_start_refines_on_request_and_keeps_source_pixels(sc
     assert model.sh_degree_to_use() == 1  # the degree it was fine-tuned at: two-view colours start at 1 (6 steps)
 
 
-def test_fine_tuning_starts_from_the_prediction_s_points_unless_told(scene, tmp_path):
+def test_fine_tuning_starts_from_the_encoder_gaussians_unless_told(scene, tmp_path):
     feed_forward = _train(scene, tmp_path / "feed-forward", steps=0)
-    # resolved before config.yml was written: a feed-forward run is the sharp prediction
-    assert (feed_forward.config.initialization, feed_forward.config.gaussian_resolution) == ("prediction", "native")
-    fine_tuned = _train(scene, tmp_path / "fine-tuned", steps=2, prediction_points=3000)
-    assert (fine_tuned.config.initialization, fine_tuned.config.gaussian_resolution) == ("points", "native")
-    assert fine_tuned.means.shape[0] == 3000 < feed_forward.means.shape[0] and fine_tuned.refining
+    assert feed_forward.config.gaussian_resolution == "native"  # resolved before config.yml was written
     encoder = _train(scene, tmp_path / "encoder", steps=0, gaussian_resolution="encoder").means.shape[0]
-    predicted = _train(scene, tmp_path / "predicted", steps=2, initialization="prediction")
-    assert predicted.config.gaussian_resolution == "encoder"
-    assert predicted.means.shape[0] == encoder < feed_forward.means.shape[0] / 4
-    assert predicted.sh_degree_to_use() == 0  # one colour per Gaussian: no two-view band
-    told = _train(scene, tmp_path / "told", steps=2, initialization="prediction", gaussian_resolution="native")
+    fine_tuned = _train(scene, tmp_path / "fine-tuned", steps=2)
+    assert fine_tuned.config.gaussian_resolution == "encoder"
+    assert fine_tuned.means.shape[0] == encoder < feed_forward.means.shape[0] / 4
+    assert fine_tuned.sh_degree_to_use() == 0  # one colour per Gaussian: no two-view band
+    told = _train(scene, tmp_path / "told", steps=2, gaussian_resolution="native")
     assert told.means.shape[0] == feed_forward.means.shape[0]
     random = _train(scene, tmp_path / "random", steps=2, initialization="random", num_random=1000)
     assert random.config.gaussian_resolution == "native"  # the random start predicts nothing
@@ -293,7 +289,10 @@ def test_an_unknown_or_non_positive_rate_scale_is_refused_in_one_line(scene, tmp
 
 
 def test_ns_train_points_start_seeds_splatfacto_from_the_prediction(scene, tmp_path):
-    start = _train(scene, tmp_path / "start", steps=0, initialization="points", prediction_points=2000)
+    start = _train(
+        scene, tmp_path / "start", steps=0, initialization="points", prediction_points=2000,
+        prediction_points_spread=(1.5, 2.0),
+    )  # fmt: skip
     assert start.config.gaussian_resolution == "native"  # the sharp Gaussians' centres and colours
     assert start.means.shape[0] == 2000 and start.gaussian_pixels.shape[0] == 2000
     torch.testing.assert_close(start.opacities.sigmoid(), torch.full((2000, 1), 0.1))
@@ -350,24 +349,17 @@ def test_a_bad_points_start_is_refused_in_one_line(scene, tmp_path, capsys, fiel
     assert not any((tmp_path / "refused").rglob("*.ckpt"))
 
 
-def test_the_start_and_the_gaussian_resolution_resolve_by_the_run():
-    def resolved(iterations: int, what: str = "gaussian_resolution", **model) -> str:
+def test_the_gaussian_resolution_resolves_by_the_run():
+    def resolved(iterations: int, **model) -> str:
         config = pixelsplat_trainer_config()
         config.max_num_iterations = iterations
         for name, value in model.items():
             setattr(config.pipeline.model, name, value)
-        config.resolve_start()
-        return getattr(config.pipeline.model, what)
+        config.resolve_gaussian_resolution()
+        return config.pipeline.model.gaussian_resolution
 
-    assert resolved(0, "initialization") == "prediction" and resolved(10, "initialization") == "points"
-    assert resolved(10, "initialization", initialization="prediction") == "prediction"  # told
-    assert resolved(0, initialization="points") == resolved(10, initialization="points") == "native"
-    assert resolved(0) == resolved(10) == "native"  # feed-forward; the points start
-    prediction = {"initialization": "prediction"}
-    assert resolved(0, **prediction) == "native" and resolved(10, **prediction) == "encoder"
-    assert (
-        resolved(10, gaussian_stereo=True, **prediction) == resolved(10, gaussian_scale=0.3, **prediction) == "native"
-    )  # asked for native
+    assert resolved(0) == "native" and resolved(10) == "encoder"
+    assert resolved(10, gaussian_stereo=True) == resolved(10, gaussian_scale=0.3) == "native"  # asked for native
     assert (
         resolved(10, gaussian_resolution="native") == "native"
         and resolved(0, gaussian_resolution="encoder") == "encoder"

@@ -83,11 +83,10 @@ def test_training_writes_config_and_a_checkpoint_that_reloads_with_torch_default
     assert checkpoints, "no checkpoint written"
     state = torch.load(checkpoints[-1], map_location="cpu")  # default weights_only=True must accept it
     means = state["pipeline"]["_model.gauss_params.means"]
-    # Fine-tuning (3 steps, before splatfacto's first refinement) starts from the prediction's points:
-    # 50,000 of its native Gaussians seed splatfacto.
-    assert means.shape[0] == state["pipeline"]["_model.gaussian_pixels"].shape[0] == 50_000  # from pixels: not a cube
-    saved = trained_run.read_text()
-    assert "initialization: points" in saved and "gaussian_resolution: native" in saved
+    # Fine-tuning (3 steps) starts from the encoder's Gaussians: at most one per pixel of its input
+    # (320x176, cropped to its multiple), less the invisible ones; native ones would be 2 * 320 * 180 more.
+    assert 2 * 320 * 176 * 0.5 < means.shape[0] <= 2 * 320 * 176
+    assert "gaussian_resolution: encoder" in trained_run.read_text()
     assert bool(state["pipeline"]["_model.gaussians_predicted"])
 
 

@@ -30,7 +30,7 @@ class Demo:
     """Trained encoder weights (official re10k.ckpt / acid.ckpt, or this project's)."""
     gaussian_resolution: Literal["native", "encoder"] | None = None
     """native: one Gaussian per pixel of the photos (README "Sharp Gaussians"); encoder: pixelSplat's (one per
-    encoder pixel). Default: as ns-train (native; encoder for the prediction start of fine-tuning)."""
+    encoder pixel). Default: as ns-train (native, or encoder when fine-tuning)."""
     max_num_iterations: int = 0
     """Fine-tuning iterations after the feed-forward prediction (0: pure feed-forward)."""
     data: Path = DEMO_SCENE

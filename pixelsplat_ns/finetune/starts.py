@@ -3,11 +3,11 @@
 Three starts (``--pipeline.model.initialization``):
 
 * ``prediction``: the encoder's Gaussians (``PixelSplatModel.predict_gaussians``);
-* ``points`` (the default for fine-tuning): the prediction as a point cloud, as splatfacto seeds
-  from one: a sample of the predicted Gaussians' centres (native ones and the backdrop behind
-  them) with their colours, each moved along its camera's ray by a random factor
-  (``spread_along_rays``: the encoder's depth is a guess the training views can correct), each as
-  wide as its three nearest neighbours, random rotations, opacity 0.1 (``seed_point_params``);
+* ``points``: the prediction as a point cloud, as splatfacto seeds from one: a sample of the
+  predicted Gaussians' centres (native ones and the backdrop behind them) with their colours,
+  optionally moved along their cameras' rays by random factors (``spread_along_rays``: the
+  encoder's depth is a guess the training views can correct), each as wide as its three nearest
+  neighbours, random rotations, opacity 0.1 (``seed_point_params``);
 * ``random``: splatfacto's start without points (``random_init``): the same from points uniform
   in a cube with random colours. It is what a user would otherwise train from, so the
   comparison is one flag.

@@ -37,8 +37,8 @@ def _default_machine() -> MachineConfig:
 
 
 def pixelsplat_trainer_config() -> PixelSplatTrainerConfig:
-    """Feed-forward by default (0 iterations); --max-num-iterations N fine-tunes with splatfacto's
-    L1 + SSIM loss on the training images, from the prediction's points by default."""
+    """Feed-forward by default (0 iterations); --max-num-iterations N fine-tunes the
+    predicted Gaussians with splatfacto's L1 + SSIM loss on the training images."""
     return PixelSplatTrainerConfig(
         method_name="pixelsplat",
         steps_per_eval_image=100,

@@ -135,24 +135,22 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     """Native-resolution Gaussians: the encoder's own Gaussians, moved back along their rays to at least this many
     times their depth (farther, up to 10 times that, until the other context camera's surface is that factor nearer),
     fill the gaps novel views see between the small native Gaussians. None: no backdrop."""
-    initialization: Literal["prediction", "points", "random"] | None = None
-    """Where a run starts: the encoder's prediction; its points (prediction-points of the predicted Gaussians'
-    centres and colours, native ones and the backdrop behind them, spread along their rays by
+    initialization: Literal["prediction", "points", "random"] = "prediction"
+    """Where fine-tuning starts: the encoder's prediction; its points (prediction-points of the predicted Gaussians'
+    centres and colours, native ones and the backdrop behind them, optionally spread along their rays by
     prediction-points-spread, seeded as splatfacto seeds a point cloud: scales from their neighbours, 0.1 opacities,
     splatfacto's rates, densification and pruning); or splatfacto's random cube (num-random Gaussians in a cube of
-    side random-scale; its scales, colours and 0.1 opacities) - the start without the encoder, to compare.
-    Default: the prediction for a feed-forward run (0 iterations), its points for fine-tuning (measured on the four
-    held-out scenes: ahead of the prediction and the random start at every step count to 2000; README
-    "Fine-tuning")."""
+    side random-scale; its scales, colours and 0.1 opacities) - the start without the encoder, to compare."""
     prediction_points: int = 50000
     """The points start: how many of the prediction's Gaussians seed it (all when fewer; splatfacto's num-random)."""
-    prediction_points_spread: tuple[float, float] = (1.5, 2.0)
+    prediction_points_spread: tuple[float, float] = (1.0, 1.0)
     """The points start: each seed moves along its camera's ray to its predicted depth times a factor drawn
     log-uniformly between 1/spread and spread, so that the training views can pick the depth where the encoder's
     is wrong; its spread is how far the other context view puts the surface (the larger over the smaller distance),
-    kept between these two (the second where the other view cannot see it; backdrop seeds: the first). One spread
-    for all measured: 1.5 castle-p30 20.85 dB at 2000 steps but strecha-entry-p10 behind the random start, 2 the
-    reverse (README "Fine-tuning"). 1 1: at the predicted depth."""
+    kept between these two (the second where the other view cannot see it; backdrop seeds: the first). Default 1 1:
+    at the predicted depth. Measured at 2000 steps (README "Fine-tuning"): 2 2 lifts strecha-entry-p10 from 16.13
+    to 20.65 dB but castle-p30 falls behind the random start; 1.5 2 lifts llff-fern from 17.04 to 19.30 dB but
+    wrecks castle-p19 (13.39 against 16.27)."""
     refine: bool | None = None
     """Fine-tuning densifies and prunes with splatfacto's strategy (gsplat's DefaultStrategy and splatfacto's
     warmup-length, refine-every, densify-grad-thresh, ... flags; a prediction keeps its opacities). Default: on
@@ -257,10 +255,10 @@ class PixelSplatModel(SplatfactoModel):
             raise PixelSplatInputError(
                 "--pipeline.model.use-absgrad is not available: the CPU rasteriser has no absgrad"
             )
-        if self.start == "prediction":
+        if self.config.initialization == "prediction":
             self.predict_gaussians()
             return
-        if self.start == "points":
+        if self.config.initialization == "points":
             self._seed_from_prediction()
             return
         params = random_cube_params(
@@ -299,8 +297,10 @@ class PixelSplatModel(SplatfactoModel):
         chosen = sample_points(count, self.means.shape[0], seed=self.config.seed)
         pixels = self.gaussian_pixels.cpu()[chosen]
         origins = self.context_origins.cpu()[pixels[:, 0]]  # each seed's camera
-        spreads = seed_spreads(self.depth_disagreement.cpu()[chosen], least, most)
-        seeds = spread_along_rays(self.means.detach().cpu()[chosen], origins, spreads, seed=self.config.seed)
+        seeds = self.means.detach().cpu()[chosen]
+        if most > 1:
+            spreads = seed_spreads(self.depth_disagreement.cpu()[chosen], least, most)
+            seeds = spread_along_rays(seeds, origins, spreads, seed=self.config.seed)
         params = seed_point_params(seeds, self.features_dc.detach().cpu()[chosen], self.config.sh_degree,
                                    seed=self.config.seed)  # fmt: skip
         self._set_params(params, pixels=pixels)
@@ -315,16 +315,10 @@ class PixelSplatModel(SplatfactoModel):
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)  # statistics of the old Gaussians go
 
     @property
-    def start(self) -> Literal["prediction", "points", "random"]:
-        """Where the run starts (``initialization``; unset: the prediction, which ``ns-train`` turns into
-        the points for fine-tuning before it builds the model, see ``PixelSplatTrainerConfig.resolve_start``)."""
-        return self.config.initialization or "prediction"
-
-    @property
     def splatfacto_start(self) -> bool:
         """Whether the start is splatfacto's (seeded points or the random cube), fine-tuned with its rates,
         densification, pruning and opacity resets, rather than a prediction's Gaussians."""
-        return self.start in ("points", "random")
+        return self.config.initialization in ("points", "random")
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -471,7 +465,7 @@ class PixelSplatModel(SplatfactoModel):
     def native_gaussians(self) -> bool:
         """Whether predictions are native-resolution Gaussians (``gaussian_resolution``; unset means
         native: ``ns-train`` sets it to encoder for the ``prediction`` start of fine-tuning, see
-        ``PixelSplatTrainerConfig.resolve_start``)."""
+        ``PixelSplatTrainerConfig.resolve_gaussian_resolution``)."""
         return self.config.gaussian_resolution != "encoder"
 
     def _check_gaussian_config(self) -> None:
@@ -619,7 +613,7 @@ class PixelSplatModel(SplatfactoModel):
         (their first band is what shows each context camera its own photo), else 0."""
         c = self.config
         two_view = self.native_gaussians and c.gaussian_two_view_colours and len(self.context_names) == 2
-        return 1 if self.start == "prediction" and two_view else 0  # points: seeded without bands
+        return 1 if c.initialization == "prediction" and two_view else 0  # points: seeded without bands
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, torch.Tensor]:
         """splatfacto's L1 + SSIM loss, the context views' weighted by ``context_view_weight``."""

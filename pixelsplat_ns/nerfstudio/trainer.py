@@ -38,20 +38,15 @@ def close_event_writers() -> None:
 class PixelSplatTrainerConfig(TrainerConfig):
     _target: type = field(default_factory=lambda: PixelSplatTrainer)
 
-    def resolve_start(self) -> None:
-        """Unset start settings become what the run needs, before the config is saved (so that a
-        reloaded run knows which Gaussians it holds): ``--pipeline.model.initialization`` the
-        prediction for a feed-forward run, its points for fine-tuning (README "Fine-tuning");
-        ``--pipeline.model.gaussian-resolution`` native Gaussians for a feed-forward run or when a
-        native Gaussians' setting (``gaussian-*``) is given, else the encoder's as the prediction
-        start of fine-tuning (the native start trails a random start); the points start seeds
-        from native ones."""
+    def resolve_gaussian_resolution(self) -> None:
+        """An unset ``--pipeline.model.gaussian-resolution`` becomes what the run needs: native
+        Gaussians for a feed-forward run or when a native Gaussians' setting (``gaussian-*``) is
+        given, else the encoder's as the prediction start of fine-tuning (the native start trails a
+        random start; README "Fine-tuning"); the points start seeds from native ones. Set before
+        the config is saved, so that a reloaded run knows which Gaussians it holds."""
         model = self.pipeline.model
-        fine_tuning = self.max_num_iterations > 0
-        if getattr(model, "initialization", "unused") is None:
-            model.initialization = "points" if fine_tuning else "prediction"  # type: ignore[attr-defined]
         if getattr(model, "gaussian_resolution", "unused") is None:
-            predicted_start = fine_tuning and getattr(model, "initialization", None) == "prediction"
+            fine_tuning = self.max_num_iterations > 0 and getattr(model, "initialization", None) == "prediction"
             # A native Gaussians' setting given on the command line asks for native Gaussians.
             defaults = type(model)()
             native_asked = any(
@@ -59,10 +54,10 @@ class PixelSplatTrainerConfig(TrainerConfig):
                 for name in vars(defaults)
                 if name.startswith("gaussian_") and name != "gaussian_resolution"
             )
-            model.gaussian_resolution = "encoder" if predicted_start and not native_asked else "native"  # type: ignore[attr-defined]
+            model.gaussian_resolution = "encoder" if fine_tuning and not native_asked else "native"  # type: ignore[attr-defined]
 
     def save_config(self) -> None:
-        self.resolve_start()
+        self.resolve_gaussian_resolution()
         super().save_config()
 
 
@@ -70,7 +65,7 @@ class PixelSplatTrainer(Trainer):
     config: PixelSplatTrainerConfig
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
-        self.config.resolve_start()
+        self.config.resolve_gaussian_resolution()
         try:
             super().setup(test_mode)
         except SystemExit:
