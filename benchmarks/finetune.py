@@ -8,7 +8,7 @@ Then, for each start, as a user would:
 * ``ns-train pixelsplat --pipeline.model.initialization prediction`` (the encoder's Gaussians),
   ``... random`` (splatfacto's random cube) and, with ``--starts``, ``... points`` (the prediction's
   points seeding splatfacto), with every other setting at its default,
-  for ``--steps`` iterations, keeping a checkpoint at every reported step;
+  for the largest ``--report`` step's iterations, keeping a checkpoint at every reported step;
 * each checkpoint loaded back as ``ns-eval``/``ns-render`` load it (``eval_setup``), the test
   views rendered at the images' own resolution and scored: PSNR and pixelSplat's SSIM
   (11x11 Gaussian window, sigma 1.5). Step 0 is a run with 0 iterations (the start itself).

@@ -183,8 +183,8 @@ def test_ns_train_random_start_densifies_from_splatfacto_cube(scene, tmp_path):
 def test_ns_train_prediction_start_refines_on_request_and_keeps_source_pixels(scene, tmp_path):
     predicted = _train(scene, tmp_path / "start", steps=0, gaussian_resolution="native").means.shape[0]
     model = _train(
-        scene, tmp_path, initialization="prediction", gaussian_resolution="native", refine=True, warmup_length=1,
-        refine_every=2, densify_grad_thresh=1e-6,
+        scene, tmp_path, gaussian_resolution="native", refine=True, warmup_length=1, refine_every=2,
+        densify_grad_thresh=1e-6,
     )  # fmt: skip
     assert model.means.shape[0] > predicted  # densified
     assert model.gaussian_pixels.shape[0] == model.means.shape[0]
@@ -209,8 +209,7 @@ def test_a_prediction_start_does_not_refine_by_default(scene, tmp_path):
     start = _train(scene, tmp_path / "start", steps=0, gaussian_resolution="encoder")
     assert start.sh_degree_to_use() == 3  # feed-forward: every band the prediction has
     predicted = start.means.shape[0]
-    model = _train(scene, tmp_path, initialization="prediction", warmup_length=1, refine_every=2,
-                   densify_grad_thresh=1e-6)  # fmt: skip
+    model = _train(scene, tmp_path, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)
     assert not model.refining and model.means.shape[0] == predicted
     for start in ("random", "points"):
         model.config.initialization = start
@@ -261,7 +260,7 @@ def test_a_prediction_fine_tunes_at_its_own_rates_a_random_start_at_splatfacto_s
 
     splatfacto = pixelsplat_trainer_config().optimizers
     prediction = _trainer(
-        scene, tmp_path / "p", initialization="prediction", prediction_lr_scale={"means": (0.1, 0.1), "opacities": (0.5, 0.05)},
+        scene, tmp_path / "p", prediction_lr_scale={"means": (0.1, 0.1), "opacities": (0.5, 0.05)},
         prediction_lr_steps=(0, 100),
     )  # fmt: skip
     assert prediction.optimizers.optimizers["opacities"].param_groups[0]["lr"] == pytest.approx(0.025)  # step 0
@@ -316,6 +315,12 @@ def test_ns_train_points_start_seeds_splatfacto_from_the_prediction(scene, tmp_p
     assert (spreads == least).any() and (spreads == most).any()  # the chair's pair has both
     ratio = (seeds - origins).norm(dim=-1) / (predicted - origins).norm(dim=-1)
     assert ((ratio >= 1 / spreads - 1e-4) & (ratio <= spreads + 1e-4)).all() and ratio.max() > least
+    assert start.depth_disagreement.shape[0] == start.means.shape[0]  # one per kept Gaussian
+    backdrop = start.gaussian_pixels.shape[0] - int((start.depth_disagreement != 1).sum())
+    assert (start.depth_disagreement[-backdrop:] == 1).all() and 0 < backdrop < start.means.shape[0]
+    # By default (1 1) the seeds are the prediction's Gaussians' centres themselves.
+    unmoved = _train(scene, tmp_path / "unmoved", steps=0, initialization="points", prediction_points=2000)
+    assert torch.equal(unmoved.means.detach(), predicted)
     assert start.learning_rate_factors(list(start.config.prediction_lr_scale)) == {}  # splatfacto's rates
     assert start.strategy.reset_every < 1 << 30  # and its opacity resets
     model = _train(scene, tmp_path, steps=10, initialization="points", prediction_points=2000, warmup_length=1,

@@ -1,5 +1,5 @@
-"""Where per-scene fine-tuning starts (the encoder's prediction, its points spread along their rays,
-or splatfacto's random cube) and how it refines the Gaussians (gsplat's DefaultStrategy, adapted):
+"""Where per-scene fine-tuning starts (the encoder's prediction, its points (optionally spread along their
+rays) or splatfacto's random cube) and how it refines the Gaussians (gsplat's DefaultStrategy, adapted):
 used by the nerfstudio model."""
 
 from pixelsplat_ns.finetune.starts import (
@@ -8,6 +8,7 @@ from pixelsplat_ns.finetune.starts import (
     refinement_strategy,
     sample_points,
     seed_point_params,
+    seed_spreads,
     spread_along_rays,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "refinement_strategy",
     "sample_points",
     "seed_point_params",
+    "seed_spreads",
     "spread_along_rays",
 ]

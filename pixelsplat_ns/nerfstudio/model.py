@@ -147,7 +147,8 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     """The points start: each seed moves along its camera's ray to its predicted depth times a factor drawn
     log-uniformly between 1/spread and spread, so that the training views can pick the depth where the encoder's
     is wrong; its spread is how far the other context view puts the surface (the larger over the smaller distance),
-    kept between these two (the second where the other view cannot see it; backdrop seeds: the first). Default 1 1:
+    kept between these two (the second where the other view cannot see it; backdrop seeds, and every seed of
+    encoder-resolution Gaussians or of more than two context views: the first). Default 1 1:
     at the predicted depth. Measured at 2000 steps (README "Fine-tuning"): 2 2 lifts strecha-entry-p10 from 16.13
     to 20.65 dB but castle-p30 falls behind the random start; 1.5 2 lifts llff-fern from 17.04 to 19.30 dB but
     wrecks castle-p19 (13.39 against 16.27)."""
@@ -409,9 +410,10 @@ class PixelSplatModel(SplatfactoModel):
                 stereo=self.config.gaussian_stereo,
             )
             gaussians, pixels, depths = native.gaussians, native.encoder_pixels[0], native.depths.flatten(1)
-            disagreement = (
+            spread = self.config.initialization == "points" and self.config.prediction_points_spread[1] > 1
+            disagreement = (  # only a spread points start reads it
                 depth_disagreement(native.depths[0], views.extrinsics[0], views.full_intrinsics[0]).flatten()
-                if views.extrinsics.shape[1] == 2
+                if spread and views.extrinsics.shape[1] == 2
                 else torch.ones(depths.shape[1], device=depths.device)
             )
             if self.config.gaussian_backdrop is not None:
