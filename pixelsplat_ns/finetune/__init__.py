@@ -2,22 +2,6 @@
 rays) or splatfacto's random cube) and how it refines the Gaussians (gsplat's DefaultStrategy, adapted):
 used by the nerfstudio model."""
 
-from pixelsplat_ns.finetune.starts import (
-    RefinementStrategy,
-    random_cube_params,
-    refinement_strategy,
-    sample_points,
-    seed_point_params,
-    seed_spreads,
-    spread_along_rays,
-)
+from pixelsplat_ns.finetune.starts import RefinementStrategy, random_cube_params, refinement_strategy
 
-__all__ = [
-    "RefinementStrategy",
-    "random_cube_params",
-    "refinement_strategy",
-    "sample_points",
-    "seed_point_params",
-    "seed_spreads",
-    "spread_along_rays",
-]
+__all__ = ["RefinementStrategy", "random_cube_params", "refinement_strategy"]

@@ -150,8 +150,8 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     kept between these two (the second where the other view cannot see it; backdrop seeds, and every seed of
     encoder-resolution Gaussians or of more than two context views: the first). Default 1 1:
     at the predicted depth. Measured at 2000 steps (README "Fine-tuning"): 2 2 lifts strecha-entry-p10 from 16.13
-    to 20.65 dB but castle-p30 falls behind the random start; 1.5 2 lifts llff-fern from 17.04 to 19.30 dB but
-    wrecks castle-p19 (13.39 against 16.27)."""
+    to 20.65 dB but castle-p30 falls behind the random start; 1.5 2 lifts llff-fern from 17.04 to 19.30 dB; every
+    spread tried wrecks castle-p19 (1.5 2: 13.39 against 16.27)."""
     refine: bool | None = None
     """Fine-tuning densifies and prunes with splatfacto's strategy (gsplat's DefaultStrategy and splatfacto's
     warmup-length, refine-every, densify-grad-thresh, ... flags; a prediction keeps its opacities). Default: on
