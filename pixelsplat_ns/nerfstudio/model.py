@@ -273,9 +273,9 @@ class PixelSplatModel(SplatfactoModel):
 
     def _seed_from_prediction(self) -> None:
         """The points start: a seeded sample of the predicted Gaussians' centres and colours (native ones and
-        the backdrop: far points seed what lies behind the surfaces), spread along their cameras' rays
-        (``spread_along_rays``), as splatfacto seeds from a point cloud (``seed_point_params``); each keeps the
-        pixel it came from."""
+        the backdrop: far points seed what lies behind the surfaces), spread along their cameras' rays when
+        prediction-points-spread asks (``spread_along_rays``), as splatfacto seeds from a point cloud
+        (``seed_point_params``); each keeps the pixel it came from."""
         count = self.config.prediction_points
         if count < 4:
             raise PixelSplatInputError(
