@@ -102,6 +102,26 @@ def _sub_step_minimum(cost: Float[Tensor, "step height width"]) -> Float[Tensor,
     return best.to(cost.dtype) + shift.clamp(-0.5, 0.5)
 
 
+def _other_view_surfaces(
+    depths: Float[Tensor, "2 height width"],
+    extrinsics: Float[Tensor, "2 4 4"],
+    intrinsics: Float[Tensor, "2 3 3"],
+) -> tuple[Float[Tensor, "2 height width"], Float[Tensor, "2 height width"], Bool[Tensor, "2 height width"]]:
+    """Each pixel's point seen from the other view of the pair: (its distance from that camera, the
+    surface that view holds at the pixel it projects to, whether it is in front of it and inside its image)."""
+    per_view = [
+        surface_at(
+            _surface_points(depths[view], extrinsics[view], intrinsics[view]),
+            depths[1 - view],
+            extrinsics[1 - view],
+            intrinsics[1 - view],
+        )
+        for view in range(2)
+    ]
+    distance, seen, inside = (torch.stack(values) for values in zip(*per_view, strict=True))
+    return distance, seen, inside
+
+
 def consistent_depths(
     depths: Float[Tensor, "2 height width"],
     extrinsics: Float[Tensor, "2 4 4"],
@@ -110,13 +130,8 @@ def consistent_depths(
 ) -> Bool[Tensor, "2 height width"]:
     """Pixels whose point lands, in the other view, within ``tolerance`` (relative) of the
     surface that view sees at the pixel it projects to."""
-    agree = []
-    for view in range(2):
-        other = 1 - view
-        points = _surface_points(depths[view], extrinsics[view], intrinsics[view])
-        distance, seen, inside = surface_at(points, depths[other], extrinsics[other], intrinsics[other])
-        agree.append(inside & ((distance - seen).abs() < tolerance * seen))
-    return torch.stack(agree)
+    distance, seen, inside = _other_view_surfaces(depths, extrinsics, intrinsics)
+    return inside & ((distance - seen).abs() < tolerance * seen)
 
 
 def depth_disagreement(
@@ -127,14 +142,9 @@ def depth_disagreement(
     """How far each pixel's point is from the surface the other view sees where it projects, as a
     factor of at least 1 (the larger distance over the smaller; infinite where the other view
     cannot see it: outside its image or behind it)."""
-    ratios = []
-    for view in range(2):
-        other = 1 - view
-        points = _surface_points(depths[view], extrinsics[view], intrinsics[view])
-        distance, seen, inside = surface_at(points, depths[other], extrinsics[other], intrinsics[other])
-        ratio = torch.maximum(distance / seen, seen / distance)
-        ratios.append(torch.where(inside, ratio, torch.full_like(ratio, torch.inf)))
-    return torch.stack(ratios)
+    distance, seen, inside = _other_view_surfaces(depths, extrinsics, intrinsics)
+    ratio = torch.maximum(distance / seen, seen / distance)
+    return torch.where(inside, ratio, torch.full_like(ratio, torch.inf))
 
 
 def refine_depths(

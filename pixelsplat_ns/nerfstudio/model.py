@@ -297,9 +297,9 @@ class PixelSplatModel(SplatfactoModel):
         # Seeds are made on the CPU (splatfacto's neighbour search is sklearn's); the context cameras are there.
         chosen = sample_points(count, self.means.shape[0], seed=self.config.seed)
         pixels = self.gaussian_pixels.cpu()[chosen]
-        origins = self.context_origins.cpu()[pixels[:, 0]]  # each seed's camera
         seeds = self.means.detach().cpu()[chosen]
         if most > 1:
+            origins = self.context_origins.cpu()[pixels[:, 0]]  # each seed's camera
             spreads = seed_spreads(self.depth_disagreement.cpu()[chosen], least, most)
             seeds = spread_along_rays(seeds, origins, spreads, seed=self.config.seed)
         params = seed_point_params(seeds, self.features_dc.detach().cpu()[chosen], self.config.sh_degree,
