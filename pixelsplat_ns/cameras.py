@@ -299,6 +299,14 @@ def encoder_to_caller_c2w(extrinsics: Float[Tensor, "*batch 4 4"], scene_scale: 
     return c2w
 
 
+def caller_to_encoder_c2w(c2w_opengl: Float[Tensor, "*batch 3|4 4"], scene_scale: float) -> Float[Tensor, "*batch 4 4"]:
+    """The caller's (nerfstudio's) OpenGL camera-to-world -> the encoder's OpenCV one, translations
+    scaled by ``scene_scale``: ``prepare_context``'s pose changes, for cameras other than the context views."""
+    c2w = opengl_to_opencv_c2w(homogenize_pose(c2w_opengl.to(torch.float32)))
+    c2w[..., :3, 3] = c2w[..., :3, 3] * scene_scale
+    return c2w
+
+
 def normalized_to_pixels(xy: Float[Tensor, "*batch 2"], width: int, height: int) -> Float[Tensor, "*batch 2"]:
     """Image coordinates normalised by the image size (pixelSplat) -> pixels (x = column, y = row).
     Both put pixel centres at +0.5 (see ``normalize_intrinsics``), as Rerun and matplotlib's

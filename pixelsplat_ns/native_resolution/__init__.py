@@ -11,7 +11,7 @@ from .context_colours import correct_context_colours, render_context_cameras
 from .free_space import in_free_space
 from .gaussians import NativeGaussians, encoder_positions, most_opaque_sample, native_resolution_gaussians
 from .pruning import MIN_VISIBLE_OPACITY, keep_gaussians, visible_mask
-from .stereo import depth_disagreement, refine_depths
+from .stereo import depth_disagreement, refine_depths, sweep_depths
 from .upsampling import joint_bilateral_upsample
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "native_resolution_gaussians",
     "refine_depths",
     "render_context_cameras",
+    "sweep_depths",
     "two_view_harmonics",
     "visible_mask",
 ]

@@ -220,3 +220,64 @@ def refine_depths(
         refined.append(depths[view] * torch.exp(-log_reach + index * (2 * log_reach / (steps - 1))))
     refined = torch.stack(refined)
     return torch.where(consistent_depths(refined, extrinsics, intrinsics, tolerance), refined, depths)
+
+
+def sweep_depths(
+    references: Float[Tensor, "view 3 height width"],
+    depths: Float[Tensor, "view height width"],
+    extrinsics: Float[Tensor, "view 4 4"],
+    intrinsics: Float[Tensor, "view 3 3"],
+    sources: list[Float[Tensor, "3 h w"]],
+    source_extrinsics: Float[Tensor, "source 4 4"],
+    source_intrinsics: Float[Tensor, "source 3 3"],
+    reach: float = 2.0,
+    steps: int = 33,
+    window: int = 5,
+    prior: float = 0.1,
+    min_std: float = 0.01,
+) -> tuple[Float[Tensor, "view height width"], Float[Tensor, "view height width"]]:
+    """Each view's depths re-chosen among ``steps`` multiples from ``1 / reach`` to ``reach`` of
+    them, the one whose window matches the other photos best (a plane sweep over the views'
+    own surfaces): 1 - NCC per source photo, averaged over the better half of the sources that
+    see the point (occlusions and photos that look elsewhere drop out), plus ``prior`` per unit
+    of ``|log factor| / log(reach)``. A source at the reference's own camera centre is skipped.
+    Returns (depths, the matching cost at the chosen depth: 0 a perfect match, 1 none)."""
+    luma = references.new_tensor(LUMA)[None, :, None, None]
+    reference_luma = (references * luma).sum(dim=1, keepdim=True)
+    source_luma = [(source[None] * luma).sum(dim=1, keepdim=True) for source in sources]
+    log_reach = math.log(reach)
+    log_factors = torch.linspace(-log_reach, log_reach, steps, device=references.device, dtype=references.dtype)
+    refined, residual = [], []
+    for view in range(references.shape[0]):
+        centre = extrinsics[view, :3, 3]
+        surface_world = _surface_points(depths[view], extrinsics[view], intrinsics[view])
+        costs = []
+        for source, c2w, k in zip(source_luma, source_extrinsics, source_intrinsics, strict=True):
+            if (c2w[:3, 3] - centre).norm() < 1e-6:
+                continue
+            to_source = torch.linalg.inv(c2w)
+            origin = transform(to_source, centre, 1.0)
+            surface = transform(to_source, surface_world, 1.0)
+            cost = _matching_costs(
+                reference_luma[view : view + 1],
+                source,
+                origin,
+                surface - origin,
+                log_factors.exp(),
+                k,
+                window,
+                min_std,
+            )
+            costs.append(cost)
+        if not costs:
+            refined.append(depths[view])
+            residual.append(torch.ones_like(depths[view]))
+            continue
+        stacked = torch.stack(costs)  # source step h w
+        best = max(1, math.ceil(len(costs) / 2))
+        cost = stacked.sort(dim=0).values[:best].mean(dim=0)
+        total = cost + prior * log_factors.abs()[:, None, None] / log_reach
+        index = _sub_step_minimum(total)
+        refined.append(depths[view] * torch.exp(-log_reach + index * (2 * log_reach / (steps - 1))))
+        residual.append(cost.gather(0, index.round().long()[None])[0])
+    return torch.stack(refined), torch.stack(residual)

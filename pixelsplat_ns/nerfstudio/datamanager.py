@@ -143,7 +143,22 @@ class PixelSplatDataManager(FullImageDatamanager[PixelSplatDataset]):
         to cover it and centre-cropped; intrinsics follow). ``long_side`` (pixels, or a function
         of that common (h, w)): each view is downscaled to at most that long side on its own, so
         that huge photos are never held as a float batch."""
-        indices = self.context_indices()
+        return self._training_views(self.context_indices(), long_side)
+
+    def sweep_views(self, count: int, long_side: int) -> ContextImages:
+        """The ``count`` training views whose cameras are nearest the context cameras' (the context views
+        among them), at most ``long_side`` pixels on their long side: what the prediction's depths are
+        checked against."""
+        cameras = self.train_dataset.cameras
+        centres = cameras.camera_to_worlds[:, :3, 3].cpu()
+        context = centres[torch.tensor(self.context_indices())]
+        distance = torch.cdist(centres, context).min(dim=1).values
+        nearest = distance.argsort()[:count].sort().values.tolist()
+        return self._training_views(nearest, long_side)
+
+    def _training_views(
+        self, indices: list[int], long_side: int | Callable[[tuple[int, int]], int | None] | None
+    ) -> ContextImages:
         self._check_perspective(indices)
         cached = self.cached_train  # undistorts and updates the cameras on first access
         names = [self.train_dataset.image_filenames[i].name for i in indices]

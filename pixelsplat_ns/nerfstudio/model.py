@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from einops import rearrange, repeat
 from jaxtyping import Float, Int
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
@@ -29,8 +30,10 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from pixelsplat_ns.cameras import (
+    caller_to_encoder_c2w,
     encoder_to_caller_c2w,
     gaussians_to_caller_frame,
+    normalize_intrinsics,
     opengl_c2w_to_viewmat,
     prepare_context,
     to_caller_frame,
@@ -57,6 +60,7 @@ from pixelsplat_ns.native_resolution import (
     depth_disagreement,
     keep_gaussians,
     native_resolution_gaussians,
+    sweep_depths,
     visible_mask,
 )
 from pixelsplat_ns.nerfstudio.context import ContextImages
@@ -152,6 +156,12 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     at the predicted depth. Measured at 2000 steps (README "Fine-tuning"): 2 2 lifts strecha-entry-p10 from 16.13
     to 20.65 dB but castle-p30 falls behind the random start; 1.5 2 lifts llff-fern from 17.04 to 19.30 dB; every
     spread tried wrecks castle-p19 (1.5 2: 13.39 against 16.27)."""
+    prediction_depth_sweep: bool = False
+    """Fine-tuning a prediction: before it starts, each encoder Gaussian moves along its ray to the depth (between
+    half and twice the encoder's) where its context photo best matches the nearest training photos (a plane
+    sweep, ``sweep_depths``)."""
+    sweep_views: int = 8
+    """How many training views nearest the context cameras the depth sweep matches against."""
     refine: bool | None = None
     """Fine-tuning densifies and prunes with splatfacto's strategy (gsplat's DefaultStrategy and splatfacto's
     warmup-length, refine-every, densify-grad-thresh, ... flags; a prediction keeps its opacities). Default: on
@@ -222,6 +232,7 @@ class PixelSplatModel(SplatfactoModel):
         )
         self.info: dict = {}
         self.context_provider: Callable[..., ContextImages] | None = None
+        self.sweep_provider: Callable[[int, int], ContextImages] | None = None
         self.context_names: list[str] = []
         # The viewer's walkthrough panel; runs the encoder (with attention) on first use.
         self.walkthrough = Walkthrough(lambda: self.run_encoder(return_attention=True))
@@ -435,6 +446,8 @@ class PixelSplatModel(SplatfactoModel):
                 )  # fmt: skip
         else:
             gaussians, pixels = output.gaussians, encoder_gaussian_pixels(output, run.image_shape)
+            if self.config.prediction_depth_sweep and self.sweep_provider is not None:
+                gaussians = self._swept(gaussians, output, views)
             depths = output.depths.flatten(1)
             disagreement = torch.ones(depths.shape[1], device=depths.device)
         near = views.near[0, pixels[:, 0]]  # each Gaussian's own camera's
@@ -462,6 +475,38 @@ class PixelSplatModel(SplatfactoModel):
             f"kept {means.shape[0]:,} that can be seen"
         )
         return gaussians
+
+    def _swept(self, gaussians: Gaussians, output, views) -> Gaussians:
+        """The encoder's Gaussians moved along their rays to the depths the training photos agree on."""
+        height, width = views.image.shape[-2:]
+        depth_map = rearrange(output.depths[0], "v (h w) s p -> v h w (s p)", h=height)[..., 0]
+        sweep = self.sweep_provider(self.config.sweep_views, max(height, width))
+        size = sweep.images.shape[1:3]
+        source_extrinsics = caller_to_encoder_c2w(sweep.c2w, views.scene_scale)
+        source_intrinsics = normalize_intrinsics(sweep.intrinsics, size[1], size[0])
+        refined, residual = sweep_depths(
+            views.image[0], depth_map, views.extrinsics[0], views.intrinsics[0],
+            list(rearrange(sweep.images, "n h w c -> n c h w")), source_extrinsics, source_intrinsics,
+        )  # fmt: skip
+        factor = refined / depth_map
+        per_gaussian = repeat(factor, "v h w -> 1 (v h w s p)", s=output.depths.shape[3], p=output.depths.shape[4])
+        origins = repeat(
+            views.extrinsics[0, :, :3, 3], "v c -> 1 (v r) c", r=gaussians.means.shape[1] // factor.shape[0]
+        )
+        f = per_gaussian[..., None]
+        log_change = factor.log().abs()
+        CONSOLE.print(
+            f"pixelsplat: depth sweep against {len(sweep.names)} training views: median change x{float(log_change.median().exp()):.2f}, "
+            f"{float((log_change > math.log(1.2)).float().mean()):.0%} moved more than 1.2x, median residual {float(residual.median()):.2f}"
+        )
+        return Gaussians(
+            origins + f * (gaussians.means - origins),
+            gaussians.covariances * f[..., None] ** 2,
+            gaussians.harmonics,
+            gaussians.opacities,
+            None if gaussians.scales is None else gaussians.scales * f,
+            gaussians.rotations,
+        )
 
     @property
     def native_gaussians(self) -> bool:
