@@ -133,7 +133,7 @@ def train(
     for group, rate in rates.items():
         config.optimizers[group]["optimizer"].lr = rate
     config.max_num_iterations = steps if gaussians_of is None else gaussians_of
-    config.resolve_gaussian_resolution()
+    config.resolve_start()
     config.max_num_iterations = steps
     config.set_timestamp()
     config.timestamp = f"{config.timestamp}-{start}-{steps}"

@@ -7,6 +7,7 @@ import io
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pixelsplat_ns.finetune.starts import (
     RefinementStrategy,
@@ -197,12 +198,59 @@ def test_fine_tuning_starts_from_the_encoder_gaussians_unless_told(scene, tmp_pa
     encoder = _train(scene, tmp_path / "encoder", steps=0, gaussian_resolution="encoder").means.shape[0]
     fine_tuned = _train(scene, tmp_path / "fine-tuned", steps=2)
     assert fine_tuned.config.gaussian_resolution == "encoder"
-    assert fine_tuned.means.shape[0] == encoder < feed_forward.means.shape[0] / 4
+    assert fine_tuned.config.depth_sweep and not feed_forward.config.depth_sweep  # resolved by the run too
+    # The encoder's Gaussians, less the few the depth sweep moved in front of their camera's near plane.
+    assert encoder - 0.01 * encoder < fine_tuned.means.shape[0] <= encoder < feed_forward.means.shape[0] / 4
     assert fine_tuned.sh_degree_to_use() == 0  # one colour per Gaussian: no two-view band
     told = _train(scene, tmp_path / "told", steps=2, gaussian_resolution="native")
     assert told.means.shape[0] == feed_forward.means.shape[0]
     random = _train(scene, tmp_path / "random", steps=2, initialization="random", num_random=1000)
     assert random.config.gaussian_resolution == "native"  # the random start predicts nothing
+
+
+def test_the_depth_sweep_moves_each_predicted_gaussian_along_its_own_ray(scene, tmp_path):
+    """The swept prediction is the encoder's Gaussians, each on its camera's ray at between half and twice its
+    predicted distance, as large as before on its own camera's photo; the chair's window has depths to move."""
+    plain = _train(scene, tmp_path / "plain", steps=0, gaussian_resolution="encoder")
+    assert plain.config.depth_sweep is False  # a feed-forward run's default
+    swept = _train(scene, tmp_path / "swept", steps=0, gaussian_resolution="encoder", depth_sweep=True)
+    # The same Gaussians, less the few moved in front of their camera's near plane.
+    key = torch.tensor([1_000_000, 1000, 1])
+    kept = torch.isin(plain.gaussian_pixels @ key, swept.gaussian_pixels @ key)
+    assert kept.float().mean() > 0.99 and torch.equal(swept.gaussian_pixels, plain.gaussian_pixels[kept])
+    torch.testing.assert_close(swept.features_dc, plain.features_dc[kept])
+    torch.testing.assert_close(swept.opacities, plain.opacities[kept])
+    cameras = swept.context_provider(lambda shape: max(shape)).c2w[:, :3, 3]
+    origins = cameras[swept.gaussian_pixels[:, 0]]
+    before, after = plain.means.detach()[kept] - origins, swept.means.detach() - origins
+    torch.testing.assert_close(F.normalize(after, dim=-1), F.normalize(before, dim=-1), atol=1e-4, rtol=0)
+    ratio = after.norm(dim=-1) / before.norm(dim=-1)
+    assert ((ratio > 0.5 - 1e-4) & (ratio < 2 + 1e-4)).all() and (ratio - 1).abs().gt(0.1).float().mean() > 0.1
+    torch.testing.assert_close(swept.scales.exp(), plain.scales.exp()[kept] * ratio[:, None], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ({"depth_sweep": True}, "--pipeline.model.depth-sweep moves the encoder's Gaussians"),
+        ({"depth_sweep": True, "gaussian_resolution": "encoder", "depth_sweep_views": 1},
+         "--pipeline.model.depth-sweep-views must be at least 2"),
+    ],
+)  # fmt: skip
+def test_a_bad_depth_sweep_is_refused_in_one_line(scene, tmp_path, capsys, model, message):
+    from nerfstudio.scripts.train import main as train_main
+
+    from pixelsplat_ns.nerfstudio.trainer import close_event_writers
+
+    config = _config(scene, tmp_path / "refused", 0, **model)
+    config.viewer.quit_on_train_completion = True
+    with pytest.raises(SystemExit) as stopped:
+        train_main(config)
+    close_event_writers()
+    assert stopped.value.code == 2
+    said = " ".join(capsys.readouterr().out.split())
+    assert message in said and "Traceback" not in said
+    assert not any((tmp_path / "refused").rglob("*.ckpt"))
 
 
 def test_a_prediction_start_does_not_refine_by_default(scene, tmp_path):
@@ -360,7 +408,7 @@ def test_the_gaussian_resolution_resolves_by_the_run():
         config.max_num_iterations = iterations
         for name, value in model.items():
             setattr(config.pipeline.model, name, value)
-        config.resolve_gaussian_resolution()
+        config.resolve_start()
         return config.pipeline.model.gaussian_resolution
 
     assert resolved(0) == "native" and resolved(10) == "encoder"

@@ -414,6 +414,33 @@ def test_stereo_moves_a_wrong_depth_onto_the_surface_both_photos_show():
     torch.testing.assert_close(flat, depths * 1.25, rtol=1e-5, atol=0)
 
 
+def test_the_depth_sweep_finds_the_surface_the_other_photos_agree_on():
+    """A depth 40 % too near is moved onto the textured plane (within 2 %) by matching against the
+    other camera's photo, while a third photo that shows nothing of it (a grey wall) drops out of
+    the better half of the sources; the reference's own photo is skipped; a textureless scene keeps
+    the depth it was given."""
+    from pixelsplat_ns.native_resolution import sweep_depths
+
+    extrinsics, intrinsics, depths = _two_cameras_on_a_plane(size=64)
+    photos = _textured_plane_photos(extrinsics, intrinsics, depths)
+    third = extrinsics[1].clone()
+    third[0, 3] = -1.0  # a camera on the other side, its photo grey
+    sources = [photos[0], photos[1], torch.full_like(photos[0], 0.5)]
+    source_extrinsics = torch.stack((extrinsics[0], extrinsics[1], third))
+    refined, residual = sweep_depths(
+        photos[:1], depths[:1] * 0.6, extrinsics[:1], intrinsics[:1], sources, source_extrinsics, intrinsics[[0, 1, 1]]
+    )
+    error = (refined[0] / depths[0] - 1).abs()
+    seen = error[:, 24:]  # the columns camera 1 sees, away from the edge of its view (12.8 px apart)
+    assert seen.median() < 0.02 and (seen < 0.05).float().mean() > 0.9
+    assert residual[0, :, 24:].median() < 0.2  # matched: 1 - NCC near 0
+    flat, _ = sweep_depths(
+        torch.full_like(photos[:1], 0.5), depths[:1] * 0.6, extrinsics[:1], intrinsics[:1], sources,
+        source_extrinsics, intrinsics[[0, 1, 1]],
+    )  # fmt: skip
+    torch.testing.assert_close(flat, depths[:1] * 0.6, rtol=1e-5, atol=0)
+
+
 def test_depth_disagreement_is_the_factor_between_a_point_and_the_other_view_s_surface():
     """On a plane both cameras see: 1 where the depths agree, the factor a view's depth is off by
     where the other camera sees the point, infinite in the strip only one camera sees."""

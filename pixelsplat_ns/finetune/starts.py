@@ -2,7 +2,9 @@
 
 Three starts (``--pipeline.model.initialization``):
 
-* ``prediction``: the encoder's Gaussians (``PixelSplatModel.predict_gaussians``);
+* ``prediction``: the encoder's Gaussians (``PixelSplatModel.predict_gaussians``), each moved along
+  its ray to the depth where its context photo matches the nearest training photos best
+  (``depth_sweep``; ``moved_along_rays``);
 * ``points``: the prediction as a point cloud, as splatfacto seeds from one: a sample of the
   predicted Gaussians' centres (native ones and the backdrop behind them) with their colours,
   optionally moved along their cameras' rays by random factors (``spread_along_rays``: the
@@ -30,6 +32,8 @@ from gsplat.strategy import DefaultStrategy
 from jaxtyping import Float, Int
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, num_sh_bases, random_quat_tensor
 from torch import Tensor
+
+from pixelsplat_ns.gaussians import Gaussians
 
 
 @dataclass
@@ -149,6 +153,22 @@ def spread_along_rays(
     generator = torch.Generator().manual_seed(seed)
     exponent = torch.rand(points.shape[0], generator=generator) * 2 - 1  # uniform in [-1, 1]
     return origins + (points - origins) * torch.exp(exponent * spreads.log())[:, None]
+
+
+def moved_along_rays(
+    gaussians: Gaussians, origins: Float[Tensor, "gaussian 3"], factors: Float[Tensor, " gaussian"]
+) -> Gaussians:
+    """One batch of Gaussians moved along the rays from their cameras' ``origins`` to their distance times
+    ``factors``, their extent scaled with it: each covers the same pixels of its own camera as before."""
+    factor = factors[None, :, None]
+    return Gaussians(
+        origins[None] + factor * (gaussians.means - origins[None]),
+        gaussians.covariances * factor[..., None].square(),
+        gaussians.harmonics,
+        gaussians.opacities,
+        None if gaussians.scales is None else gaussians.scales * factor,
+        gaussians.rotations,
+    )
 
 
 def seed_spreads(disagreement: Float[Tensor, " point"], least: float, most: float) -> Float[Tensor, " point"]:

@@ -114,27 +114,27 @@ class PixelSplatDataManager(FullImageDatamanager[PixelSplatDataset]):
             return resolve_context_names(self.config.context_views, train_paths, eval_paths)
         return default_context_pair(train_paths, self.config.context_gap)
 
-    def _check_perspective(self, indices: list[int]) -> None:
-        """The encoder and the rasterisers are pinhole: a context camera must be perspective, or
-        a fisheye one that nerfstudio undistorts (one with distortion coefficients)."""
+    def _not_pinhole(self, index: int) -> str | None:
+        """Why training image ``index`` cannot be used as a pinhole view (None: it can). The encoder and the
+        rasterisers are pinhole: a camera must be perspective, or a fisheye one that nerfstudio undistorts
+        (one with distortion coefficients)."""
         cameras = self.train_dataset.cameras
-        for i in indices:
-            kind = CameraType(int(cameras.camera_type[i].item()))
-            distortion = cameras.distortion_params[i] if cameras.distortion_params is not None else None
-            coefficients = distortion is not None and bool((distortion != 0).any())
-            name = self.train_dataset.image_filenames[i].name
-            if kind == CameraType.PERSPECTIVE or (kind.value in _UNDISTORTED_TYPES and coefficients):
-                continue
-            if kind.value in _UNDISTORTED_TYPES:
-                raise ContextSelectionError(
-                    f"context view {name} has a {kind.name} camera without distortion coefficients, which nerfstudio "
-                    "does not undistort; pixelSplat needs perspective images: give the fisheye coefficients "
-                    "(k1-k4 in transforms.json) or undistort the images first"
-                )
-            raise ContextSelectionError(
-                f"context view {name} has a {kind.name} camera; pixelSplat needs perspective (pinhole) images, and "
-                "nerfstudio undistorts only perspective and fisheye ones"
+        kind = CameraType(int(cameras.camera_type[index].item()))
+        distortion = cameras.distortion_params[index] if cameras.distortion_params is not None else None
+        coefficients = distortion is not None and bool((distortion != 0).any())
+        name = self.train_dataset.image_filenames[index].name
+        if kind == CameraType.PERSPECTIVE or (kind.value in _UNDISTORTED_TYPES and coefficients):
+            return None
+        if kind.value in _UNDISTORTED_TYPES:
+            return (
+                f"context view {name} has a {kind.name} camera without distortion coefficients, which nerfstudio "
+                "does not undistort; pixelSplat needs perspective images: give the fisheye coefficients "
+                "(k1-k4 in transforms.json) or undistort the images first"
             )
+        return (
+            f"context view {name} has a {kind.name} camera; pixelSplat needs perspective (pinhole) images, and "
+            "nerfstudio undistorts only perspective and fisheye ones"
+        )
 
     def context_views(self, long_side: int | Callable[[tuple[int, int]], int | None] | None = None) -> ContextImages:
         """The context images (float RGB in [0, 1], composited on black; their opacity in ``alpha``
@@ -143,23 +143,25 @@ class PixelSplatDataManager(FullImageDatamanager[PixelSplatDataset]):
         to cover it and centre-cropped; intrinsics follow). ``long_side`` (pixels, or a function
         of that common (h, w)): each view is downscaled to at most that long side on its own, so
         that huge photos are never held as a float batch."""
-        return self._training_views(self.context_indices(), long_side)
+        indices = self.context_indices()
+        for index in indices:
+            if (problem := self._not_pinhole(index)) is not None:
+                raise ContextSelectionError(problem)
+        return self._training_views(indices, long_side, "context views")
 
     def sweep_views(self, count: int, long_side: int) -> ContextImages:
-        """The ``count`` training views whose cameras are nearest the context cameras' (the context views
-        among them), at most ``long_side`` pixels on their long side: what the prediction's depths are
-        checked against."""
-        cameras = self.train_dataset.cameras
-        centres = cameras.camera_to_worlds[:, :3, 3].cpu()
-        context = centres[torch.tensor(self.context_indices())]
-        distance = torch.cdist(centres, context).min(dim=1).values
-        nearest = distance.argsort()[:count].sort().values.tolist()
-        return self._training_views(nearest, long_side)
+        """The ``count`` pinhole training views whose cameras are nearest the context cameras (the context views
+        among them), at most ``long_side`` pixels on their long side: what the prediction's depths are matched
+        against before fine-tuning."""
+        centres = self.train_dataset.cameras.camera_to_worlds[:, :3, 3].cpu()
+        distance = torch.cdist(centres, centres[torch.tensor(self.context_indices())]).min(dim=1).values
+        usable = [int(i) for i in distance.argsort() if self._not_pinhole(int(i)) is None]
+        return self._training_views(sorted(usable[:count]), long_side, "training views")
 
     def _training_views(
-        self, indices: list[int], long_side: int | Callable[[tuple[int, int]], int | None] | None
+        self, indices: list[int], long_side: int | Callable[[tuple[int, int]], int | None] | None, what: str
     ) -> ContextImages:
-        self._check_perspective(indices)
+        """Training images ``indices`` as pinhole views (``context_views``' rules); ``what`` they are, for messages."""
         cached = self.cached_train  # undistorts and updates the cameras on first access
         names = [self.train_dataset.image_filenames[i].name for i in indices]
         cameras = self.train_dataset.cameras[torch.tensor(indices)]
@@ -167,7 +169,7 @@ class PixelSplatDataManager(FullImageDatamanager[PixelSplatDataset]):
         size = common_size(sizes)
         if len(set(sizes)) > 1:
             CONSOLE.print(
-                "pixelsplat: context views of different sizes ("
+                f"pixelsplat: {what} of different sizes ("
                 + ", ".join(f"{name} {w}x{h}" for name, (h, w) in zip(names, sizes, strict=True))
                 + f") are resized to {size[1]}x{size[0]} (centre-cropped where the aspect ratio differs)"
             )

@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from pixelsplat_ns.cameras import (
+    ContextViews,
     caller_to_encoder_c2w,
     encoder_to_caller_c2w,
     gaussians_to_caller_frame,
@@ -40,6 +41,7 @@ from pixelsplat_ns.cameras import (
 )
 from pixelsplat_ns.errors import PixelSplatInputError
 from pixelsplat_ns.finetune.starts import (
+    moved_along_rays,
     random_cube_params,
     refinement_strategy,
     sample_points,
@@ -156,12 +158,17 @@ class PixelSplatModelConfig(SplatfactoModelConfig):
     at the predicted depth. Measured at 2000 steps (README "Fine-tuning"): 2 2 lifts strecha-entry-p10 from 16.13
     to 20.65 dB but castle-p30 falls behind the random start; 1.5 2 lifts llff-fern from 17.04 to 19.30 dB; every
     spread tried wrecks castle-p19 (1.5 2: 13.39 against 16.27)."""
-    prediction_depth_sweep: bool = False
-    """Fine-tuning a prediction: before it starts, each encoder Gaussian moves along its ray to the depth (between
-    half and twice the encoder's) where its context photo best matches the nearest training photos (a plane
-    sweep, ``sweep_depths``)."""
-    sweep_views: int = 8
-    """How many training views nearest the context cameras the depth sweep matches against."""
+    depth_sweep: bool | None = None
+    """Fine-tuning a prediction: before the first step, each of the encoder's Gaussians moves along its ray to the
+    depth (from half to twice the encoder's) where its context photo matches the depth-sweep-views nearest training
+    photos best (a plane sweep over the encoder's surface: ``sweep_depths``), so that fine-tuning starts from
+    where the training views put the surfaces, not where the two context views guessed. Default: on for the
+    prediction start of fine-tuning (encoder-resolution Gaussians, more than 0 iterations), off for a feed-forward
+    run. Measured (README "Fine-tuning"): strecha-entry-p10 16.75 -> 19.44 dB before the first step, 17.95 ->
+    21.29 after 2000."""
+    depth_sweep_views: int = 8
+    """The depth sweep matches against this many training views, those nearest the context cameras (the context
+    views among them)."""
     refine: bool | None = None
     """Fine-tuning densifies and prunes with splatfacto's strategy (gsplat's DefaultStrategy and splatfacto's
     warmup-length, refine-every, densify-grad-thresh, ... flags; a prediction keeps its opacities). Default: on
@@ -232,7 +239,7 @@ class PixelSplatModel(SplatfactoModel):
         )
         self.info: dict = {}
         self.context_provider: Callable[..., ContextImages] | None = None
-        self.sweep_provider: Callable[[int, int], ContextImages] | None = None
+        self.sweep_provider: Callable[[int, int], ContextImages] | None = None  # set_sweep_provider
         self.context_names: list[str] = []
         # The viewer's walkthrough panel; runs the encoder (with attention) on first use.
         self.walkthrough = Walkthrough(lambda: self.run_encoder(return_attention=True))
@@ -258,6 +265,11 @@ class PixelSplatModel(SplatfactoModel):
         ``provider(long_side)``: ``long_side`` maps the views' (h, w) to the long side they may be
         downscaled to (``PixelSplatDataManager.context_views``)."""
         self.context_provider = provider
+
+    def set_sweep_provider(self, provider: Callable[[int, int], ContextImages]) -> None:
+        """Where the depth sweep's training views come from, as ``provider(count, long_side)``
+        (``PixelSplatDataManager.sweep_views``)."""
+        self.sweep_provider = provider
 
     # ------------------------------------------------------------------ starts
     @torch.no_grad()
@@ -408,6 +420,11 @@ class PixelSplatModel(SplatfactoModel):
         run = self.run_encoder()
         views, output = run.views, run.output
         if self.native_gaussians:
+            if self.config.depth_sweep:
+                raise PixelSplatInputError(
+                    "--pipeline.model.depth-sweep moves the encoder's Gaussians: use it with "
+                    "--pipeline.model.gaussian-resolution encoder"
+                )
             if self.config.gaussian_stereo and views.extrinsics.shape[1] != 2:
                 raise PixelSplatInputError(
                     f"--pipeline.model.gaussian-stereo matches a pair of context views, got {views.extrinsics.shape[1]}"
@@ -446,9 +463,10 @@ class PixelSplatModel(SplatfactoModel):
                 )  # fmt: skip
         else:
             gaussians, pixels = output.gaussians, encoder_gaussian_pixels(output, run.image_shape)
-            if self.config.prediction_depth_sweep and self.sweep_provider is not None:
-                gaussians = self._swept(gaussians, output, views)
             depths = output.depths.flatten(1)
+            if self.config.depth_sweep:
+                gaussians, factors = self._swept(gaussians, output.depths, views)
+                depths = depths * factors
             disagreement = torch.ones(depths.shape[1], device=depths.device)
         near = views.near[0, pixels[:, 0]]  # each Gaussian's own camera's
         keep = visible_mask(gaussians.opacities[0], depths[0], near)
@@ -476,43 +494,46 @@ class PixelSplatModel(SplatfactoModel):
         )
         return gaussians
 
-    def _swept(self, gaussians: Gaussians, output, views) -> Gaussians:
-        """The encoder's Gaussians moved along their rays to the depths the training photos agree on."""
+    def _swept(
+        self, gaussians: Gaussians, depths: Float[Tensor, "1 view ray surface sample"], views: ContextViews
+    ) -> tuple[Gaussians, Float[Tensor, " gaussian"]]:
+        """The encoder's Gaussians moved along their rays to the depths where the training photos nearest the
+        context cameras agree (``depth_sweep``), and the factor each one's depth was multiplied by."""
+        if self.sweep_provider is None:
+            raise RuntimeError("PixelSplatModel has no training views to sweep: call set_sweep_provider() first")
+        count = self.config.depth_sweep_views
+        if count < 2:
+            raise PixelSplatInputError(
+                f"--pipeline.model.depth-sweep-views must be at least 2 (the context views are among them), got {count}"
+            )
         height, width = views.image.shape[-2:]
-        depth_map = rearrange(output.depths[0], "v (h w) s p -> v h w (s p)", h=height)[..., 0]
-        sweep = self.sweep_provider(self.config.sweep_views, max(height, width))
+        # Each encoder pixel's first Gaussian's depth: the sweep moves all of a pixel's Gaussians by one factor.
+        depth_map = rearrange(depths[0], "v (h w) s p -> v h w (s p)", h=height)[..., 0]
+        sweep = self.sweep_provider(count, max(height, width))
         size = sweep.images.shape[1:3]
-        source_extrinsics = caller_to_encoder_c2w(sweep.c2w, views.scene_scale)
-        source_intrinsics = normalize_intrinsics(sweep.intrinsics, size[1], size[0])
-        refined, residual = sweep_depths(
+        refined, _ = sweep_depths(
             views.image[0], depth_map, views.extrinsics[0], views.intrinsics[0],
-            list(rearrange(sweep.images, "n h w c -> n c h w")), source_extrinsics, source_intrinsics,
+            list(rearrange(sweep.images, "n h w c -> n c h w")),
+            caller_to_encoder_c2w(sweep.c2w, views.scene_scale), normalize_intrinsics(sweep.intrinsics, size[1], size[0]),
         )  # fmt: skip
         factor = refined / depth_map
-        per_gaussian = repeat(factor, "v h w -> 1 (v h w s p)", s=output.depths.shape[3], p=output.depths.shape[4])
-        origins = repeat(
-            views.extrinsics[0, :, :3, 3], "v c -> 1 (v r) c", r=gaussians.means.shape[1] // factor.shape[0]
-        )
-        f = per_gaussian[..., None]
-        log_change = factor.log().abs()
+        per_pixel = depths.shape[3] * depths.shape[4]
+        factors = repeat(factor, "v h w -> (v h w r)", r=per_pixel)
+        origins = repeat(views.extrinsics[0, :, :3, 3], "v c -> (v r) c", r=height * width * per_pixel)
+        moved = moved_along_rays(gaussians, origins, factors)
+        change = factor.log().abs()
         CONSOLE.print(
-            f"pixelsplat: depth sweep against {len(sweep.names)} training views: median change x{float(log_change.median().exp()):.2f}, "
-            f"{float((log_change > math.log(1.2)).float().mean()):.0%} moved more than 1.2x, median residual {float(residual.median()):.2f}"
+            f"pixelsplat: depth sweep against {len(sweep.names)} training views: the prediction's depths moved by "
+            f"x{float(change.median().exp()):.2f} (median), {float((change > math.log(1.2)).float().mean()):.0%} of "
+            "them by more than 1.2x"
         )
-        return Gaussians(
-            origins + f * (gaussians.means - origins),
-            gaussians.covariances * f[..., None] ** 2,
-            gaussians.harmonics,
-            gaussians.opacities,
-            None if gaussians.scales is None else gaussians.scales * f,
-            gaussians.rotations,
-        )
+        return moved, factors
 
     @property
     def native_gaussians(self) -> bool:
         """Whether predictions are native-resolution Gaussians (``gaussian_resolution``; unset means
         native: ``ns-train`` sets it to encoder for the ``prediction`` start of fine-tuning, see
-        ``PixelSplatTrainerConfig.resolve_gaussian_resolution``)."""
+        ``PixelSplatTrainerConfig.resolve_start``)."""
         return self.config.gaussian_resolution != "encoder"
 
     def _check_gaussian_config(self) -> None:

@@ -76,7 +76,7 @@ class PixelSplatPipeline(ContextPairMixin, VanillaPipeline):
         try:
             super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
             self.model.set_context_provider(self.datamanager.context_views)
-            self.model.sweep_provider = self.datamanager.sweep_views
+            self.model.set_sweep_provider(self.datamanager.sweep_views)
             if test_mode == "val":
                 self.model.context_train_indices = self.datamanager.context_indices()
                 self.model.initialize_gaussians()

@@ -38,15 +38,16 @@ def close_event_writers() -> None:
 class PixelSplatTrainerConfig(TrainerConfig):
     _target: type = field(default_factory=lambda: PixelSplatTrainer)
 
-    def resolve_gaussian_resolution(self) -> None:
-        """An unset ``--pipeline.model.gaussian-resolution`` becomes what the run needs: native
-        Gaussians for a feed-forward run or when a native Gaussians' setting (``gaussian-*``) is
-        given, else the encoder's as the prediction start of fine-tuning (the native start trails a
-        random start; README "Fine-tuning"); the points start seeds from native ones. Set before
-        the config is saved, so that a reloaded run knows which Gaussians it holds."""
+    def resolve_start(self) -> None:
+        """Unset start settings become what the run needs. ``--pipeline.model.gaussian-resolution``: native
+        Gaussians for a feed-forward run or when a native Gaussians' setting (``gaussian-*``) is given, else
+        the encoder's as the prediction start of fine-tuning (the native start trails a random start; README
+        "Fine-tuning"); the points start seeds from native ones. ``--pipeline.model.depth-sweep``: on for the
+        prediction start of fine-tuning (encoder Gaussians), off otherwise. Set before the config is saved, so
+        that a reloaded run knows which Gaussians it holds."""
         model = self.pipeline.model
+        fine_tuning = self.max_num_iterations > 0 and getattr(model, "initialization", None) == "prediction"
         if getattr(model, "gaussian_resolution", "unused") is None:
-            fine_tuning = self.max_num_iterations > 0 and getattr(model, "initialization", None) == "prediction"
             # A native Gaussians' setting given on the command line asks for native Gaussians.
             defaults = type(model)()
             native_asked = any(
@@ -55,9 +56,11 @@ class PixelSplatTrainerConfig(TrainerConfig):
                 if name.startswith("gaussian_") and name != "gaussian_resolution"
             )
             model.gaussian_resolution = "encoder" if fine_tuning and not native_asked else "native"  # type: ignore[attr-defined]
+        if getattr(model, "depth_sweep", "unused") is None:
+            model.depth_sweep = fine_tuning and model.gaussian_resolution == "encoder"  # type: ignore[attr-defined]
 
     def save_config(self) -> None:
-        self.resolve_gaussian_resolution()
+        self.resolve_start()
         super().save_config()
 
 
@@ -65,7 +68,7 @@ class PixelSplatTrainer(Trainer):
     config: PixelSplatTrainerConfig
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
-        self.config.resolve_gaussian_resolution()
+        self.config.resolve_start()
         try:
             super().setup(test_mode)
         except SystemExit:
