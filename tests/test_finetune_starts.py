@@ -254,7 +254,9 @@ def test_a_bad_depth_sweep_is_refused_in_one_line(scene, tmp_path, capsys, model
 
 
 def test_a_prediction_start_does_not_refine_by_default(scene, tmp_path):
-    start = _train(scene, tmp_path / "start", steps=0, gaussian_resolution="encoder")
+    start = _train(
+        scene, tmp_path / "start", steps=0, gaussian_resolution="encoder", depth_sweep=True
+    )  # as fine-tuning's
     assert start.sh_degree_to_use() == 3  # feed-forward: every band the prediction has
     predicted = start.means.shape[0]
     model = _train(scene, tmp_path, warmup_length=1, refine_every=2, densify_grad_thresh=1e-6)

@@ -1,4 +1,6 @@
-"""Two-view photo-consistency refinement of the upsampled depth (a local plane sweep).
+"""Photo-consistency refinement of the encoder's depth (a local plane sweep): between the two
+context views for native-resolution Gaussians (``refine_depths``), and against the training
+views nearest them for the prediction start of fine-tuning (``sweep_depths``).
 
 The encoder's depth, upsampled to the photos' own resolution, is the shape of each view's
 Gaussians; where the two views' depth maps disagree, their sharp Gaussians land in different
