@@ -238,19 +238,7 @@ def test_the_depth_sweep_moves_each_predicted_gaussian_along_its_own_ray(scene, 
     ],
 )  # fmt: skip
 def test_a_bad_depth_sweep_is_refused_in_one_line(scene, tmp_path, capsys, model, message):
-    from nerfstudio.scripts.train import main as train_main
-
-    from pixelsplat_ns.nerfstudio.trainer import close_event_writers
-
-    config = _config(scene, tmp_path / "refused", 0, **model)
-    config.viewer.quit_on_train_completion = True
-    with pytest.raises(SystemExit) as stopped:
-        train_main(config)
-    close_event_writers()
-    assert stopped.value.code == 2
-    said = " ".join(capsys.readouterr().out.split())
-    assert message in said and "Traceback" not in said
-    assert not any((tmp_path / "refused").rglob("*.ckpt"))
+    _assert_refused(scene, tmp_path, capsys, 0, message, **model)
 
 
 def test_a_prediction_start_does_not_refine_by_default(scene, tmp_path):
@@ -389,11 +377,16 @@ def test_ns_train_points_start_seeds_splatfacto_from_the_prediction(scene, tmp_p
     ],
 )
 def test_a_bad_points_start_is_refused_in_one_line(scene, tmp_path, capsys, field, value, message):
+    _assert_refused(scene, tmp_path, capsys, 2, message, initialization="points", **{field: value})
+
+
+def _assert_refused(scene, tmp_path, capsys, steps: int, message: str, **model) -> None:
+    """``ns-train`` with these model fields stops with exit 2, ``message`` in one line, no traceback, no checkpoint."""
     from nerfstudio.scripts.train import main as train_main
 
     from pixelsplat_ns.nerfstudio.trainer import close_event_writers
 
-    config = _config(scene, tmp_path / "refused", 2, initialization="points", **{field: value})
+    config = _config(scene, tmp_path / "refused", steps, **model)
     config.viewer.quit_on_train_completion = True
     with pytest.raises(SystemExit) as stopped:
         train_main(config)
