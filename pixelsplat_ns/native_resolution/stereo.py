@@ -1,6 +1,7 @@
 """Photo-consistency refinement of the encoder's depth (a local plane sweep): between the two
 context views for native-resolution Gaussians (``refine_depths``), and against the training
-views nearest them for the prediction start of fine-tuning (``sweep_depths``).
+views nearest them for the prediction start of fine-tuning (``sweep_depths``: 5x5 windows, the
+better half of the sources, no left-right check). What follows describes ``refine_depths``.
 
 The encoder's depth, upsampled to the photos' own resolution, is the shape of each view's
 Gaussians; where the two views' depth maps disagree, their sharp Gaussians land in different

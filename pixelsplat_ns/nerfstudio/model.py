@@ -507,13 +507,17 @@ class PixelSplatModel(SplatfactoModel):
                 f"--pipeline.model.depth-sweep-views must be at least 2 (the context views are among them), got {count}"
             )
         height, width = views.image.shape[-2:]
-        # Each encoder pixel's first Gaussian's depth: the sweep moves all of a pixel's Gaussians by one factor.
+        # Each encoder pixel's first Gaussian's depth (deterministic runs: its most likely bucket's); the sweep
+        # moves all of a pixel's Gaussians by one factor.
         depth_map = rearrange(depths[0], "v (h w) s p -> v h w (s p)", h=height)[..., 0]
         sweep = self.sweep_provider(count, max(height, width))
         size = sweep.images.shape[1:3]
+        sources = sweep.images
+        if sweep.alpha is not None:  # on the background the context views were composited on, as the encoder saw them
+            sources = sources + (1 - sweep.alpha) * self._encoder_background()
         refined, _ = sweep_depths(
             views.image[0], depth_map, views.extrinsics[0], views.intrinsics[0],
-            list(rearrange(sweep.images, "n h w c -> n c h w")),
+            list(rearrange(sources, "n h w c -> n c h w").to(views.image.device)),
             caller_to_encoder_c2w(sweep.c2w, views.scene_scale), normalize_intrinsics(sweep.intrinsics, size[1], size[0]),
         )  # fmt: skip
         factor = refined / depth_map
