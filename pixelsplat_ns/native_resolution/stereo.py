@@ -204,23 +204,15 @@ def refine_depths(
         refined = depths * rearrange(change, "v 1 h w -> v h w").exp()
         # Bilinear carrying blends kept and rejected changes at their borders: checked again here.
         return torch.where(consistent_depths(refined, extrinsics, intrinsics, tolerance), refined, depths)
-    luma = (images * images.new_tensor(LUMA)[None, :, None, None]).sum(dim=1, keepdim=True)
-    log_reach = math.log(reach)
-    log_factors = torch.linspace(-log_reach, log_reach, steps, device=images.device, dtype=images.dtype)
-    refined = []
-    for view in range(2):
-        other = 1 - view
-        # Candidates o + f (s - o) along each ray are affine in f, also in the other camera's frame.
-        to_other = torch.linalg.inv(extrinsics[other])
-        origin = transform(to_other, extrinsics[view, :3, 3], 1.0)
-        surface = transform(to_other, _surface_points(depths[view], extrinsics[view], intrinsics[view]), 1.0)
-        cost = _matching_costs(
-            luma[view : view + 1], luma[other : other + 1], origin, surface - origin, log_factors.exp(),
-            intrinsics[other], window, min_std,
-        )  # fmt: skip
-        cost = cost + prior * log_factors.abs()[:, None, None] / log_reach
-        index = _sub_step_minimum(cost)
-        refined.append(depths[view] * torch.exp(-log_reach + index * (2 * log_reach / (steps - 1))))
+    # Each view swept against the other's photo alone (its better half is that photo).
+    refined = [
+        sweep_depths(
+            images[view : view + 1], depths[view : view + 1], extrinsics[view : view + 1], intrinsics[view : view + 1],
+            [images[1 - view]], extrinsics[1 - view : 2 - view], intrinsics[1 - view : 2 - view], reach=reach,
+            steps=steps, window=window, prior=prior, min_std=min_std,
+        )[0][0]
+        for view in range(2)
+    ]  # fmt: skip
     refined = torch.stack(refined)
     return torch.where(consistent_depths(refined, extrinsics, intrinsics, tolerance), refined, depths)
 
